@@ -1,0 +1,146 @@
+"""Every check of user input, done once before any work; arrays leave here in backend layout.
+
+Backends trust what comes out of these functions: X C-contiguous float32/float64, targets
+(n, Ky) float64 of 0/1, weights float64 (or empty for unit weights). Nothing here modifies a
+user's array: a conversion, when one is needed, makes a new array once.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import secrets
+
+import numpy as np
+
+
+def _finite_check(a: np.ndarray, name: str) -> None:
+    if not np.isfinite(a).all():
+        raise ValueError(
+            f"{name} contains NaN or infinity; remove or impute those entries before fitting"
+        )
+
+
+def check_X(X) -> np.ndarray:
+    """A 2-D, non-empty, finite float32/float64 C-contiguous array (a C-contiguous float X is
+    used as it is, never copied)."""
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):
+        raise ValueError("X is a sparse matrix; gradstep needs a dense array: pass X.toarray()")
+    arr = np.asarray(X)
+    if arr.dtype == object or np.iscomplexobj(arr) or arr.dtype.kind not in "biuf":
+        raise ValueError(f"X must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"X must be 2-D (n_samples, n_features), got shape {arr.shape}; "
+            "reshape a single feature with X.reshape(-1, 1)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"X is empty (shape {arr.shape}); it needs at least one row and column")
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    arr = np.ascontiguousarray(arr)
+    _finite_check(arr, "X")
+    return arr
+
+
+def check_sample_weight(sample_weight, n: int) -> np.ndarray:
+    """float64 (n,) non-negative finite weights with a positive sum; empty when None."""
+    if sample_weight is None:
+        return np.empty(0)
+    sw = np.asarray(sample_weight)
+    if sw.dtype.kind not in "biuf":
+        raise ValueError(f"sample_weight must hold real numbers, got dtype {sw.dtype}")
+    sw = np.array(sw, dtype=np.float64, order="C")  # always a copy: the user's array is theirs
+    if sw.ndim != 1 or sw.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},) to match X, got {sw.shape}")
+    _finite_check(sw, "sample_weight")
+    if (sw < 0).any():
+        raise ValueError("sample_weight must be >= 0; negative weights are not supported")
+    if sw.sum() <= 0:
+        raise ValueError("sample_weight sums to zero; at least one sample needs a positive weight")
+    return sw
+
+
+def check_targets(y, n: int, *, labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Targets as (n, Ky) float64 0/1 and, for 1-D y, its two classes.
+
+    1-D y with ``labels`` (the fit API) may hold any two classes; the larger is the positive
+    class. 1-D y without ``labels`` (loss_and_grad) and 2-D y must hold 0 and 1 only.
+    """
+    arr = np.asarray(y)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"y must be 1-D (n_samples,) or 2-D (n_samples, n_runs), got {arr.shape}")
+    if arr.shape[0] != n:
+        raise ValueError(
+            f"y has {arr.shape[0]} rows but X has {n}; they must have the same number of samples"
+        )
+    if arr.dtype.kind in "fc":
+        _finite_check(arr, "y")
+    if arr.ndim == 1 and labels:
+        classes = np.unique(arr)
+        if classes.size != 2:
+            raise ValueError(
+                f"y must have exactly two classes for binary logistic regression, got "
+                f"{classes.size} ({classes[:5].tolist()}{'...' if classes.size > 5 else ''}); "
+                "for several classes use a 2-D 0/1 target (one column per run)"
+            )
+        return (arr == classes[1]).astype(np.float64).reshape(n, 1), classes
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"y must be 0/1 numbers here, got dtype {arr.dtype}")
+    values = arr.astype(np.float64)
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError("y must contain only 0 and 1 (one 0/1 column per run when 2-D)")
+    return np.ascontiguousarray(values.reshape(n, -1)), None
+
+
+def check_positive_int(value, name: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_nonneg_float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+def check_n_threads(n_threads) -> int:
+    """None means every core."""
+    if n_threads is None:
+        return os.cpu_count() or 1
+    return check_positive_int(n_threads, "n_threads")  # type: ignore[return-value]
+
+
+def seed_from(random_state) -> int:
+    """A 64-bit seed for the mini-batch shuffle from None, an int, or a NumPy generator."""
+    if random_state is None:
+        return secrets.randbits(64)
+    if isinstance(random_state, (np.random.Generator, np.random.RandomState)):
+        return int(random_state.randint(0, 2**63) if hasattr(random_state, "randint")
+                   else random_state.integers(0, 2**63))
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be >= 0, got {random_state}")
+        return int(random_state) % 2**64
+    raise ValueError(
+        f"random_state must be None, an int or a numpy Generator/RandomState, got {random_state!r}"
+    )
+
+
+def check_params(arr, name: str, n_runs: int | None, size: int) -> np.ndarray:
+    """A float64 copy of a (size,) or (n_runs, size) parameter array, finite."""
+    out = np.array(arr, dtype=np.float64)
+    if out.ndim == 1 and out.shape[0] == size:
+        pass
+    elif out.ndim == 2 and out.shape[1] == size and (n_runs is None or out.shape[0] == n_runs):
+        pass
+    else:
+        want = f"({size},)" + (f" or ({n_runs}, {size})" if n_runs else "")
+        raise ValueError(f"{name} must have shape {want}, got {out.shape}")
+    _finite_check(out, name)
+    return out
