@@ -27,7 +27,16 @@ from .rules import (
 
 __all__ = [
     "SGD", "AdaDelta", "AdaGrad", "Adam", "Constant", "Cosine", "DivergenceWarning",
-    "Exponential", "FitResult", "History", "InversePower", "InverseTime", "Momentum",
+    "Exponential", "FitResult", "GDClassifier", "History", "InversePower", "InverseTime", "Momentum",
     "Normalized", "RMSProp", "StepRule", "backends", "fit", "lipschitz_constant",
     "loss_and_grad",
 ]
+
+
+def __getattr__(name: str):
+    # scikit-learn is imported only when the estimator is asked for: `import gradstep` stays light
+    if name == "GDClassifier":
+        from .estimator import GDClassifier
+
+        return GDClassifier
+    raise AttributeError(f"module 'gradstep' has no attribute {name!r}")

@@ -249,6 +249,7 @@ def _fit(X, y, rule, *, lr, schedule, alpha, fit_intercept, sample_weight, max_i
         rule, lr, schedule, rule_params,
         lambda: lipschitz_constant(X, sw, alpha, fit_intercept), Y.shape[1] if np.ndim(y) == 2 else 1,
     )
+    batched = batched or np.ndim(y) == 2  # a 2-D target always gives per-run arrays
     n_runs, D = len(rules), d + 1
     P0 = np.zeros((n_runs, D))
     if coef_init is not None:

@@ -303,6 +303,12 @@ RULES: dict[str, type] = {
 }
 
 
+# GDClassifier's lr=None for rules whose general default does not suit a full-batch fit:
+# Adam's 0.001 (PyTorch's) is tuned for thousands of mini-batch steps, and each Adam step moves a
+# weight by about lr, so 1,000 full-batch iterations at 0.001 cannot travel far enough.
+ESTIMATOR_LR = {"adam": 0.03}
+
+
 def make_schedule(schedule: object, schedule_params: dict) -> Schedule:
     """A schedule object from a name (with its parameters) or an object."""
     if isinstance(schedule, tuple(SCHEDULES.values())):

@@ -36,6 +36,11 @@ def log1pexp_and_sigmoid(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def loss_grad(X, Y, sw, P, alpha, rows, active, n_threads=None):
     """Loss (K,) and gradient (K, D) of the runs marked active (see state.py for the contract)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run overflows: reported
+        return _loss_grad(X, Y, sw, P, alpha, rows, active)
+
+
+def _loss_grad(X, Y, sw, P, alpha, rows, active):
     n_runs, n_params = P.shape
     d = n_params - 1
     loss = np.zeros(n_runs)
@@ -127,10 +132,11 @@ def _finite(*arrays) -> bool:
 
 def run(X, Y, sw, spec: RunSpec, state: FitState, n_steps: int, n_threads=None) -> None:
     """Advance the running runs by up to n_steps iterations (see state.py for the contract)."""
-    if spec.batch_size:
-        _run_minibatch(X, Y, sw, spec, state, n_steps)
-    else:
-        _run_full_batch(X, Y, sw, spec, state, n_steps)
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected, not warned
+        if spec.batch_size:
+            _run_minibatch(X, Y, sw, spec, state, n_steps)
+        else:
+            _run_full_batch(X, Y, sw, spec, state, n_steps)
 
 
 def _run_full_batch(X, Y, sw, spec, state, n_steps) -> None:

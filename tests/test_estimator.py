@@ -1,0 +1,197 @@
+"""GDClassifier: scikit-learn's estimator contract, multiclass, warnings, pipelines, accuracy."""
+
+import io
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import gradstep as gs
+from gradstep import GDClassifier
+
+
+def _expected_failed_checks(estimator):
+    """No check fails for the default (full-batch) estimator; with mini-batches one does."""
+    if estimator.batch_size is None:
+        return {}
+    return {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "mini-batches: a repeated row lands in different batches than one row with a "
+            "doubled weight, so the two paths differ (as for SGDClassifier)"
+        )
+    }
+
+
+# ConvergenceWarning is allowed: several checks fit tiny or unscaled problems with a capped
+# max_iter, where stopping at max_iter is the right answer.
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@parametrize_with_checks(
+    [GDClassifier(), GDClassifier(rule="sgd", lr="auto", batch_size=16)],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def binary_data():
+    X, y = make_classification(n_samples=400, n_features=6, n_informative=4, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+def test_binary_attributes_and_probabilities(binary_data):
+    X, y = binary_data
+    labels = np.where(y == 1, "spam", "ham")
+    clf = GDClassifier(rule="sgd", lr="auto", max_iter=3000, tol=1e-8).fit(X, labels)
+    assert clf.classes_.tolist() == ["ham", "spam"]
+    assert clf.coef_.shape == (1, 6) and clf.intercept_.shape == (1,)
+    assert clf.n_features_in_ == 6
+    assert clf.loss_curve_.shape == (clf.n_iter_[0] + 1,)
+    assert clf.status_ == "converged"
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    z = X @ clf.coef_[0] + clf.intercept_[0]
+    np.testing.assert_allclose(proba[:, 1], 1 / (1 + np.exp(-z)), rtol=1e-12)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
+    assert set(clf.predict(X)) <= {"ham", "spam"}
+    # The optimum of the unregularized problem, found independently by scikit-learn.
+    ref = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10000).fit(X, y)
+    np.testing.assert_allclose(clf.coef_, ref.coef_, rtol=1e-4, atol=1e-5)
+
+
+def test_C_is_logistic_regression_strength(binary_data):
+    X, y = binary_data
+    clf = GDClassifier(rule="sgd", lr="auto", C=0.5, max_iter=5000, tol=1e-10).fit(X, y)
+    ref = LogisticRegression(C=0.5, tol=1e-12, max_iter=10000).fit(X, y)
+    np.testing.assert_allclose(clf.coef_, ref.coef_, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(clf.intercept_, ref.intercept_, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="alpha.*C"):
+        GDClassifier(alpha=0.1, C=1.0).fit(X, y)
+
+
+def test_multiclass_is_one_batched_call(monkeypatch):
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X[:300])
+    y = y[:300]
+    calls = []
+    import gradstep.estimator as est
+
+    real = est._fit
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(est, "_fit", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = GDClassifier(rule="adam", max_iter=50).fit(X, y)
+    assert calls == [(300, 10)]  # one engine call, one 0/1 column per class
+    assert clf.coef_.shape == (10, 64)
+    assert clf.loss_curve_.shape[0] == 10
+    # Each class's run equals a binary fit of that class against the rest.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        one = GDClassifier(rule="adam", max_iter=50).fit(X, (y == 3).astype(int))
+    np.testing.assert_allclose(clf.coef_[3], one.coef_[0], rtol=1e-9, atol=1e-12)
+
+
+def test_digits_accuracy_close_to_logistic_regression():
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0, stratify=y)
+    scaler = StandardScaler().fit(X_train)
+    X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+    reference = LogisticRegression(max_iter=5000).fit(X_train, y_train).score(X_test, y_test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = GDClassifier(rule="adam", C=1.0).fit(X_train, y_train).score(X_test, y_test)
+    assert ours >= reference - 0.01
+
+
+def test_max_iter_warns_with_advice(binary_data):
+    X, y = binary_data
+    with pytest.warns(ConvergenceWarning, match=r"rule 'sgd' with lr=0.001.*max_iter=5.*lr='auto'"):
+        GDClassifier(rule="sgd", lr=0.001, max_iter=5).fit(X, y)
+
+
+def test_divergence_raises_with_advice(binary_data):
+    X, y = binary_data
+    with pytest.raises(ValueError, match=r"rule 'sgd' with lr=1e\+06.*iteration \d+.*smaller lr"):
+        GDClassifier(rule="sgd", lr=1e6, alpha=10.0, max_iter=3000).fit(X, y)
+
+
+def test_pipeline_gridsearch_and_pickle(binary_data):
+    X, y = binary_data
+    pipe = make_pipeline(StandardScaler(), GDClassifier(rule="sgd", lr="auto", max_iter=300))
+    search = GridSearchCV(pipe, {"gdclassifier__alpha": [1e-3, 1e-1]}, cv=3).fit(X, y)
+    baseline = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression()), X, y, cv=3)
+    assert search.best_score_ >= baseline.mean() - 0.02
+    model = search.best_estimator_
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.predict_proba(X), model.predict_proba(X))
+
+
+def test_dataframe_feature_names(binary_data):
+    pd = pytest.importorskip("pandas")
+    X, y = binary_data
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    clf = GDClassifier(rule="sgd", lr="auto", max_iter=200).fit(frame, y)
+    assert clf.feature_names_in_.tolist() == list(frame.columns)
+
+
+def test_partial_fit_keeps_rule_state(binary_data):
+    X, y = binary_data
+    # Two partial_fit epochs of Adam equal a two-iteration full-batch fit: the moments carry over.
+    inc = GDClassifier(rule="adam", lr=0.05)
+    inc.partial_fit(X, y, classes=[0, 1])
+    inc.partial_fit(X, y)
+    with pytest.warns(ConvergenceWarning):
+        full = GDClassifier(rule="adam", lr=0.05, max_iter=2).fit(X, y)
+    np.testing.assert_allclose(inc.coef_, full.coef_, rtol=1e-12)
+    assert inc.n_iter_.tolist() == [2]
+    assert inc.loss_curve_.shape == (2,)
+    with pytest.raises(ValueError, match="classes"):
+        GDClassifier().partial_fit(X, y)
+
+
+def test_warm_start_continues(binary_data):
+    X, y = binary_data
+    with pytest.warns(ConvergenceWarning):
+        clf = GDClassifier(rule="sgd", lr=0.5, max_iter=10, warm_start=True).fit(X, y)
+    first_loss = clf.loss_curve_[-1]
+    with pytest.warns(ConvergenceWarning):
+        clf.fit(X, y)
+    assert clf.loss_curve_[0] == pytest.approx(first_loss, rel=1e-12)
+
+
+def test_verbose_progress_bar(binary_data, capsys):
+    X, y = binary_data
+    GDClassifier(rule="sgd", lr="auto", max_iter=200, verbose=1).fit(X, y)
+    err = capsys.readouterr().err
+    assert "GDClassifier(sgd)" in err and "/200" in err and "#" in err
+
+
+def test_keyboard_interrupt_stops_cleanly(binary_data, monkeypatch):
+    X, y = binary_data
+    import gradstep.estimator as est
+
+    seen = []
+
+    class Interrupting(est._Progress):
+        def __call__(self, state):
+            seen.append(int(state.n_iter.max()))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(est, "_Progress", Interrupting)
+    monkeypatch.setattr(est, "_callback_every", lambda n, d, k: 10)
+    with pytest.raises(KeyboardInterrupt):
+        GDClassifier(rule="sgd", lr=0.01, max_iter=100000, verbose=1).fit(X, y)
+    assert seen == [10]  # the compiled loop returned after one chunk and stopped there
