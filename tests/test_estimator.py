@@ -191,7 +191,7 @@ def test_keyboard_interrupt_stops_cleanly(binary_data, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(est, "_Progress", Interrupting)
-    monkeypatch.setattr(est, "_callback_every", lambda n, d, k: 10)
+    monkeypatch.setattr(est, "chunk_iterations", lambda n, d, k: 10)
     with pytest.raises(KeyboardInterrupt):
         GDClassifier(rule="sgd", lr=0.01, max_iter=100000, verbose=1).fit(X, y)
     assert seen == [10]  # the compiled loop returned after one chunk and stopped there

@@ -280,16 +280,22 @@ def _fit(X, y, rule, *, lr, schedule, alpha, fit_intercept, sample_weight, max_i
     if ref is not None:
         state.reference[:] = ref
     init_state(module, X, Y, sw, spec, state, threads)
-    if callback is None or callback_every <= 0:
-        module.run(X, Y, sw, spec, state, max_iter, threads)
-    else:  # chunks let the caller report progress and honour Ctrl-C between them
-        while (state.status == RUNNING).any():
-            module.run(X, Y, sw, spec, state, callback_every, threads)
+    # The compiled loop runs in chunks of about 0.1 s: between them Python handles Ctrl-C
+    # (KeyboardInterrupt) and the caller's callback reports progress.
+    every = callback_every if callback_every > 0 else chunk_iterations(n, d, n_runs)
+    while (state.status == RUNNING).any():
+        module.run(X, Y, sw, spec, state, every, threads)
+        if callback is not None:
             callback(state)
     if batch:  # the exact objective at the returned weights (epoch losses are running means)
         all_runs = np.ones(n_runs, np.uint8)
         state.loss[:] = module.loss_grad(X, Y, sw, state.P, alpha, _NO_ROWS, all_runs, threads)[0]
     return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d)
+
+
+def chunk_iterations(n: int, d: int, n_runs: int) -> int:
+    """Iterations in about 0.1 s of compiled work (~2e8 multiply-adds, two per X entry)."""
+    return max(1, int(1e8 / max(2.0 * n * d * n_runs, 1.0)))
 
 
 def init_state(module, X, Y, sw, spec: RunSpec, state: FitState, threads: int) -> None:

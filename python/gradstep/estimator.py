@@ -31,7 +31,14 @@ from ._backends.state import (
     FitState,
     RunSpec,
 )
-from .api import DivergenceWarning, _build_rules, _fit, init_state, lipschitz_constant
+from .api import (
+    DivergenceWarning,
+    _build_rules,
+    _fit,
+    chunk_iterations,
+    init_state,
+    lipschitz_constant,
+)
 from .rules import ESTIMATOR_LR, encode_runs
 
 
@@ -57,12 +64,6 @@ class _Progress:
         if not (state.status == RUNNING).any():
             sys.stderr.write("\n")
         sys.stderr.flush()
-
-
-def _callback_every(n: int, d: int, n_runs: int) -> int:
-    """Iterations per chunk of compiled work: ~0.1 s, so Ctrl-C and progress stay responsive."""
-    flops_per_iter = 4.0 * n * d * n_runs
-    return max(1, int(2e8 / max(flops_per_iter, 1.0)))
 
 
 class GDClassifier(ClassifierMixin, BaseEstimator):
@@ -196,7 +197,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         n_runs = Y.shape[1]
         warm = self.warm_start and hasattr(self, "coef_") and self.coef_.shape[0] == n_runs
         progress = _Progress(self.max_iter, f"GDClassifier({self.rule})") if self.verbose else None
-        every = _callback_every(X.shape[0], X.shape[1], n_runs)
+        every = chunk_iterations(X.shape[0], X.shape[1], n_runs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)  # raised as ValueError below
             result = _fit(
