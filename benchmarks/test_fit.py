@@ -1,0 +1,92 @@
+"""Whole fits: each backend against gradstep's NumPy backend and against what other libraries
+offer for the same job (scikit-learn, PyTorch when installed)."""
+
+import numpy as np
+import pytest
+from conftest import ALL_THREADS, BACKENDS, blas_limit
+
+import gradstep as gs
+from gradstep.bench import numpy_adam_fit
+
+
+@pytest.mark.parametrize("who", ["plain numpy", *BACKENDS])
+def test_fit_adam_small(benchmark, data, who):
+    """1,000 x 20, Adam, 1,000 iterations: interpreter overhead dominates plain NumPy."""
+    X, y, _ = data(1_000, 20, 1, "float64")
+    benchmark.group = "fit adam 1000x20 x1000 iterations"
+    if who == "plain numpy":
+        benchmark(numpy_adam_fit, X, y, 1000, 0.01)
+        return
+    gs.fit(X, y, "adam", lr=0.01, max_iter=5, backend=who, history=False)  # warm-up / JIT
+    res = benchmark(gs.fit, X, y, "adam", lr=0.01, max_iter=1000, tol=0.0, backend=who,
+                    history=False)
+    w_np, b_np = numpy_adam_fit(X, y, 1000, 0.01)
+    np.testing.assert_allclose(res.coef, w_np, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("who", ["sklearn SGDClassifier", *BACKENDS])
+def test_minibatch_vs_sgdclassifier(benchmark, data, who):
+    """20 epochs of mini-batches (256, Adam) on 200,000 x 100 against SGDClassifier's 20 epochs."""
+    X, y, _ = data(200_000, 100, 1, "float64")
+    benchmark.group = "minibatch 200000x100 x20 epochs"
+    if who == "sklearn SGDClassifier":
+        from sklearn.linear_model import SGDClassifier
+
+        model = benchmark.pedantic(
+            lambda: SGDClassifier(loss="log_loss", max_iter=20, tol=None, alpha=1e-6,
+                                  random_state=0).fit(X, y), rounds=3, iterations=1)
+        loss = gs.loss_and_grad(X, y, model.coef_[0], model.intercept_[0])[0]
+    else:
+        res = benchmark.pedantic(
+            lambda: gs.fit(X, y, "adam", lr=0.001, batch_size=256, max_iter=20, tol=0.0,
+                           alpha=1e-6, random_state=0, backend=who, history=False),
+            rounds=3, iterations=1, warmup_rounds=1)
+        loss = res.loss - 0.5e-6 * res.coef @ res.coef
+    benchmark.extra_info["final_loss"] = float(loss)
+    assert loss < 0.69
+
+
+@pytest.mark.parametrize("who", ["sklearn lbfgs", *BACKENDS])
+def test_fit_vs_lbfgs(benchmark, data, who):
+    """To the same tolerance as LogisticRegression(solver="lbfgs") on 100,000 x 100."""
+    X, y, _ = data(100_000, 100, 1, "float64")
+    benchmark.group = "fit to optimum 100000x100"
+    if who == "sklearn lbfgs":
+        from sklearn.linear_model import LogisticRegression
+
+        benchmark.pedantic(lambda: LogisticRegression(C=1.0).fit(X, y), rounds=3, iterations=1)
+    else:
+        alpha = 1.0 / X.shape[0]
+        res = benchmark.pedantic(lambda: gs.fit(X, y, "sgd", lr="auto", alpha=alpha, tol=1e-4,
+                                                max_iter=2000, backend=who, history=False),
+                                 rounds=3, iterations=1, warmup_rounds=1)
+        assert res.status == "converged"
+
+
+@pytest.mark.parametrize("who", ["torch", *BACKENDS])
+def test_fit_vs_torch_adam(benchmark, data, who):
+    """200 full-batch Adam iterations on 100,000 x 100 float32, the same number of threads."""
+    X, y, _ = data(100_000, 100, 1, "float32")
+    benchmark.group = "adam x200 100000x100 float32"
+    if who == "torch":
+        torch = pytest.importorskip("torch")
+        torch.set_num_threads(ALL_THREADS)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.float32))
+
+        def torch_fit():
+            model = torch.nn.Linear(X.shape[1], 1)
+            opt = torch.optim.Adam(model.parameters(), lr=0.01)
+            loss_fn = torch.nn.BCEWithLogitsLoss()
+            for _ in range(200):
+                opt.zero_grad()
+                loss = loss_fn(model(Xt).squeeze(1), yt)
+                loss.backward()
+                opt.step()
+            return loss.item()
+
+        benchmark.pedantic(torch_fit, rounds=3, iterations=1, warmup_rounds=1)
+    else:
+        with blas_limit(ALL_THREADS):
+            benchmark.pedantic(lambda: gs.fit(X, y, "adam", lr=0.01, max_iter=200, tol=0.0,
+                                              backend=who, history=False),
+                               rounds=3, iterations=1, warmup_rounds=1)

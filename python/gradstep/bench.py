@@ -1,0 +1,152 @@
+"""The measurements behind `gradstep bench`: one loss+gradient pass and one whole fit per backend,
+against plain NumPy, with the time of one ``X @ w`` as the memory-bound floor.
+
+Every number of a table is measured in the same process on the same arrays, so the ratios
+compare like with like. Times are the median of ``repeat`` runs after one warm-up (which also
+triggers Numba's compilation).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from . import _backends
+from .api import fit, loss_and_grad
+
+
+@dataclass
+class Row:
+    what: str  # "X @ w (floor)", "gradient", "fit"
+    backend: str
+    seconds: float
+    bytes_read: float  # bytes of X read per gradient (for GB/s)
+    floor: float  # the X @ w time of this table
+    numpy_seconds: Optional[float]  # plain NumPy's time for the same job
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes_read / self.seconds / 1e9
+
+    @property
+    def vs_floor(self) -> float:
+        return self.seconds / self.floor
+
+    @property
+    def speedup_vs_numpy(self) -> Optional[float]:
+        return None if self.numpy_seconds is None else self.numpy_seconds / self.seconds
+
+
+def median_time(func: Callable[[], object], repeat: int) -> float:
+    func()  # warm-up: caches, page faults, JIT compilation
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextmanager
+def blas_threads(n_threads: int) -> Iterator[str]:
+    """Limit BLAS to n_threads while timing NumPy (threadpoolctl when installed)."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        yield "unknown BLAS (install threadpoolctl to see and limit it)"
+        return
+    with threadpool_limits(limits=n_threads, user_api="blas"):
+        info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        desc = ", ".join(
+            f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
+            f"{i.get('num_threads')} threads)" for i in info
+        ) or "no BLAS found by threadpoolctl"
+        yield desc
+
+
+def make_data(n: int, d: int, k: int, dtype, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d), dtype=np.float64).astype(dtype, copy=False)
+    w = rng.standard_normal(d) / np.sqrt(d)
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(X @ w)))).astype(np.float64)
+    W = rng.standard_normal((k, d)) * 0.1
+    return X, y, W
+
+
+def numpy_gradient(X, y, W, b):
+    """What a user writes in NumPy: two passes over X (X @ w, then X.T @ r)."""
+    Z = X @ W.T + b
+    R = 1.0 / (1.0 + np.exp(-Z)) - y[:, None]
+    return R.T @ X / X.shape[0]
+
+
+def numpy_adam_fit(X, y, n_iter: int, lr: float = 0.01):
+    """A user's full-batch Adam in NumPy, the baseline of the whole-fit rows."""
+    n, d = X.shape
+    w, b = np.zeros(d), 0.0
+    m, v = np.zeros(d + 1), np.zeros(d + 1)
+    for t in range(1, n_iter + 1):
+        z = X @ w + b
+        r = (1.0 / (1.0 + np.exp(-z)) - y) / n
+        g = np.append(X.T @ r, r.sum())
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        step = lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        w -= step[:d]
+        b -= step[d]
+    return w, b
+
+
+def run(n: int, d: int, k: int, dtype: str, threads: int, fit_iters: int, repeat: int,
+        backends: Optional[list] = None) -> tuple[list, str]:
+    """All rows of one table and a description of the BLAS that NumPy used."""
+    X, y, W = make_data(n, d, k, np.dtype(dtype))
+    Y = np.repeat(y[:, None], k, axis=1) if k > 1 else y
+    b = np.zeros(k)
+    names = backends or [name for name in _backends.ORDER if _backends.available()[name]]
+    rows = []
+    with blas_threads(threads) as blas:
+        floor = median_time(lambda: X @ W[0].astype(X.dtype), repeat)
+        np_grad = median_time(lambda: numpy_gradient(X, y, W, b), repeat)
+        np_fit = median_time(lambda: numpy_adam_fit(X, y, fit_iters), max(1, repeat // 3))
+        bytes_x = float(X.nbytes)
+        rows.append(Row("X @ w (floor)", "numpy", floor, bytes_x, floor, None))
+        rows.append(Row("gradient", "plain numpy", np_grad, 2 * bytes_x, floor, np_grad))
+        for name in names:
+            seconds = median_time(
+                lambda: loss_and_grad(X, Y, W, b, backend=name, n_threads=threads), repeat)
+            rows.append(Row("gradient", name, seconds, bytes_x, floor, np_grad))
+        rows.append(Row(f"fit adam x{fit_iters}", "plain numpy", np_fit,
+                        fit_iters * 2 * bytes_x, floor * fit_iters, np_fit))
+        for name in names:
+            seconds = median_time(
+                lambda: fit(X, y, "adam", lr=0.01, max_iter=fit_iters, tol=0.0, backend=name,
+                            n_threads=threads, history=False), max(1, repeat // 3))
+            rows.append(Row(f"fit adam x{fit_iters}", name, seconds, fit_iters * bytes_x,
+                            floor * fit_iters, np_fit))
+    return rows, blas
+
+
+def format_table(rows: list, title: str) -> str:
+    head = f"{'job':<18} {'backend':<12} {'seconds':>10} {'GB/s':>7} {'x floor':>8} {'vs numpy':>9}"
+    lines = [title, head, "-" * len(head)]
+    for r in rows:
+        speed = "" if r.speedup_vs_numpy is None else f"{r.speedup_vs_numpy:8.2f}x"
+        lines.append(f"{r.what:<18} {r.backend:<12} {r.seconds:10.5f} {r.gb_per_s:7.2f} "
+                     f"{r.vs_floor:8.2f} {speed:>9}")
+    return "\n".join(lines)
+
+
+def machine_description() -> str:
+    import gradstep
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, NumPy {np.__version__}, "
+            f"gradstep {gradstep.__version__}")
