@@ -1,0 +1,172 @@
+// A persistent pool of worker threads that run the tasks of one job at a time.
+//
+// Why persistent: a full-batch fit computes one gradient per iteration, thousands of times; creating
+// threads for each of them would cost more than a small gradient. The workers are started on first
+// use and then sleep on a condition variable between jobs.
+//
+// Why results never depend on the number of threads: a job is a list of independent tasks, each
+// writing only its own output slot; which thread runs which task changes nothing in the numbers.
+// The caller of parallel_for is one of the participants, so n_participants == 1 runs every task on
+// the calling thread with no synchronisation at all.
+//
+// Robustness:
+// - A second job submitted while one is in flight (two Python threads calling the core with the GIL
+//   released, or a nested call) does not wait for the pool: it runs on its own calling thread.
+// - After fork() the child has none of the parent's worker threads; instance() notices the changed
+//   process id and starts a fresh pool (the old one is abandoned, never touched again).
+// - The pool is leaked on purpose: joining threads from a static destructor while the interpreter
+//   shuts down can deadlock; the OS reclaims the sleeping workers at exit.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#define GRADSTEP_HAVE_GETPID 1
+#endif
+
+namespace gradstep {
+
+class ThreadPool {
+ public:
+  // The process-wide pool with one participant per hardware thread (the caller included).
+  static ThreadPool& instance() {
+    static std::mutex guard;
+    static ThreadPool* pool = nullptr;
+    std::lock_guard<std::mutex> lock(guard);
+    if (pool == nullptr || pool->owner_pid_ != current_pid()) {
+      pool = new ThreadPool(hardware_threads());  // a pool inherited through fork() is abandoned
+    }
+    return *pool;
+  }
+
+  static int hardware_threads() {
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : static_cast<int>(hw);
+  }
+
+  // Participants available to one job: the workers plus the calling thread.
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(task) for every task in [0, n_tasks), on at most n_participants threads (the calling
+  // thread included), and returns when all of them are done. The first exception thrown by a task
+  // is rethrown here once every participant has stopped.
+  template <class F>
+  void parallel_for(std::ptrdiff_t n_tasks, int n_participants, F&& fn) {
+    if (n_tasks <= 0) return;
+    const int helpers =
+        std::min({n_participants - 1, static_cast<int>(workers_.size()),
+                  static_cast<int>(std::min<std::ptrdiff_t>(n_tasks - 1, 1 << 20))});
+    std::unique_lock<std::mutex> busy(submit_, std::try_to_lock);
+    if (helpers <= 0 || !busy.owns_lock()) {
+      for (std::ptrdiff_t task = 0; task < n_tasks; ++task) fn(task);
+      return;
+    }
+    Job job;
+    job.n_tasks = n_tasks;
+    using Fn = std::remove_reference_t<F>;
+    job.call = [](void* ctx, std::ptrdiff_t task) { (*static_cast<Fn*>(ctx))(task); };
+    job.ctx = const_cast<void*>(static_cast<const void*>(&fn));
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &job;
+      helpers_ = helpers;
+      pending_ = helpers;
+      ++generation_;
+    }
+    wake_.notify_all();
+    work(job);
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [this] { return pending_ == 0; });
+      job_ = nullptr;
+    }
+    if (job.error) std::rethrow_exception(job.error);
+  }
+
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+ private:
+  struct Job {
+    std::ptrdiff_t n_tasks = 0;
+    void (*call)(void*, std::ptrdiff_t) = nullptr;
+    void* ctx = nullptr;
+    std::atomic<std::ptrdiff_t> next{0};
+    std::atomic<bool> failed{false};
+    std::exception_ptr error;  // written once, by the participant that set `failed`
+  };
+
+  explicit ThreadPool(int n_participants) : owner_pid_(current_pid()) {
+    const int n_workers = std::max(0, n_participants - 1);
+    workers_.reserve(static_cast<std::size_t>(n_workers));
+    for (int i = 0; i < n_workers; ++i) {
+      try {
+        workers_.emplace_back([this, i] { worker_loop(i); });
+      } catch (const std::system_error&) {
+        break;  // the system refuses more threads: run with the ones we have
+      }
+    }
+  }
+
+  static long current_pid() {
+#ifdef GRADSTEP_HAVE_GETPID
+    return static_cast<long>(::getpid());
+#else
+    return 0;
+#endif
+  }
+
+  // Tasks are claimed one at a time from a shared counter: the fastest thread takes more of them.
+  static void work(Job& job) {
+    for (;;) {
+      const std::ptrdiff_t task = job.next.fetch_add(1, std::memory_order_relaxed);
+      if (task >= job.n_tasks || job.failed.load(std::memory_order_relaxed)) return;
+      try {
+        job.call(job.ctx, task);
+      } catch (...) {
+        if (!job.failed.exchange(true)) job.error = std::current_exception();
+        return;
+      }
+    }
+  }
+
+  void worker_loop(int index) {
+    unsigned long seen = 0;
+    for (;;) {
+      Job* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (index >= helpers_) continue;  // this job asked for fewer threads
+        job = job_;
+      }
+      work(*job);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  long owner_pid_;
+  std::vector<std::thread> workers_;  // never joined: see the note on leaking at the top
+  std::mutex submit_;                 // held by the caller of the job in flight
+  std::mutex mutex_;                  // guards the fields below
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  Job* job_ = nullptr;
+  int helpers_ = 0;
+  int pending_ = 0;
+  unsigned long generation_ = 0;
+};
+
+}  // namespace gradstep
