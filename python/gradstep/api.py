@@ -238,7 +238,8 @@ def _fit(X, y, rule, *, lr, schedule, alpha, fit_intercept, sample_weight, max_i
     Y, classes = v.check_targets(y, n, labels=np.ndim(y) == 1)
     sw = v.check_sample_weight(sample_weight, n)
     alpha = v.check_nonneg_float(alpha, "alpha")
-    tol = v.check_nonneg_float(tol, "tol")
+    # tol=None never stops early (as scikit-learn's SGDClassifier): -inf fails every test
+    tol = -np.inf if tol is None else v.check_nonneg_float(tol, "tol")
     max_iter = v.check_positive_int(max_iter, "max_iter")
     batch = v.check_positive_int(batch_size, "batch_size", allow_none=True) or 0
     threads = v.check_n_threads(n_threads)

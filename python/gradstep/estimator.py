@@ -172,7 +172,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn(
                 f"GDClassifier did not converge: rule {rule!r} with lr={lr_values[k]:g} stopped "
                 f"at max_iter={self.max_iter} with gradient norm {final_grad_norm[k]:.3g} "
-                f"(tol={self.tol:g}). Try a larger max_iter, a larger lr or lr='auto', "
+                f"(tol={self.tol}). Try a larger max_iter, a larger lr or lr='auto', "
                 "scaling X, or a larger tol.",
                 ConvergenceWarning,
             )
@@ -271,7 +271,8 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         max_iter = v.check_positive_int(self.max_iter, "max_iter")
         spec = RunSpec(
             rule_code=rule_code, sched_code=sched_code, hyper=hyper, alpha=alpha,
-            fit_intercept=bool(self.fit_intercept), tol=v.check_nonneg_float(self.tol, "tol"),
+            fit_intercept=bool(self.fit_intercept),
+            tol=-np.inf if self.tol is None else v.check_nonneg_float(self.tol, "tol"),
             batch_size=batch, seed=v.seed_from(self.random_state), max_iter=1,
             total_updates=max_iter * (math.ceil(n / batch) if batch else 1),
             record_history=True, has_reference=False,

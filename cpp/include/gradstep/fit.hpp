@@ -198,6 +198,14 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
   std::vector<std::uint8_t> in_epoch(uK);
   std::vector<std::uint64_t> keys;
   std::vector<std::int64_t> order;
+  // With sample weights a batch's sums are divided by its expected weight, count * (sum s) / n,
+  // not by its own weight: the batch gradient is then an unbiased estimate of the full one, and
+  // a batch of light rows takes a light step (reference._run_minibatch).
+  double mean_weight = 0.0;
+  if (data.sw) {
+    for (std::ptrdiff_t i = 0; i < n; ++i) mean_weight += data.sw[i];
+    mean_weight /= static_cast<double>(n);
+  }
 
   for (std::int64_t it = 0; it < n_steps; ++it) {
     bool any = false;
@@ -213,7 +221,7 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
     for (std::ptrdiff_t start = 0; start < n; start += bs) {
       const std::ptrdiff_t count = std::min(bs, n - start);
       engine.compute(st.P, spec.alpha, order.data() + start, count, in_epoch.data(), n_threads,
-                     loss.data(), grad.data());
+                     loss.data(), grad.data(), static_cast<double>(count) * mean_weight);
       if (!spec.fit_intercept) {
         for (std::ptrdiff_t k = 0; k < K; ++k) grad[k * D + d] = 0.0;
       }

@@ -266,8 +266,11 @@ class GradientEngine {
   // loss (K,) and G (K, D = d + 1, intercept last) at the weights P (K, D) over the rows
   // rows[0 .. n_rows) (rows == nullptr: all n rows), for the runs with active[k] != 0; the
   // others come back as zeros, as does everything when the weights of the rows used sum to 0.
+  // The sums are divided by the weight of the rows used, or by `denominator` when it is > 0
+  // (mini-batches with sample weights: see run_minibatch).
   void compute(const double* P, double alpha, const std::int64_t* rows, std::ptrdiff_t n_rows,
-               const std::uint8_t* active, int n_threads, double* loss, double* G) {
+               const std::uint8_t* active, int n_threads, double* loss, double* G,
+               double denominator = 0.0) {
     const std::ptrdiff_t d = data_.d, D = d + 1, S = detail::run_stride(D);
     std::fill(loss, loss + K_, 0.0);
     std::fill(G, G + K_ * D, 0.0);
@@ -324,6 +327,7 @@ class GradientEngine {
       }
     }
     if (total == 0.0) return;
+    if (denominator > 0.0) total = denominator;
 
     for (std::ptrdiff_t c = 0; c < m; ++c) {
       const std::ptrdiff_t k = runs_[static_cast<std::size_t>(c)];

@@ -40,7 +40,8 @@ def loss_grad(X, Y, sw, P, alpha, rows, active, n_threads=None):
         return _loss_grad(X, Y, sw, P, alpha, rows, active)
 
 
-def _loss_grad(X, Y, sw, P, alpha, rows, active):
+def _loss_grad(X, Y, sw, P, alpha, rows, active, denominator=0.0):
+    """denominator > 0 replaces the weight of the rows used as the divisor of the sums."""
     n_runs, n_params = P.shape
     d = n_params - 1
     loss = np.zeros(n_runs)
@@ -53,6 +54,8 @@ def _loss_grad(X, Y, sw, P, alpha, rows, active):
     idx = np.flatnonzero(active)
     if idx.size == 0 or total == 0.0:
         return loss, grad
+    if denominator > 0.0:
+        total = denominator
     W, b = P[idx, :d], P[idx, d]
     Xf = X.astype(np.float64)  # float32 X is widened per element, as in the compiled kernels
     Yk = Y if Y.shape[1] == 1 else Y[:, idx]
@@ -177,6 +180,10 @@ def _run_minibatch(X, Y, sw, spec, state, n_steps) -> None:
     n = X.shape[0]
     d = state.P.shape[1] - 1
     P_prev = state.P.copy()  # weights before each run's latest step: kept on divergence
+    # With sample weights a batch's sums are divided by its expected weight, m * mean(s), not by
+    # its own weight: the batch gradient is then an unbiased estimate of the full gradient, and
+    # a batch of light rows takes a light step (as in SGDClassifier). Unit weights: the same.
+    mean_weight = sw.sum() / n if sw.size else 0.0
     for _ in range(n_steps):
         if not (state.status == RUNNING).any():
             return
@@ -189,7 +196,8 @@ def _run_minibatch(X, Y, sw, spec, state, n_steps) -> None:
         lr_used = np.zeros(state.P.shape[0])
         for start in range(0, n, spec.batch_size):
             rows = order[start : start + spec.batch_size]
-            loss, grad = loss_grad(X, Y, sw, state.P, spec.alpha, rows, in_epoch.astype(np.uint8))
+            loss, grad = _loss_grad(X, Y, sw, state.P, spec.alpha, rows,
+                                    in_epoch.astype(np.uint8), rows.size * mean_weight)
             if not spec.fit_intercept:
                 grad[:, d] = 0.0
             for k in np.flatnonzero(in_epoch):

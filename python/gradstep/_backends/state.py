@@ -13,6 +13,8 @@ The contract, shared by ``reference.py`` (the specification), ``numba.py`` and `
 ``run(X, Y, sw, spec, state, n_steps, n_threads) -> None``
     Advances every run whose status is RUNNING by up to ``n_steps`` iterations (full-batch
     steps, or epochs when ``spec.batch_size > 0``), stopping each run on its own criterion.
+    With sample weights, a mini-batch's sums are divided by its expected weight
+    (batch rows * mean weight) rather than its own, so the batch gradient is unbiased.
     The state must have been initialized by ``api._init_state`` (history entry 0, the loss and
     gradient at the starting point).
 """
