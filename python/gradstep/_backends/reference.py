@@ -57,7 +57,7 @@ def _loss_grad(X, Y, sw, P, alpha, rows, active, denominator=0.0):
     if denominator > 0.0:
         total = denominator
     W, b = P[idx, :d], P[idx, d]
-    Xf = X.astype(np.float64)  # float32 X is widened per element, as in the compiled kernels
+    Xf = X.astype(np.float64, copy=False)  # float32 X widened per element, as in the kernels
     Yk = Y if Y.shape[1] == 1 else Y[:, idx]
     Z = Xf @ W.T + b  # (m, k)
     log1pexp, sigmoid = log1pexp_and_sigmoid(Z)
