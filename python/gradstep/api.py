@@ -152,7 +152,9 @@ def _as_list(value, is_seq: bool) -> list:
 
 
 def _is_lr_sequence(lr) -> bool:
-    return not isinstance(lr, (str, bytes)) and isinstance(lr, (Sequence, np.ndarray))
+    if isinstance(lr, np.ndarray):
+        return lr.ndim > 0  # a 0-d array is a number
+    return not isinstance(lr, (str, bytes)) and isinstance(lr, Sequence)
 
 
 def _build_rules(rule, lr, schedule, rule_params, lipschitz: Callable[[], float],
@@ -192,7 +194,10 @@ def _build_rules(rule, lr, schedule, rule_params, lipschitz: Callable[[], float]
             if not auto_lr:
                 auto_lr.append(1.0 / lipschitz())
             this_lr = auto_lr[0]
-        elif this_lr is not None and not isinstance(this_lr, (int, float, np.floating, np.integer)):
+        elif isinstance(this_lr, np.ndarray) and this_lr.ndim == 0:
+            this_lr = this_lr.item()
+        if this_lr is not None and (isinstance(this_lr, bool) or not isinstance(
+                this_lr, (int, float, np.floating, np.integer))):
             raise ValueError(f"lr must be a positive number, None or 'auto', got {this_lr!r}")
         if this_lr is not None:
             this_lr = float(this_lr)
@@ -315,7 +320,9 @@ def init_state(module, X, Y, sw, spec: RunSpec, state: FitState, threads: int) -
         state.history[H_DISTANCE, :, 0] = (
             np.linalg.norm(state.P - state.reference, axis=1) if spec.has_reference else np.nan
         )
-    if not spec.batch_size:
+    if spec.batch_size:  # the starting loss is the first to improve on: 5 epochs without
+        state.best_loss[:] = loss  # an improvement by tol stop a run at n_iter == 5
+    else:
         state.status[np.abs(grad).max(axis=1) <= spec.tol] = CONVERGED
 
 
@@ -326,7 +333,7 @@ def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d
         warnings.warn(
             f"{which} diverged: the loss or weights stopped being finite; the last finite "
             "weights are returned. Try a smaller lr, lr='auto', or standardize X.",
-            DivergenceWarning, stacklevel=3,
+            DivergenceWarning, stacklevel=4,
         )
     status = np.array([STATUS_NAMES[int(s)] for s in state.status])
     hist = None
