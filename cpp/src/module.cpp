@@ -237,4 +237,33 @@ PYBIND11_MODULE(_core, m) {
         "Threads of the persistent pool (the calling thread included).");
   m.def("block_rows", &gradstep::block_rows, py::arg("d"),
         "Rows per block of the gradient for d features: fixed, whatever the number of threads.");
+  m.def("kernel", [] { return std::string(gradstep::kernel_name(gradstep::current_kernel())); },
+        "The instruction set of the gradient kernel in use: 'avx2' or 'baseline'.");
+  m.def("kernels", [] {
+          py::list names;
+          names.append("baseline");
+          if (gradstep::cpu_has_avx2_fma()) names.append("avx2");
+          return names;
+        },
+        "The kernels this CPU and build can run.");
+  m.def("link", [](const carray<double>& z) {
+          carray<double> l(z.size()), s(z.size());
+          gradstep::run_link(z.data(), z.size(), l.mutable_data(), s.mutable_data());
+          return py::make_tuple(l, s);
+        },
+        py::arg("z").noconvert(),
+        "log(1 + exp(z)) and sigmoid(z) for a 1-D float64 z, by the gradient kernel's own link "
+        "(vectorized exp and log1p); for accuracy tests.");
+  m.def("set_kernel", [](const std::string& name) {
+          const std::string before = gradstep::kernel_name(gradstep::current_kernel());
+          try {
+            gradstep::select_kernel(name);
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+          }
+          return before;
+        },
+        py::arg("name"),
+        "Selects the gradient kernel ('baseline' or 'avx2') for tests and benchmarks; returns the "
+        "previous one. Not thread-safe: call it while no fit is running.");
 }

@@ -1,0 +1,62 @@
+// The vector types of the kernel: a Quad of four doubles, its loads (float32 widened on the way)
+// and multiply-adds, written once for both compiled versions of the kernel (block_kernel.hpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define GRADSTEP_INLINE inline __attribute__((always_inline))
+#define GRADSTEP_RESTRICT __restrict
+#elif defined(_MSC_VER)
+#define GRADSTEP_INLINE __forceinline
+#define GRADSTEP_RESTRICT __restrict
+#else
+#define GRADSTEP_INLINE inline
+#define GRADSTEP_RESTRICT
+#endif
+
+namespace gradstep {
+namespace simd {
+
+constexpr int kLanes = 4;  // independent partial sums per dot product
+
+// Quad: the 4 partial sums of one dot product, added as (l0 + l1) + (l2 + l3) at the end. GCC and
+// Clang get it as one 32-byte vector: one register in the AVX2 version, two 16-byte halves in the
+// baseline (the compiler splits it), because their auto-vectorizer turns a plain
+// multi-accumulator loop into an in-order reduction with scalar adds. Other compilers get four
+// scalars. Defining GRADSTEP_SCALAR forces the plain variant.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(GRADSTEP_SCALAR)
+#define GRADSTEP_VECTOR_EXT 1
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+struct Quad {
+  v4d v;
+};
+GRADSTEP_INLINE void load(Quad& q, const double* p) { std::memcpy(&q.v, p, sizeof q.v); }
+GRADSTEP_INLINE void load(Quad& q, const float* p) {
+  v4f f;
+  std::memcpy(&f, p, sizeof f);
+  q.v = __builtin_convertvector(f, v4d);
+}
+GRADSTEP_INLINE void madd(Quad& acc, const Quad& x, const Quad& w) { acc.v += x.v * w.v; }
+GRADSTEP_INLINE void add_lane(Quad& acc, int lane, double value) { acc.v[lane] += value; }
+GRADSTEP_INLINE double hsum(const Quad& q) { return (q.v[0] + q.v[1]) + (q.v[2] + q.v[3]); }
+#else
+struct Quad {
+  double a[kLanes];
+};
+template <class T>
+GRADSTEP_INLINE void load(Quad& q, const T* p) {
+  for (int l = 0; l < kLanes; ++l) q.a[l] = static_cast<double>(p[l]);
+}
+GRADSTEP_INLINE void madd(Quad& acc, const Quad& x, const Quad& w) {
+  for (int l = 0; l < kLanes; ++l) acc.a[l] += x.a[l] * w.a[l];
+}
+GRADSTEP_INLINE void add_lane(Quad& acc, int lane, double value) { acc.a[lane] += value; }
+GRADSTEP_INLINE double hsum(const Quad& q) { return (q.a[0] + q.a[1]) + (q.a[2] + q.a[3]); }
+#endif
+
+}  // namespace simd
+}  // namespace gradstep

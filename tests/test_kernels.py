@@ -1,0 +1,116 @@
+"""The compiled core's two kernels (baseline and AVX2+FMA, chosen at run time) and their vector link.
+
+Every other test runs the kernel the CPU picks; these run each kernel this CPU can execute, so a
+wrong AVX2 path fails on a machine that has AVX2 and a wrong baseline path fails everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradstep as gs
+
+core = pytest.importorskip("gradstep._core", reason="the compiled core is not built")
+KERNELS = core.kernels()
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request):
+    before = core.set_kernel(request.param)
+    yield request.param
+    core.set_kernel(before)
+
+
+def ulps(a, b):
+    """Distance in units in the last place of two float64 arrays of the same sign."""
+    a = np.ascontiguousarray(a, dtype=np.float64).view(np.int64)
+    b = np.ascontiguousarray(b, dtype=np.float64).view(np.int64)
+    return np.abs(a - b)
+
+
+LONG_DOUBLE_IS_WIDER = np.finfo(np.longdouble).nmant >= 63
+
+
+@pytest.mark.skipif(not LONG_DOUBLE_IS_WIDER, reason="needs an 80-bit long double as reference")
+def test_vector_link_within_two_ulp(kernel):
+    rng = np.random.default_rng(0)
+    z = np.concatenate([
+        np.linspace(-800.0, 800.0, 200_001),  # past exp's underflow (-745) on both sides
+        np.geomspace(1e-300, 60.0, 50_000), -np.geomspace(1e-300, 750.0, 50_000),
+        rng.standard_normal(100_000) * 10.0,
+    ])
+    zl = z.astype(np.longdouble)
+    e = np.exp(-np.abs(zl))
+    want_l = (np.maximum(zl, 0) + np.log1p(e)).astype(np.float64)
+    want_s = np.where(zl >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float64)
+    got_l, got_s = core.link(z)
+    assert ulps(got_l, want_l).max() <= 2
+    assert ulps(got_s, want_s).max() <= 2
+
+
+def test_vector_link_special_values(kernel):
+    z = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-300, -1e-300, 745.5, -745.5, 1e308])
+    log1pexp, sigmoid = core.link(z)
+    np.testing.assert_array_equal(log1pexp[:4], [np.log(2.0), np.log(2.0), np.inf, 0.0])
+    np.testing.assert_array_equal(sigmoid[:4], [0.5, 0.5, 1.0, 0.0])
+    assert np.isnan(log1pexp[4]) and np.isnan(sigmoid[4])
+    np.testing.assert_allclose(log1pexp[5:7], np.log(2.0), rtol=1e-15)
+    assert log1pexp[7] == 745.5 and sigmoid[7] == 1.0
+    assert 0.0 <= log1pexp[8] < 1e-320 and 0.0 <= sigmoid[8] < 1e-320  # exp(-745.5): subnormal/0
+    assert log1pexp[9] == 1e308 and sigmoid[9] == 1.0
+
+
+def test_vector_link_tail_matches_scalar_path(kernel):
+    """The last n % 4 values go through the scalar link; both give the same values to 2 ulp."""
+    z = np.linspace(-30.0, 30.0, 4003)
+    l_all, s_all = core.link(z)
+    for start in range(4):
+        l_one, s_one = core.link(np.ascontiguousarray(z[start::4][:3]))
+        assert ulps(l_one, l_all[start::4][:3]).max() <= 4
+        assert ulps(s_one, s_all[start::4][:3]).max() <= 4
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_agrees_with_numpy_reference(kernel, dtype):
+    # sizes that are not multiples of the row group (4) or of the vector width (4)
+    rng = np.random.default_rng(1)
+    n, d, K = 1003, 37, 5
+    X = rng.standard_normal((n, d)).astype(dtype)
+    Y = (rng.random((n, K)) < 0.4).astype(np.float64)
+    W = rng.standard_normal((K, d)) * 0.5
+    b = rng.standard_normal(K)
+    sw = rng.random(n) + 0.5
+    got = gs.loss_and_grad(X, Y, W, b, sample_weight=sw, alpha=0.01, backend="cpp")
+    ref = gs.loss_and_grad(X, Y, W, b, sample_weight=sw, alpha=0.01, backend="numpy")
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12)
+
+
+def test_kernel_mini_batch_fit_agrees_with_numpy(kernel):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((517, 13))
+    y = (X @ rng.standard_normal(13) + rng.standard_normal(517) > 0).astype(int)
+    kw = dict(rule=["adam", "momentum", "sgd"], lr=0.05, batch_size=32, max_iter=4, tol=None,
+              random_state=0)
+    got = gs.fit(X, y, backend="cpp", **kw)
+    ref = gs.fit(X, y, backend="numpy", **kw)
+    np.testing.assert_allclose(got.coef, ref.coef, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.history.loss, ref.history.loss, rtol=1e-9)
+
+
+def test_kernel_bits_do_not_depend_on_threads(kernel):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40_000, 30))
+    y = (rng.random(40_000) < 0.5).astype(float)
+    W = rng.standard_normal((3, 30)) * 0.1
+    one = gs.loss_and_grad(X, y, W, np.zeros(3), backend="cpp", n_threads=1)
+    many = gs.loss_and_grad(X, y, W, np.zeros(3), backend="cpp", n_threads=3)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_kernel_rejects_unknown_names():
+    with pytest.raises(ValueError, match="'baseline' or 'avx2'"):
+        core.set_kernel("sse9")
+    assert core.kernel() in KERNELS
