@@ -135,20 +135,33 @@ GRADSTEP_INLINE double dot1(const T* GRADSTEP_RESTRICT x, const double* GRADSTEP
   return hsum(a);
 }
 
-// g_q += r[q][0] x0 + r[q][1] x1 + r[q][2] x2 + r[q][3] x3 for NW runs: one pass over the four
-// rows serves both runs.
-template <int NW, class T>
-GRADSTEP_INLINE void axpy4(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRICT g1,
-                           const double r[NW][4], const T* GRADSTEP_RESTRICT x0,
-                           const T* GRADSTEP_RESTRICT x1, const T* GRADSTEP_RESTRICT x2,
-                           const T* GRADSTEP_RESTRICT x3, std::ptrdiff_t d) {
-  const double a0 = r[0][0], a1 = r[0][1], a2 = r[0][2], a3 = r[0][3];
-  const double b0 = r[NW - 1][0], b1 = r[NW - 1][1], b2 = r[NW - 1][2], b3 = r[NW - 1][3];
+// sum_r a[r] v[r] as a balanced tree ((a0 v0 + a1 v1) + (a2 v2 + a3 v3)) + ...: a short chain of
+// dependent additions, where a running sum would make NR of them per element of g.
+// (Written out: with a loop over a local array GCC no longer vectorizes the loop over j.)
+template <int NR>
+GRADSTEP_INLINE double tree_sum(const double a[NR], const double v[NR]) {
+  static_assert(NR == 4 || NR == 8, "row groups are 4 or 8 rows");
+  const double lo = (a[0] * v[0] + a[1] * v[1]) + (a[2] * v[2] + a[3] * v[3]);
+  if (NR == 4) return lo;
+  return lo + ((a[NR - 4] * v[NR - 4] + a[NR - 3] * v[NR - 3]) +
+               (a[NR - 2] * v[NR - 2] + a[NR - 1] * v[NR - 1]));
+}
+
+// g_q += sum_r res[q][r] x_r for NR rows and NW runs: one pass over the rows serves both runs,
+// and g is read and written once per NR rows.
+template <int NR, int NW, class T>
+GRADSTEP_INLINE void axpy_rows(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRICT g1,
+                               const double res[NW][NR], const T* const x[NR], std::ptrdiff_t d) {
+  double a[NR], b[NR];
+  for (int r = 0; r < NR; ++r) {
+    a[r] = res[0][r];
+    b[r] = res[NW - 1][r];
+  }
   for (std::ptrdiff_t j = 0; j < d; ++j) {
-    const double v0 = static_cast<double>(x0[j]), v1 = static_cast<double>(x1[j]);
-    const double v2 = static_cast<double>(x2[j]), v3 = static_cast<double>(x3[j]);
-    g0[j] += (a0 * v0 + a1 * v1) + (a2 * v2 + a3 * v3);
-    if (NW == 2) g1[j] += (b0 * v0 + b1 * v1) + (b2 * v2 + b3 * v3);
+    double v[NR];
+    for (int r = 0; r < NR; ++r) v[r] = static_cast<double>(x[r][j]);
+    g0[j] += tree_sum<NR>(a, v);
+    if (NW == 2) g1[j] += tree_sum<NR>(b, v);
   }
 }
 
@@ -158,10 +171,11 @@ GRADSTEP_INLINE void axpy1(double* GRADSTEP_RESTRICT g, double r, const T* GRADS
   for (std::ptrdiff_t j = 0; j < d; ++j) g[j] += r * static_cast<double>(x[j]);
 }
 
-// Four rows (x, their indices i and weights s) against NW runs starting at runs[c].
-template <int NW, class T>
-GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const T* const x[4],
-                                const std::ptrdiff_t i[4], const double s[4], std::ptrdiff_t c) {
+// NR rows (x, their indices i and weights s) against NW runs starting at runs[c]; the link is
+// taken four rows at a time.
+template <int NR, int NW, class T>
+GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const T* const x[NR],
+                                const std::ptrdiff_t i[NR], const double s[NR], std::ptrdiff_t c) {
   const std::ptrdiff_t d = job.d, D = d + 1;
   const double* w[NW];
   double* g[NW];
@@ -172,37 +186,68 @@ GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const T* const x[4],
     g[q] = job.out + (c + q) * job.stride;
     col[q] = job.ky == 1 ? 0 : k;
   }
-  double z[NW][4], res[NW][4];
-  dot_rows<4, NW>(x, w, d, z);
+  double z[NW][NR], res[NW][NR];
+  dot_rows<NR, NW>(x, w, d, z);
   for (int q = 0; q < NW; ++q) {
-    double y[4];
-    for (int r = 0; r < 4; ++r) y[r] = job.Y[i[r] * job.ky + col[q]];
+    double y[NR];
+    for (int r = 0; r < NR; ++r) y[r] = job.Y[i[r] * job.ky + col[q]];
+    double lsum = g[q][D], gb = g[q][d];
 #if defined(GRADSTEP_VECTOR_EXT)
-    const v4d zv = v4d{z[q][0], z[q][1], z[q][2], z[q][3]} + splat(w[q][d]);
-    const v4d yv = {y[0], y[1], y[2], y[3]}, sv = {s[0], s[1], s[2], s[3]};
-    v4d l, sig;
-    link4(zv, l, sig);
-    const v4d terms = sv * (l - yv * zv);
-    const v4d rv = sv * (sig - yv);
-    // the loss terms are added one row at a time, in row order, as the scalar version does
-    g[q][D] = (((g[q][D] + terms[0]) + terms[1]) + terms[2]) + terms[3];
-    for (int r = 0; r < 4; ++r) res[q][r] = rv[r];
+    for (int r0 = 0; r0 < NR; r0 += 4) {
+      const v4d zv = v4d{z[q][r0], z[q][r0 + 1], z[q][r0 + 2], z[q][r0 + 3]} + splat(w[q][d]);
+      const v4d yv = {y[r0], y[r0 + 1], y[r0 + 2], y[r0 + 3]};
+      const v4d sv = {s[r0], s[r0 + 1], s[r0 + 2], s[r0 + 3]};
+      v4d l, sig;
+      link4(zv, l, sig);
+      const v4d terms = sv * (l - yv * zv);
+      const v4d rv = sv * (sig - yv);
+      for (int r = 0; r < 4; ++r) res[q][r0 + r] = rv[r];
+      for (int r = 0; r < 4; ++r) lsum += terms[r];  // row order, as the scalar version
+    }
 #else
-    double lsum = g[q][D];
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < NR; ++r) {
       const double zr = z[q][r] + w[q][d];
       double l, sig;
       log1pexp_sigmoid(zr, l, sig);
       lsum += s[r] * (l - y[r] * zr);
       res[q][r] = s[r] * (sig - y[r]);
     }
-    g[q][D] = lsum;
 #endif
+    for (int r = 0; r < NR; ++r) gb += res[q][r];
+    g[q][D] = lsum;
+    g[q][d] = gb;
   }
-  axpy4<NW>(g[0], NW == 2 ? g[NW - 1] : nullptr, res, x[0], x[1], x[2], x[3], d);
-  for (int q = 0; q < NW; ++q) g[q][d] += (res[q][0] + res[q][1]) + (res[q][2] + res[q][3]);
+  axpy_rows<NR, NW>(g[0], NW == 2 ? g[NW - 1] : nullptr, res, x, d);
 }
 
+// The groups of NR rows of a block from row p on; returns the first row not taken.
+template <int NR, class T, class RowIndex>
+GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row) {
+  const std::ptrdiff_t d = job.d;
+  std::ptrdiff_t p = 0;
+  for (; p + NR <= job.count; p += NR) {
+    std::ptrdiff_t i[NR];
+    const T* x[NR];
+    double s[NR];
+    for (int r = 0; r < NR; ++r) {
+      i[r] = row(p + r);
+      x[r] = job.X + i[r] * d;
+      s[r] = job.sw ? job.sw[i[r]] : 1.0;
+    }
+    const std::ptrdiff_t ahead = std::min(job.count, p + kPrefetchRows + NR);
+    for (std::ptrdiff_t q = p + kPrefetchRows; q < ahead; ++q) {
+      prefetch_row(job.X + row(q) * d, d);
+    }
+    std::ptrdiff_t c = job.c0;
+    for (; c + 2 <= job.c1; c += 2) group_runs<NR, 2>(job, x, i, s, c);
+    if (c < job.c1) group_runs<NR, 1>(job, x, i, s, c);
+  }
+  return p;
+}
+
+// One block and one tile of runs: rows in groups of 4, then the rows left one by one. (Groups of 8
+// for a single run, two link chains in flight, were measured no faster at d = 20 and slower for
+// float32 X at d = 100.)
 template <class T>
 GRADSTEP_INLINE void block_tile(const BlockJob<T>& job) {
   const std::ptrdiff_t d = job.d, D = d + 1, ky = job.ky;
@@ -212,19 +257,7 @@ GRADSTEP_INLINE void block_tile(const BlockJob<T>& job) {
   auto row = [&](std::ptrdiff_t p) -> std::ptrdiff_t {
     return job.rows ? static_cast<std::ptrdiff_t>(job.rows[p]) : job.start + p;
   };
-
-  std::ptrdiff_t p = 0;
-  for (; p + 4 <= job.count; p += 4) {
-    const std::ptrdiff_t i[4] = {row(p), row(p + 1), row(p + 2), row(p + 3)};
-    const T* const x[4] = {X + i[0] * d, X + i[1] * d, X + i[2] * d, X + i[3] * d};
-    const std::ptrdiff_t ahead = std::min(job.count, p + kPrefetchRows + 4);
-    for (std::ptrdiff_t q = p + kPrefetchRows; q < ahead; ++q) prefetch_row(X + row(q) * d, d);
-    double s[4];
-    for (int r = 0; r < 4; ++r) s[r] = sw ? sw[i[r]] : 1.0;
-    std::ptrdiff_t c = job.c0;
-    for (; c + 2 <= job.c1; c += 2) group_runs<2>(job, x, i, s, c);
-    if (c < job.c1) group_runs<1>(job, x, i, s, c);
-  }
+  std::ptrdiff_t p = row_groups<4>(job, row);
   for (; p < job.count; ++p) {
     const std::ptrdiff_t i = row(p);
     const T* x = X + i * d;

@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <numeric>
 #include <vector>
 
 namespace gradstep {
@@ -32,19 +31,48 @@ inline std::uint64_t shuffle_key(std::uint64_t seed, std::uint64_t epoch, std::u
   return splitmix64_mix(seed + counter * kGolden);
 }
 
-// Fills order (size n) with the row order of epoch `epoch`; keys is scratch, resized to n.
+// Fills order (size n) with the row order of epoch `epoch`; keys is scratch.
+//
+// The sort is an LSD radix sort of (key, row) pairs, 11 bits of the key per pass: each pass is
+// stable, so rows with equal keys keep their order, exactly as the stable comparison sort of the
+// specification, in 6 linear passes instead of n log n comparisons (std::stable_sort was a third
+// of a mini-batch epoch at 200,000 rows).
 inline void shuffle_order(std::ptrdiff_t n, std::uint64_t seed, std::uint64_t epoch,
                           std::vector<std::uint64_t>& keys, std::vector<std::int64_t>& order) {
   const auto un = static_cast<std::uint64_t>(n);
-  keys.resize(static_cast<std::size_t>(n));
-  order.resize(static_cast<std::size_t>(n));
-  for (std::ptrdiff_t i = 0; i < n; ++i) {
-    keys[static_cast<std::size_t>(i)] = shuffle_key(seed, epoch, un, static_cast<std::uint64_t>(i));
+  const auto size = static_cast<std::size_t>(n);
+  keys.resize(2 * size);  // the keys, then the keys of the other buffer
+  order.resize(2 * size);
+  std::uint64_t* key_a = keys.data();
+  std::uint64_t* key_b = keys.data() + size;
+  std::int64_t* row_a = order.data();
+  std::int64_t* row_b = order.data() + size;
+  for (std::size_t i = 0; i < size; ++i) {
+    key_a[i] = shuffle_key(seed, epoch, un, static_cast<std::uint64_t>(i));
+    row_a[i] = static_cast<std::int64_t>(i);
   }
-  std::iota(order.begin(), order.end(), std::int64_t{0});
-  const std::uint64_t* k = keys.data();
-  std::stable_sort(order.begin(), order.end(),
-                   [k](std::int64_t a, std::int64_t b) { return k[a] < k[b]; });
+  constexpr int kBits = 11;
+  constexpr std::size_t kBuckets = std::size_t{1} << kBits;
+  std::vector<std::size_t> count(kBuckets);
+  for (int shift = 0; shift < 64; shift += kBits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (std::size_t i = 0; i < size; ++i) ++count[(key_a[i] >> shift) & (kBuckets - 1)];
+    std::size_t total = 0;
+    for (std::size_t b = 0; b < kBuckets; ++b) {
+      const std::size_t c = count[b];
+      count[b] = total;
+      total += c;
+    }
+    for (std::size_t i = 0; i < size; ++i) {
+      const std::size_t at = count[(key_a[i] >> shift) & (kBuckets - 1)]++;
+      key_b[at] = key_a[i];
+      row_b[at] = row_a[i];
+    }
+    std::swap(key_a, key_b);
+    std::swap(row_a, row_b);
+  }
+  // after an even number of passes the sorted rows are back in the first half
+  order.resize(size);
 }
 
 }  // namespace gradstep

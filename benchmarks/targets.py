@@ -1,0 +1,187 @@
+"""The performance targets of the README, measured in one run and printed as its Markdown table.
+
+    python benchmarks/targets.py            # all targets (about 3 minutes on 2 cores)
+    python benchmarks/targets.py --quick    # smaller sizes, to check the script itself
+
+Every ratio compares two timings taken in this process on the same arrays. Times are medians of
+a few repeats after a warm-up. NumPy's BLAS is limited (threadpoolctl) to the threads of the row.
+Unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for this command if they are set: they slow NumPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import gradstep as gs
+from gradstep import _core
+from gradstep.bench import backend_gradient, make_data, median_time, numpy_gradient
+
+ALL = os.cpu_count() or 1
+
+
+def blas_kernel() -> str:
+    return ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture')})"
+                     for i in threadpool_info() if i.get("user_api") == "blas")
+
+
+def gradient_rows(n: int, repeat: int) -> list:
+    rows = []
+    X64, y, W = make_data(n, 100, 16, np.float64)
+    b1, b16 = np.zeros(1), np.zeros(16)
+    Y16 = np.repeat(y[:, None], 16, axis=1)
+    times = {}
+    for threads in (1, ALL):
+        with threadpool_limits(threads, user_api="blas"):
+            w = W[0]
+            times["floor", threads] = median_time(lambda: X64 @ w, repeat)
+            times["numpy", threads] = median_time(lambda: numpy_gradient(X64, y, W[:1], b1), repeat)
+            times["cpp", threads] = median_time(backend_gradient("cpp", X64, y, W[:1], b1, threads),
+                                                repeat)
+    times["numba"] = median_time(backend_gradient("numba", X64, y, W[:1], b1, 1), repeat)
+    times["k16"] = median_time(backend_gradient("cpp", X64, Y16, W, b16, 1), max(1, repeat // 2))
+    X32 = X64.astype(np.float32)
+    del X64
+    times["f32"] = median_time(backend_gradient("cpp", X32, y, W[:1], b1, 1), repeat)
+
+    f, t = times["floor", 1], times["cpp", 1]
+    rows.append((f"C++ gradient, {n:,} x 100 float64, 1 thread",
+                 "<= 1.15 x one X @ w; >= 2 x NumPy's gradient",
+                 f"{t / f:.2f} x X @ w ({t * 1e3:.0f} vs {f * 1e3:.0f} ms); "
+                 f"{times['numpy', 1] / t:.2f} x faster than NumPy ({times['numpy', 1] * 1e3:.0f} ms)",
+                 t / f <= 1.15 and times["numpy", 1] / t >= 2))
+    f, t = times["floor", ALL], times["cpp", ALL]
+    rows.append((f"same, all {ALL} cores", "<= 1.15 x one X @ w, same BLAS threads",
+                 f"{t / f:.2f} x X @ w ({t * 1e3:.0f} vs {f * 1e3:.0f} ms); "
+                 f"{times['numpy', ALL] / t:.2f} x faster than NumPy", t / f <= 1.15))
+    r = times["f32"] / times["cpp", 1]
+    rows.append(("float32 X (1 thread)", "<= 0.6 x the float64 time",
+                 f"{r:.2f} x ({times['f32'] * 1e3:.0f} ms)", r <= 0.6))
+    r = times["k16"] / times["cpp", 1]
+    rows.append(("K = 16 runs in one call (1 thread)", "<= 3 x the time of K = 1",
+                 f"{r:.2f} x ({times['k16'] * 1e3:.0f} ms)", r <= 3))
+    r = times["cpp", 1] / times["numba"]
+    rows.append((f"Numba path, {n:,} x 100, 1 thread", ">= 0.6 x the C++ throughput",
+                 f"{r:.2f} x ({times['numba'] * 1e3:.0f} ms)", r >= 0.6))
+    return rows
+
+
+def small_fit_row(repeat: int) -> tuple:
+    X, y, _ = make_data(1000, 20, 1, np.float64)
+
+    def run(backend):
+        return lambda: gs.fit(X, y, "adam", lr=0.01, max_iter=1000, tol=0.0, backend=backend,
+                              history=False)
+
+    cpp = median_time(run("cpp"), repeat)
+    ref = median_time(run("numpy"), max(1, repeat // 2))
+    return ("whole fit, 1,000 x 20, Adam, 1,000 iterations", ">= 10 x faster than the NumPy backend",
+            f"{ref / cpp:.1f} x ({cpp * 1e3:.1f} vs {ref * 1e3:.0f} ms)", ref / cpp >= 10)
+
+
+def minibatch_row(n: int) -> tuple:
+    from sklearn.linear_model import SGDClassifier
+
+    X, y, _ = make_data(n, 100, 1, np.float64)
+    alpha = 1e-4  # SGDClassifier's default, so both minimize the same objective
+    fit = lambda: gs.fit(X, y, "adam", lr=0.001, batch_size=256, max_iter=20, tol=None,  # noqa
+                         alpha=alpha, random_state=0, history=False)
+    sgd = lambda: SGDClassifier(loss="log_loss", max_iter=20, tol=None,  # noqa
+                                random_state=0).fit(X, y)
+    ours = median_time(fit, 2)
+    theirs = median_time(sgd, 2)
+    res, model = fit(), sgd()
+    ours_loss = gs.loss_and_grad(X, y, res.coef, res.intercept, alpha=alpha)[0]
+    their_loss = gs.loss_and_grad(X, y, model.coef_[0], model.intercept_[0], alpha=alpha)[0]
+    ok = theirs / ours >= 5 and ours_loss <= their_loss
+    return (f"20 epochs mini-batch (256, Adam), {n:,} x 100",
+            '>= 5 x faster than SGDClassifier(loss="log_loss", max_iter=20, tol=None), loss no worse',
+            f"{theirs / ours:.1f} x ({ours:.2f} vs {theirs:.2f} s); objective {ours_loss:.5f} vs "
+            f"{their_loss:.5f}", ok)
+
+
+def torch_row(n: int) -> tuple:
+    try:
+        import torch
+    except ImportError:
+        return ("200 iterations full-batch Adam, float32", ">= 2 x faster than torch.optim.Adam",
+                "torch not installed", None)
+    torch.set_num_threads(ALL)
+    X, y, _ = make_data(n, 100, 1, np.float32)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.float32))
+
+    def torch_fit():
+        model = torch.nn.Linear(X.shape[1], 1)
+        opt = torch.optim.Adam(model.parameters(), lr=0.01)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        for _ in range(200):
+            opt.zero_grad()
+            loss = loss_fn(model(Xt).squeeze(1), yt)
+            loss.backward()
+            opt.step()
+
+    ours = median_time(lambda: gs.fit(X, y, "adam", lr=0.01, max_iter=200, tol=None,
+                                      n_threads=ALL, history=False), 3)
+    theirs = median_time(torch_fit, 3)
+    return (f"200 iterations full-batch Adam, {n:,} x 100 float32, {ALL} threads",
+            f">= 2 x faster than torch.optim.Adam (torch {torch.__version__})",
+            f"{theirs / ours:.1f} x ({ours:.2f} vs {theirs:.2f} s)", theirs / ours >= 2)
+
+
+PEAK_SCRIPT = textwrap.dedent("""
+    import resource, sys, numpy as np, gradstep as gs
+    from gradstep.bench import make_data
+    n, batch = int(sys.argv[1]), int(sys.argv[2]) or None
+    X, y, _ = make_data(n, 100, 1, np.float64)
+    gs.fit(X[:100], y[:100], "adam", max_iter=2)  # imports and first-call allocations
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gs.fit(X, y, "adam", max_iter=5, batch_size=batch, history=True)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) * 1024 / X.nbytes)
+""")
+
+
+def peak_memory_row(n: int) -> tuple:
+    """Peak resident memory added by a fit, in a fresh process, as a fraction of X's bytes."""
+    extra = []
+    for batch in (0, 256):
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(n), str(batch)],
+                             capture_output=True, text=True, check=True)
+        extra.append(float(out.stdout.strip()))
+    return (f"peak memory during a fit, {n:,} x 100 float64",
+            "X's bytes plus at most 5 % (no copy of a C-contiguous X)",
+            f"X + {100 * extra[0]:.2f} % full-batch, X + {100 * extra[1]:.2f} % mini-batch",
+            max(extra) <= 0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (checks the script)")
+    args = parser.parse_args()
+    big, mid, mb, repeat = (20_000, 10_000, 20_000, 2) if args.quick else (
+        1_000_000, 100_000, 200_000, 5)
+    start = time.perf_counter()
+    rows = gradient_rows(big, repeat)
+    rows.append(small_fit_row(repeat))
+    rows.append(minibatch_row(mb))
+    rows.append(torch_row(mid))
+    rows.append(peak_memory_row(big))
+    print(f"gradstep {gs.__version__}, kernel {_core.kernel()}, NumPy {np.__version__}, "
+          f"BLAS {blas_kernel()}; {os.uname().machine}, {ALL} cores; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+          f"{time.perf_counter() - start:.0f} s\n")
+    print("| case | target | measured | met |\n| --- | --- | --- | --- |")
+    for case, target, measured, ok in rows:
+        met = "n/a" if ok is None else ("yes" if ok else "**no**")
+        print(f"| {case} | {target} | {measured} | {met} |")
+
+
+if __name__ == "__main__":
+    main()
