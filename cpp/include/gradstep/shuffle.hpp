@@ -33,46 +33,48 @@ inline std::uint64_t shuffle_key(std::uint64_t seed, std::uint64_t epoch, std::u
 
 // Fills order (size n) with the row order of epoch `epoch`; keys is scratch.
 //
-// The sort is an LSD radix sort of (key, row) pairs, 11 bits of the key per pass: each pass is
-// stable, so rows with equal keys keep their order, exactly as the stable comparison sort of the
-// specification, in 6 linear passes instead of n log n comparisons (std::stable_sort was a third
-// of a mini-batch epoch at 200,000 rows).
+// The keys are uniform 64-bit numbers, so a bucket sort on their top bits (about four rows per
+// bucket) followed by an insertion sort of each bucket on the whole key sorts them in linear time.
+// Both steps are stable, so rows with equal keys keep their order, exactly as the stable
+// comparison sort of the specification (std::stable_sort was a third of a mini-batch epoch at
+// 200,000 rows; an LSD radix sort in 6 passes took 9 ms, this 4 ms).
 inline void shuffle_order(std::ptrdiff_t n, std::uint64_t seed, std::uint64_t epoch,
                           std::vector<std::uint64_t>& keys, std::vector<std::int64_t>& order) {
   const auto un = static_cast<std::uint64_t>(n);
   const auto size = static_cast<std::size_t>(n);
-  keys.resize(2 * size);  // the keys, then the keys of the other buffer
-  order.resize(2 * size);
-  std::uint64_t* key_a = keys.data();
-  std::uint64_t* key_b = keys.data() + size;
-  std::int64_t* row_a = order.data();
-  std::int64_t* row_b = order.data() + size;
-  for (std::size_t i = 0; i < size; ++i) {
-    key_a[i] = shuffle_key(seed, epoch, un, static_cast<std::uint64_t>(i));
-    row_a[i] = static_cast<std::int64_t>(i);
-  }
-  constexpr int kBits = 11;
-  constexpr std::size_t kBuckets = std::size_t{1} << kBits;
-  std::vector<std::size_t> count(kBuckets);
-  for (int shift = 0; shift < 64; shift += kBits) {
-    std::fill(count.begin(), count.end(), 0);
-    for (std::size_t i = 0; i < size; ++i) ++count[(key_a[i] >> shift) & (kBuckets - 1)];
-    std::size_t total = 0;
-    for (std::size_t b = 0; b < kBuckets; ++b) {
-      const std::size_t c = count[b];
-      count[b] = total;
-      total += c;
-    }
-    for (std::size_t i = 0; i < size; ++i) {
-      const std::size_t at = count[(key_a[i] >> shift) & (kBuckets - 1)]++;
-      key_b[at] = key_a[i];
-      row_b[at] = row_a[i];
-    }
-    std::swap(key_a, key_b);
-    std::swap(row_a, row_b);
-  }
-  // after an even number of passes the sorted rows are back in the first half
+  auto key_of = [&](std::size_t i) {  // recomputed, not stored: 8 bytes per row less at the peak
+    return shuffle_key(seed, epoch, un, static_cast<std::uint64_t>(i));
+  };
+  int bits = 1;  // about four rows per bucket
+  while (bits < 24 && (std::size_t{4} << bits) < size) ++bits;
+  const int shift = 64 - bits;
+  const std::size_t n_buckets = std::size_t{1} << bits;
+  std::vector<std::size_t> end(n_buckets + 1, 0);  // end[b + 1]: count, then the end of bucket b
+  keys.resize(size);  // the keys in sorted order
   order.resize(size);
+  for (std::size_t i = 0; i < size; ++i) ++end[(key_of(i) >> shift) + 1];
+  for (std::size_t b = 1; b <= n_buckets; ++b) end[b] += end[b - 1];
+  for (std::size_t i = 0; i < size; ++i) {  // rows in order: each bucket is in row order
+    const std::uint64_t k = key_of(i);
+    const std::size_t at = end[k >> shift]++;  // end[b] runs from the start of b to its end
+    keys[at] = k;
+    order[at] = static_cast<std::int64_t>(i);
+  }
+  std::size_t begin = 0;
+  for (std::size_t b = 0; b < n_buckets; ++b) {  // stable insertion sort of bucket b
+    for (std::size_t i = begin + 1; i < end[b]; ++i) {
+      const std::uint64_t k = keys[i];
+      const std::int64_t row = order[i];
+      std::size_t j = i;
+      for (; j > begin && keys[j - 1] > k; --j) {
+        keys[j] = keys[j - 1];
+        order[j] = order[j - 1];
+      }
+      keys[j] = k;
+      order[j] = row;
+    }
+    begin = end[b];
+  }
 }
 
 }  // namespace gradstep
