@@ -26,24 +26,27 @@ def test_fit_adam_small(benchmark, data, who):
 
 @pytest.mark.parametrize("who", ["sklearn SGDClassifier", *BACKENDS])
 def test_minibatch_vs_sgdclassifier(benchmark, data, who):
-    """20 epochs of mini-batches (256, Adam) on 200,000 x 100 against SGDClassifier's 20 epochs."""
+    """20 epochs of mini-batches (256, Adam) on 200,000 x 100 against SGDClassifier's 20 epochs,
+    both with SGDClassifier's default alpha = 1e-4; the objective reached is in extra_info."""
     X, y, _ = data(200_000, 100, 1, "float64")
+    alpha = 1e-4
     benchmark.group = "minibatch 200000x100 x20 epochs"
     if who == "sklearn SGDClassifier":
         from sklearn.linear_model import SGDClassifier
 
         model = benchmark.pedantic(
-            lambda: SGDClassifier(loss="log_loss", max_iter=20, tol=None, alpha=1e-6,
+            lambda: SGDClassifier(loss="log_loss", max_iter=20, tol=None, alpha=alpha,
                                   random_state=0).fit(X, y), rounds=3, iterations=1)
-        loss = gs.loss_and_grad(X, y, model.coef_[0], model.intercept_[0])[0]
+        coef, intercept = model.coef_[0], model.intercept_[0]
     else:
         res = benchmark.pedantic(
-            lambda: gs.fit(X, y, "adam", lr=0.001, batch_size=256, max_iter=20, tol=0.0,
-                           alpha=1e-6, random_state=0, backend=who, history=False),
+            lambda: gs.fit(X, y, "adam", lr=0.001, batch_size=256, max_iter=20, tol=None,
+                           alpha=alpha, random_state=0, backend=who, history=False),
             rounds=3, iterations=1, warmup_rounds=1)
-        loss = res.loss - 0.5e-6 * res.coef @ res.coef
-    benchmark.extra_info["final_loss"] = float(loss)
-    assert loss < 0.69
+        coef, intercept = res.coef, res.intercept
+    objective = gs.loss_and_grad(X, y, coef, intercept, alpha=alpha)[0]
+    benchmark.extra_info["objective"] = float(objective)
+    assert np.isfinite(objective)
 
 
 @pytest.mark.parametrize("who", ["sklearn lbfgs", *BACKENDS])

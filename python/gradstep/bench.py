@@ -159,6 +159,12 @@ def format_table(rows: list, title: str) -> str:
 def machine_description() -> str:
     import gradstep
 
+    try:
+        from . import _core
+
+        kernel = f", C++ kernel {_core.kernel()}"
+    except ImportError:
+        kernel = ""
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}, NumPy {np.__version__}, "
-            f"gradstep {gradstep.__version__}")
+            f"gradstep {gradstep.__version__}{kernel}")
