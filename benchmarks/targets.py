@@ -22,7 +22,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import gradstep as gs
 from gradstep import _core
-from gradstep.bench import backend_gradient, make_data, median_time, numpy_gradient
+from gradstep.bench import (backend_gradient, make_data, median_time, numpy_gradient,
+                            torch_adam_fit)
 
 ALL = os.cpu_count() or 1
 
@@ -113,23 +114,10 @@ def torch_row(n: int) -> tuple:
     except ImportError:
         return ("200 iterations full-batch Adam, float32", ">= 2 x faster than torch.optim.Adam",
                 "torch not installed", None)
-    torch.set_num_threads(ALL)
     X, y, _ = make_data(n, 100, 1, np.float32)
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.float32))
-
-    def torch_fit():
-        model = torch.nn.Linear(X.shape[1], 1)
-        opt = torch.optim.Adam(model.parameters(), lr=0.01)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-        for _ in range(200):
-            opt.zero_grad()
-            loss = loss_fn(model(Xt).squeeze(1), yt)
-            loss.backward()
-            opt.step()
-
     ours = median_time(lambda: gs.fit(X, y, "adam", lr=0.01, max_iter=200, tol=None,
                                       n_threads=ALL, history=False), 3)
-    theirs = median_time(torch_fit, 3)
+    theirs = median_time(lambda: torch_adam_fit(X, y, 200, 0.01, ALL), 3)
     return (f"200 iterations full-batch Adam, {n:,} x 100 float32, {ALL} threads",
             f">= 2 x faster than torch.optim.Adam (torch {torch.__version__})",
             f"{theirs / ours:.1f} x ({ours:.2f} vs {theirs:.2f} s)", theirs / ours >= 2)

@@ -6,7 +6,7 @@ import pytest
 from conftest import ALL_THREADS, BACKENDS, blas_limit
 
 import gradstep as gs
-from gradstep.bench import numpy_adam_fit
+from gradstep.bench import numpy_adam_fit, torch_adam_fit
 
 
 @pytest.mark.parametrize("who", ["plain numpy", *BACKENDS])
@@ -72,22 +72,9 @@ def test_fit_vs_torch_adam(benchmark, data, who):
     X, y, _ = data(100_000, 100, 1, "float32")
     benchmark.group = "adam x200 100000x100 float32"
     if who == "torch":
-        torch = pytest.importorskip("torch")
-        torch.set_num_threads(ALL_THREADS)
-        Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(np.float32))
-
-        def torch_fit():
-            model = torch.nn.Linear(X.shape[1], 1)
-            opt = torch.optim.Adam(model.parameters(), lr=0.01)
-            loss_fn = torch.nn.BCEWithLogitsLoss()
-            for _ in range(200):
-                opt.zero_grad()
-                loss = loss_fn(model(Xt).squeeze(1), yt)
-                loss.backward()
-                opt.step()
-            return loss.item()
-
-        benchmark.pedantic(torch_fit, rounds=3, iterations=1, warmup_rounds=1)
+        pytest.importorskip("torch")
+        benchmark.pedantic(torch_adam_fit, args=(X, y, 200, 0.01, ALL_THREADS), rounds=3,
+                           iterations=1, warmup_rounds=1)
     else:
         with blas_limit(ALL_THREADS):
             benchmark.pedantic(lambda: gs.fit(X, y, "adam", lr=0.01, max_iter=200, tol=0.0,

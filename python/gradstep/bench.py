@@ -116,6 +116,25 @@ def numpy_adam_fit(X, y, n_iter: int, lr: float = 0.01):
     return w, b
 
 
+def torch_adam_fit(X, y, n_iter: int, lr: float = 0.01, n_threads: Optional[int] = None):
+    """The same full-batch Adam in PyTorch: nn.Linear + BCEWithLogitsLoss + torch.optim.Adam
+    (torch is imported here: it is an optional comparison, never a dependency)."""
+    import torch
+
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y.astype(X.dtype))
+    model = torch.nn.Linear(X.shape[1], 1).to(Xt.dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for _ in range(n_iter):
+        opt.zero_grad()
+        loss = loss_fn(model(Xt).squeeze(1), yt)
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
 def run(n: int, d: int, k: int, dtype: str, threads: int, fit_iters: int, repeat: int,
         backends: Optional[list] = None) -> tuple[list, str]:
     """All rows of one table and a description of the BLAS that NumPy used."""

@@ -29,12 +29,6 @@ namespace simd {
 typedef std::int64_t v4i __attribute__((vector_size(32)));
 
 GRADSTEP_INLINE v4d splat(double a) { return v4d{a, a, a, a}; }
-GRADSTEP_INLINE v4d splat_bits(std::int64_t b) {
-  v4d a;
-  const v4i v = {b, b, b, b};
-  std::memcpy(&a, &v, sizeof a);
-  return a;
-}
 GRADSTEP_INLINE v4i bits(v4d a) {
   v4i b;
   std::memcpy(&b, &a, sizeof b);
@@ -111,7 +105,8 @@ GRADSTEP_INLINE v4d log1p_unit(v4d e) {
 // log(1 + exp(z)) and sigmoid(z) for four z, as log1pexp_sigmoid does for one.
 GRADSTEP_INLINE void link4(v4d z, v4d& log1pexp, v4d& sigmoid) {
   const v4d zero = splat(0.0);
-  const v4d abs_z = from_bits(bits(z) & bits(splat_bits(0x7FFFFFFFFFFFFFFFLL)));
+  const std::int64_t no_sign = 0x7FFFFFFFFFFFFFFFLL;
+  const v4d abs_z = from_bits(bits(z) & v4i{no_sign, no_sign, no_sign, no_sign});
   const v4d e = exp_nonpositive(-abs_z);
   const v4i positive = z > zero;
   log1pexp = select(positive, z, zero) + log1p_unit(e);  // a NaN z gives NaN through log1p
