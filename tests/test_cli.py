@@ -1,11 +1,16 @@
 """The `gradstep` command line: `gradstep compare` and its errors."""
 
+import argparse
+import contextlib
+import io
+import re
+import subprocess
 import sys
 
 import numpy as np
 import pytest
-
 from gradstep import _data, cli
+from gradstep.cli import _args, compare
 from gradstep.rules import RULES
 
 try:
@@ -33,6 +38,35 @@ def _table_rules(out: str) -> list:
     return rows
 
 
+def _rows(out: str) -> list:
+    """The table rows, split on whitespace."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("----")) + 1
+    rows = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        rows.append(line.split())
+    return rows
+
+
+def _default_rows() -> list:
+    """The default comparison's rows: every rule of the registry, in its order, and a second
+    normalized run (the one with a decaying rate)."""
+    return [name for name in RULES for _ in range(2 if name == "normalized" else 1)]
+
+
+FIRST_ORDER = [name for name in RULES if compare.first_order(name)]
+CURVATURE = [name for name in RULES if not compare.first_order(name)]
+
+
+def _best_lrs(out: str) -> dict:
+    """{label: lr} from the line 'best lr per rule (...): sgd 9.52, ...'."""
+    line = next(line for line in out.splitlines() if line.startswith("best lr per rule"))
+    items = line.split("): ", 1)[1].split(", ")
+    return {item.split()[0]: float(item.split()[1].rstrip("*!")) for item in items}
+
+
 def _is_png(path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(8) == PNG_MAGIC
@@ -53,17 +87,121 @@ def _usage_error(capsys, argv) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def default_run() -> str:
+    """The output of a plain `gradstep compare --no-plot` (the default data, rules, budget)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert cli.main(["compare", "--no-plot"]) == 0
+    return buffer.getvalue()
+
+
+def test_default_runs_every_rule_and_a_decaying_normalized(default_run):
+    assert _table_rules(default_run) == _default_rows()
+    assert set(_table_rules(default_run)) == set(RULES)
+    normalized = [row for row in _rows(default_run) if row[0] == "normalized"]
+    assert "/(1+0.05t)" not in normalized[0][1] and normalized[1][1].endswith("/(1+0.05t)")
+    assert f"one batched gs.fit call ({len(_default_rows())} runs)" in default_run
+
+
+def test_default_picks_every_first_order_rate_in_one_sweep(default_run):
+    best = _best_lrs(default_run)
+    assert list(best) == [*FIRST_ORDER[:4], "normalized+inverse_time", *FIRST_ORDER[4:]]
+    n_runs = len(compare.SWEEP_EXPONENTS) * len(best)
+    assert f"{n_runs} runs in one gs.fit call" in default_run
+    # the table runs each rule at the rate the sweep chose
+    rows = {row[0]: row for row in _rows(default_run) if row[0] in FIRST_ORDER}
+    for name in FIRST_ORDER:
+        if name != "normalized":  # two rows: the first is the constant-rate one
+            assert float(rows[name][1]) == pytest.approx(best[name], rel=1e-2)
+    # the curvature rules need no rate
+    assert all(row[1] == "-" for row in _rows(default_run) if row[0] in CURVATURE)
+
+
+def test_default_curvature_rules_reach_the_optimum(default_run):
+    for row in _rows(default_run):
+        if row[0] in CURVATURE:
+            assert row[2] == "converged", row
+            gap = float(row[6])
+            assert gap < 1e-10, row
+
+
+def test_default_passes_column(default_run):
+    assert "passes" in default_run.splitlines()[
+        next(i for i, line in enumerate(default_run.splitlines()) if line.startswith("----")) - 1]
+    for row in _rows(default_run):
+        iters, passes = int(row[3]), int(row[4])
+        if row[0] in FIRST_ORDER:  # one gradient per step, plus the start
+            assert passes == iters + 1
+        else:  # line searches and Hessian products cost passes too
+            assert passes > iters
+
+
+def test_default_beats_the_default_rates(default_run):
+    """The sweep's rate does at least as well as the rule's own default (it is on the grid)."""
+    import gradstep as gs
+
+    data = _data.load("breast_cancer")
+    alpha = 1.0 / data.n_samples
+    opt = compare.find_optimum(data.X, data.y, alpha)
+    res = gs.fit(data.X, data.y, FIRST_ORDER, alpha=alpha, max_iter=500, tol=1e-10)
+    rows = {row[0]: row for row in reversed(_rows(default_run))}  # the first of each name
+    for k, name in enumerate(FIRST_ORDER):
+        assert float(rows[name][6]) <= (res.loss[k] - opt.loss) * 1.01 + 1e-14, name
+
+
+def test_sweep_is_one_call_with_all_rules_x_rates(capsys, monkeypatch):
+    import gradstep as gs
+
+    calls = []
+    fit = gs.fit
+
+    def recording_fit(X, y, rule, **kwargs):
+        calls.append((len(rule) if isinstance(rule, (list, tuple)) else 1, kwargs["max_iter"]))
+        return fit(X, y, rule, **kwargs)
+
+    monkeypatch.setattr(gs, "fit", recording_fit)
+    assert cli.main(["compare", "--max-iter", "40", "--no-plot"]) == 0
+    n_sweep = len(compare.SWEEP_EXPONENTS) * (len(FIRST_ORDER) + 1)
+    budget = compare.sweep_iterations(40)
+    assert budget == 20 and calls.count((n_sweep, budget)) == 1  # (and one warm-up)
+    assert calls.count((len(_default_rows()), 40)) == 1  # the comparison, one call
+    assert "best lr per rule" in capsys.readouterr().out
+
+
+def test_choose_never_picks_a_diverged_run():
+    rates = np.array([0.1, 1.0, 10.0])
+    assert compare.choose([0.5, 0.2, 0.1], ["max_iter", "max_iter", "diverged"], [9, 9, 3],
+                          rates) == 1
+    assert compare.choose([0.5, np.nan, np.inf], ["max_iter"] * 3, [9, 9, 9], rates) == 0
+    assert compare.choose([1.0, 1.0], ["diverged", "diverged"], [1, 1], rates[:2]) is None
+    # a tie within rounding: the fewest iterations, then the smaller rate
+    assert compare.choose([0.3, 0.3 + 1e-15, 0.3], ["converged"] * 3, [50, 20, 20], rates) == 1
+    assert compare.choose([0.3, 0.3, 0.3], ["converged"] * 3, [20, 20, 20], rates) == 0
+
+
+def test_sweep_grid():
+    rates = compare.sweep_rates(0.01)
+    assert len(rates) == 8
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(0.01 * 10**2.5)
+    np.testing.assert_allclose(rates[1:] / rates[:-1], 10**0.5)
+    sgd = compare.Variant("sgd", compare.make_schedule("constant", {}), "sgd")
+    adam = compare.Variant("adam", compare.make_schedule("constant", {}), "adam")
+    assert sgd.base_lr(0.25) == 0.25  # 1/L
+    assert adam.base_lr(0.25) == 0.001  # the class default
+
+
 @needs_mpl
 def test_compare_default_data_all_rules_and_png(tmp_path, capsys):
     out = tmp_path / "x.png"
     assert cli.main(["compare", "--max-iter", "50", "--out", out]) == 0
     text = capsys.readouterr().out
-    assert _table_rules(text) == list(RULES)
+    assert _table_rules(text) == _default_rows()
     assert "breast_cancer" in text and "569 samples x 30 features" in text
-    for column in ("lr", "status", "iters", "final loss", "gap to opt", "|grad|", "train acc",
-                   "time"):
+    for column in ("lr", "status", "iters", "passes", "final loss", "gap to opt", "|grad|",
+                   "train acc", "time"):
         assert column in text
-    assert "one batched gs.fit call (8 runs)" in text
+    assert "time axis: passes x" in text
     assert _is_png(out)
 
 
@@ -71,14 +209,15 @@ def test_compare_table_numbers(capsys):
     assert cli.main(["compare", "--rules", "sgd,adam", "--lr", "auto", "--max-iter", "2000",
                      "--no-plot"]) == 0
     text = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in text.splitlines()
-            if line.split() and line.split()[0] in ("sgd", "adam")}
+    assert "best lr per rule" not in text  # an explicit --lr: no sweep
+    rows = {row[0]: row for row in _rows(text)}
     sgd = rows["sgd"]
     assert float(sgd[1]) == pytest.approx(0.301, rel=1e-3)  # 1/L on standardized breast cancer
     assert sgd[2] in ("converged", "max_iter")
-    gap = float(sgd[5])
+    assert int(sgd[4]) == int(sgd[3]) + 1  # passes
+    gap = float(sgd[6])
     assert 0 <= gap < 1e-4  # 2000 steps at 1/L get close to the optimum
-    assert sgd[7].endswith("%") and 95 < float(sgd[7][:-1]) <= 100
+    assert sgd[8].endswith("%") and 95 < float(sgd[8][:-1]) <= 100
 
 
 def test_sweep_is_rules_times_lrs(capsys):
@@ -95,7 +234,7 @@ def test_lr_space_separated_and_default(capsys):
                      "--no-plot"]) == 0
     text = capsys.readouterr().out
     lrs = [line.split()[1] for line in text.splitlines() if line.split()[:1] == ["adam"]]
-    assert lrs == ["0.01", "0.03"]  # 'default' is the full-batch default of the rule
+    assert lrs == ["0.01", "0.001"]  # 'default' is the rule's own (Adam's 0.001)
 
 
 @needs_mpl
@@ -104,7 +243,7 @@ def test_synthetic_data(tmp_path, capsys):
     assert cli.main(["compare", "--data", "synthetic:n=500,d=5", *FAST, "--out", out]) == 0
     text = capsys.readouterr().out
     assert "500 samples x 5 features" in text
-    assert _table_rules(text) == list(RULES)
+    assert _table_rules(text) == _default_rows()
     assert _is_png(out)
 
 
@@ -122,7 +261,7 @@ def test_csv_file(tmp_path, capsys):
     assert cli.main(["compare", "--data", str(path), *FAST, "--no-plot"]) == 0
     text = capsys.readouterr().out
     assert "120 samples x 3 features (CSV, header row skipped)" in text
-    assert _table_rules(text) == list(RULES)
+    assert _table_rules(text) == _default_rows()
 
 
 def test_csv_with_text_labels_and_semicolons(tmp_path, capsys):
@@ -179,6 +318,33 @@ def test_without_matplotlib_prints_table_and_note(tmp_path, capsys, monkeypatch)
     assert not out.exists()
 
 
+def test_lr_list_runs_curvature_rules_once_at_their_defaults(capsys):
+    assert cli.main(["compare", "--lr", "0.1,1", "--max-iter", "20", "--no-plot"]) == 0
+    text = capsys.readouterr().out
+    expected = [n for n in RULES for _ in range(2 if n in FIRST_ORDER else 1)]
+    assert _table_rules(text) == expected  # first-order x lrs, curvature rules once
+    assert f"note: {', '.join(CURVATURE)} take no learning rate" in text
+    assert "best lr per rule" not in text
+
+
+def test_minibatch_default_leaves_curvature_rules_out(capsys):
+    assert cli.main(["compare", "--data", "synthetic:n=300,d=3", "--batch-size", "64",
+                     "--max-iter", "5", "--no-plot"]) == 0
+    text = capsys.readouterr().out
+    assert "curvature rules" in text and "are left out" in text
+    assert not set(_table_rules(text)) & set(CURVATURE)
+    assert set(_table_rules(text)) == set(FIRST_ORDER)
+
+
+def test_schedule_applies_to_first_order_rules_only(capsys):
+    assert cli.main(["compare", "--rules", "sgd,lbfgs", "--lr", "1", "--schedule",
+                     "inverse_time:decay=0.1", "--max-iter", "20", "--no-plot"]) == 0
+    text = capsys.readouterr().out
+    rows = {row[0]: row for row in _rows(text)}
+    assert rows["sgd"][1] == "1/(1+0.1t)" and rows["lbfgs"][1] == "-"
+    assert "lbfgs chooses its own step length" in text
+
+
 # ---------------------------------------------------------------------------------------------
 # help and errors
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +360,7 @@ def test_help_exits_zero(argv, capsys):
     if argv[0] == "compare":
         for option in ("--data", "--rules", "--lr", "--schedule", "--max-iter", "--batch-size",
                        "--alpha", "--backend", "--out", "--seed", "0-4 -> class 0",
-                       "5-9 -> class 1"):
+                       "5-9 -> class 1", f"all {len(RULES)} rules", "best of 8 rates"):
             assert option in out
 
 
@@ -224,6 +390,8 @@ def test_version(capsys):
     (["compare", "--out", "no/such/dir/x.png"], "does not exist"),
     (["compare", "--out", "x.unknownformat"], "image format"),
     (["compare", "--bogus-option"], "unrecognized arguments"),
+    (["compare", "--rules", "lbfgs,newton", "--schedule", "inverse_time"], "take no schedule"),
+    (["compare", "--rules", "sgd,bb", "--batch-size", "10"], "bb is a full-batch method"),
     ([], "required"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -287,8 +455,69 @@ def test_optimum_is_tight():
 
     data = _data.load("breast_cancer")
     n = data.n_samples
-    opt = cli.solve_optimum(data.X, data.y, 1.0 / n)
+    opt = compare.find_optimum(data.X, data.y, 1.0 / n)
     assert opt.grad_norm < 1e-9
+    assert opt.method == "L-BFGS-B + Newton"
     ref = LogisticRegression(C=1.0, tol=1e-12, max_iter=10000).fit(data.X, data.y)
     np.testing.assert_allclose(opt.params[:-1], ref.coef_[0], rtol=1e-5, atol=1e-6)
     assert 0 < opt.mu <= opt.lipschitz
+
+
+# ---------------------------------------------------------------------------------------------
+# the package: entry points, converters, bench
+# ---------------------------------------------------------------------------------------------
+
+
+def test_entry_points_reach_main():
+    from importlib.metadata import entry_points
+
+    scripts = [ep for ep in entry_points(group="console_scripts") if ep.name == "gradstep"]
+    if scripts:  # installed: pyproject's gradstep = "gradstep.cli:main"
+        assert scripts[0].value == "gradstep.cli:main"
+        assert scripts[0].load() is cli.main
+    out = subprocess.run([sys.executable, "-m", "gradstep", "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.startswith("gradstep ")
+
+
+@pytest.mark.parametrize("convert, text, value", [
+    (_args.positive_int, "3", 3), (_args.nonneg_float, "0", 0.0), (_args.seed, "0", 0),
+    (_args.lr_list, "0.1,auto,default", [0.1, "auto", None]),
+    (_args.schedule, "exponential:gamma=0.5", ("exponential", {"gamma": 0.5})),
+    (_args.rule_list, "adam,sgd,adam", ["adam", "sgd"]),
+])
+def test_converters_accept(convert, text, value):
+    assert convert(text) == value
+
+
+@pytest.mark.parametrize("convert, text, expect", [
+    (_args.positive_int, "0", "expected a positive integer, got '0'"),
+    (_args.positive_int, "1.5", "expected a positive integer"),
+    (_args.nonneg_float, "inf", "expected a finite number >= 0, got 'inf'"),
+    (_args.seed, "-1", "expected an integer >= 0"),
+    (_args.schedule, "inverse_time:decay", "malformed schedule"),
+    (_args.schedule, "inverse_time:decay=x", "malformed schedule"),
+    (_args.rule_list, ",", "empty rule list"),
+])
+def test_converters_reject_in_one_line(convert, text, expect):
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(expect)):
+        convert(text)
+
+
+def test_bench_small(capsys):
+    assert cli.main(["bench", "--n", "2000", "--d", "5", "--repeat", "1", "--fit-iter", "2",
+                     "--backend", "numpy"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("gradstep bench: X 2000 x 5 float64")
+    assert "X @ w (floor)" in text and "fit adam x2" in text
+
+
+def test_bench_unavailable_backend_is_a_usage_error(capsys, monkeypatch):
+    import gradstep
+
+    def backends():
+        return {"cpp": True, "numba": False, "numpy": True, "why": {"numba": "not installed"}}
+
+    monkeypatch.setattr(gradstep, "backends", backends)
+    err = _usage_error(capsys, ["bench", "--backend", "numba"])
+    assert "backend 'numba' is not available: not installed" in err

@@ -61,7 +61,7 @@ def test_sgd_with_auto_lr_never_increases_loss(backend, data, fit_intercept, wei
     assert np.all(loss[1:] <= loss[:-1] * (1 + 1e-15))
     assert loss[-1] < loss[0] - 0.05  # and it does make progress
     # lr="auto" is 1/L, the documented Lipschitz constant
-    L = gs.lipschitz_constant(X, sw if weighted else np.empty(0), 1e-3, fit_intercept)
+    L = gs.lipschitz_constant(X, sw, 1e-3, fit_intercept)
     assert res.rules.lr == pytest.approx(1 / L, rel=1e-15)
 
 
@@ -71,7 +71,7 @@ def test_gradient_norm_lies_in_the_band_alpha_to_L_times_distance(backend, data)
     alpha = 0.1
     w_star, _ = oracle_solution(X, y, alpha=alpha, fit_intercept=False)
     L = np.linalg.eigvalsh(X.T @ X)[-1] / (4 * len(y)) + alpha
-    assert gs.lipschitz_constant(X, np.empty(0), alpha, False) == pytest.approx(L, rel=1e-12)
+    assert L <= gs.lipschitz_constant(X, None, alpha, False) <= L * (1 + 1e-3)
     w0 = np.full(X.shape[1], 2.0)
     res = gs.fit(X, y, ["sgd", "normalized", "adam", "momentum"], lr=["auto", 0.05, 0.05, 0.5],
                  alpha=alpha, fit_intercept=False, max_iter=200, tol=None, coef_init=w0,

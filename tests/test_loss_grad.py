@@ -215,12 +215,12 @@ def test_property_matches_independent_formula(backend, data, n, d, alpha, weight
 @pytest.mark.parametrize("weighted", [False, True])
 def test_lipschitz_constant(fit_intercept, weighted):
     X, y, sw, _ = _small(n=100, d=3)
-    sw_arr = sw if weighted else np.empty(0)
     s = sw if weighted else np.ones(100)
     A = np.hstack([X, np.ones((100, 1))]) if fit_intercept else X
     expected = np.linalg.eigvalsh((A * s[:, None]).T @ A)[-1] / (4 * s.sum()) + 0.3
-    assert gs.lipschitz_constant(X, sw_arr, 0.3, fit_intercept) == pytest.approx(expected,
-                                                                                  rel=1e-12)
+    # Lanczos, rounded up by its error estimate: never below, within 1e-3 above
+    L = gs.lipschitz_constant(X, sw if weighted else None, 0.3, fit_intercept)
+    assert expected <= L <= expected * (1 + 1e-3)
     # and it bounds the Hessian: sigma(1-sigma) <= 1/4
     rng = np.random.default_rng(0)
     for _ in range(3):

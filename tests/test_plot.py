@@ -3,18 +3,17 @@
 import subprocess
 import sys
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 import gradstep as gs  # noqa: E402
-from gradstep import plot  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+from gradstep import optimum, plot  # noqa: E402
 from gradstep._data import load  # noqa: E402
-from gradstep.cli import solve_optimum  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RULES = ["sgd", "normalized", "adagrad", "adam"]
@@ -30,7 +29,14 @@ def _close_figures():
 def problem():
     data = load("synthetic:n=300,d=4", seed=1)
     alpha = 1.0 / data.n_samples
-    opt = solve_optimum(data.X, data.y, alpha)
+    result = optimum.solve(data.X, data.y, alpha=alpha)
+    hessian = optimum.hessian(data.X, result.coef, result.intercept, alpha=alpha)
+    opt = SimpleNamespace(
+        params=np.append(result.coef, result.intercept),
+        loss=result.loss,
+        lipschitz=gs.lipschitz_constant(data.X, np.ones(data.n_samples), alpha, True),
+        mu=float(np.linalg.eigvalsh(hessian)[0]),
+    )
     return data.X, data.y, alpha, opt
 
 
@@ -161,6 +167,6 @@ def test_diverged_run_is_drawn_and_labelled(problem):
 
 
 def test_import_gradstep_does_not_import_matplotlib():
-    code = ("import sys, gradstep, gradstep.plot, gradstep.cli; "
+    code = ("import sys, gradstep, gradstep.plot, gradstep.cli, gradstep.optimum; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -89,7 +89,7 @@ CUSTOM = {
 
 # DESIGN.md's defaults column (lr where the table gives one; otherwise passed explicitly).
 DEFAULTS = {
-    "sgd": dict(lr=0.1),
+    "sgd": dict(),
     "momentum": dict(mu=0.9),
     "nesterov": dict(mu=0.9),
     "normalized": dict(eps=1e-12),
@@ -98,7 +98,7 @@ DEFAULTS = {
     "adadelta": dict(lr=1.0, rho=0.9, eps=1e-6),
     "adam": dict(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8),
 }
-EXPLICIT_LR = {"momentum": 0.05, "nesterov": 0.05, "normalized": 0.1}
+EXPLICIT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "normalized": 0.1}
 
 
 def _check_two_steps(backend, rule, fit_kwargs, hp, alpha, fit_intercept):
@@ -147,6 +147,13 @@ def test_rule_objects_carry_design_defaults():
             assert getattr(obj, name) == value, (rule, name)
         assert isinstance(obj.schedule, gs.Constant)
         assert obj.name == rule
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov"])
+def test_vanilla_and_momentum_rules_default_to_one_over_L(rule):
+    obj = gs.fit(X4, Y4, rule, max_iter=1, backend="numpy").rules
+    assert obj.lr == 1.0 / gs.lipschitz_constant(X4, backend="numpy")
+    assert gs.rules.default_lr(rule) == "auto"
 
 
 @pytest.mark.parametrize("rule", list(CUSTOM))

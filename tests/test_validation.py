@@ -81,16 +81,18 @@ def test_mismatched_lengths(xy):
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(40,\)"):
         gs.fit(X, y, sample_weight=np.ones(41))
     with pytest.raises(ValueError, match="sample_weight"):
-        gs.fit(X, y, sample_weight=np.ones((40, 1)))
+        gs.fit(X, y, sample_weight=np.ones((40, 1, 1)))
+    with pytest.raises(ValueError, match="sample_weight"):  # 3 weight columns, 2 rules
+        gs.fit(X, y, ["sgd", "adam"], sample_weight=np.ones((40, 3)))
     with pytest.raises(ValueError, match="y has 39 rows"):
         gs.loss_and_grad(X, y[:-1], np.zeros(3))
     with pytest.raises(ValueError, match="coef must have shape"):
         gs.loss_and_grad(X, y, np.zeros(4))
     with pytest.raises(ValueError, match="coef_init must have shape"):
         gs.fit(X, y, coef_init=np.zeros(2))
-    with pytest.raises(ValueError, match="y has 2 columns but coef has 3 rows"):
+    with pytest.raises(ValueError, match="y has 2 columns/entries but coef has 3 rows"):
         gs.loss_and_grad(X, np.column_stack([y, y]), np.zeros((3, 3)), np.zeros(3))
-    with pytest.raises(ValueError, match="y has 2 target columns but 3 runs"):
+    with pytest.raises(ValueError, match="must pair up, but rule has 3, y has 2"):
         gs.fit(X, np.column_stack([y, y]), ["sgd", "adam", "sgd"])
 
 
@@ -130,9 +132,10 @@ def test_bad_lr(xy, lr):
 
 def test_bad_rule_and_schedule(xy):
     X, y = xy
-    with pytest.raises(ValueError, match="unknown rule 'lbfgs'; valid names: sgd, momentum, "
-                                         "nesterov, normalized, adagrad, rmsprop, adadelta, adam"):
-        gs.fit(X, y, "lbfgs")
+    with pytest.raises(ValueError, match="unknown rule 'bogus'; valid names: sgd, momentum, "
+                                         "nesterov, normalized, adagrad, rmsprop, adadelta, adam, "
+                                         "armijo, bb, lbfgs, newton"):
+        gs.fit(X, y, "bogus")
     with pytest.raises(ValueError, match="unknown rule"):
         gs.fit(X, y, ["sgd", "nope"])
     with pytest.raises(ValueError, match=r"unknown schedule 'linear'.*constant.*cosine"):
@@ -141,7 +144,7 @@ def test_bad_rule_and_schedule(xy):
         gs.fit(X, y, "sgd", beta1=0.5)
     with pytest.raises(ValueError, match="'gamma' is a parameter of the 'exponential'"):
         gs.fit(X, y, schedule="cosine", gamma=0.5)
-    with pytest.raises(ValueError, match="rule is an empty list"):
+    with pytest.raises(ValueError, match="rule is an empty sequence"):
         gs.fit(X, y, [])
 
 
@@ -176,7 +179,7 @@ def test_bad_schedule_params(xy):
 
 def test_bad_counts_and_sequences(xy):
     X, y = xy
-    with pytest.raises(ValueError, match="rule has 2 entries and lr has 3"):
+    with pytest.raises(ValueError, match="must pair up, but rule has 2, lr has 3"):
         gs.fit(X, y, ["sgd", "adam"], lr=[0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="max_iter must be a positive integer"):
         gs.fit(X, y, max_iter=0)

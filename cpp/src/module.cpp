@@ -2,9 +2,12 @@
 //
 // Arrays are taken as py::array_t<T, c_style> with noconvert(): Python (gradstep._validate) has
 // already produced the exact dtype and layout, so an array of another dtype or layout is a bug
-// upstream and must raise a TypeError here, never be copied silently. Shapes are checked (cheaply)
-// so that a wrong call raises instead of reading out of bounds. Every pointer and size is read
-// while the GIL is held; the GIL is then released around the whole computation.
+// upstream and must raise a TypeError here, never be copied silently. The drivers take the
+// RunSpec and FitState objects of gradstep._backends.state themselves and read their named
+// attributes with the same strictness (a FitState array must also be writeable: it is advanced in
+// place). Shapes are checked (cheaply) so that a wrong call raises instead of reading out of
+// bounds. Every pointer and size is read while the GIL is held; the GIL is then released around
+// the whole computation.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -17,8 +20,6 @@
 #include "gradstep/fit.hpp"
 #include "gradstep/logistic.hpp"
 #include "gradstep/rules.hpp"
-#include "gradstep/shuffle.hpp"
-#include "gradstep/thread_pool.hpp"
 
 namespace py = pybind11;
 using py::ssize_t;
@@ -32,8 +33,7 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw py::value_error(message);
 }
 
-template <class A>
-std::string shape_of(const A& a) {
+std::string shape_of(const py::array& a) {
   std::string s = "(";
   for (ssize_t i = 0; i < a.ndim(); ++i) {
     s += std::to_string(a.shape(i));
@@ -42,8 +42,7 @@ std::string shape_of(const A& a) {
   return s + ")";
 }
 
-template <class A>
-void require_shape(const A& a, const char* name, std::vector<ssize_t> shape) {
+void require_shape(const py::array& a, const std::string& name, std::vector<ssize_t> shape) {
   bool ok = a.ndim() == static_cast<ssize_t>(shape.size());
   for (std::size_t i = 0; ok && i < shape.size(); ++i) {
     ok = a.shape(static_cast<ssize_t>(i)) == shape[i];
@@ -54,43 +53,112 @@ void require_shape(const A& a, const char* name, std::vector<ssize_t> shape) {
       want += std::to_string(shape[i]);
       want += shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : "");
     }
-    throw py::value_error(std::string(name) + " must have shape " + want + ")" + ", got " +
-                          shape_of(a));
+    throw py::value_error(name + " must have shape " + want + "), got " + shape_of(a));
   }
 }
 
-// X, Y and sw as the kernel's Dataset, after checking that they fit together.
 template <class T>
-gradstep::Dataset<T> dataset(const carray<T>& X, const carray<double>& Y, const carray<double>& sw,
+const char* dtype_name();
+template <>
+const char* dtype_name<double>() { return "float64"; }
+template <>
+const char* dtype_name<std::int64_t>() { return "int64"; }
+
+// obj.name, which must exist.
+py::object attribute(const py::handle& obj, const std::string& owner, const char* name) {
+  if (!py::hasattr(obj, name)) {
+    throw py::type_error(owner + " has no attribute '" + name + "' (expected a state." +
+                         (owner == "spec" ? "RunSpec" : "FitState") + ")");
+  }
+  return obj.attr(name);
+}
+
+// obj.name as a C-contiguous array of T, taken as it is (never converted or copied); writeable
+// when it is advanced in place.
+template <class T>
+carray<T> array_attribute(const py::handle& obj, const std::string& owner, const char* name,
+                          bool writeable = false) {
+  const py::object value = attribute(obj, owner, name);
+  const std::string full = owner + "." + name;
+  if (!carray<T>::check_(value)) {
+    std::string got = std::string(py::str(py::type::of(value).attr("__name__")));
+    if (py::isinstance<py::array>(value)) {
+      const auto a = py::reinterpret_borrow<py::array>(value);
+      got = "an array of dtype " + std::string(py::str(a.dtype())) +
+            ((a.flags() & py::array::c_style) ? "" : " (not C-contiguous)");
+    }
+    throw py::type_error(full + " must be a C-contiguous " + dtype_name<T>() +
+                         " numpy array, got " + got);
+  }
+  auto a = py::reinterpret_borrow<carray<T>>(value);
+  if (writeable && !a.writeable()) throw py::value_error(full + " is read-only");
+  return a;
+}
+
+// obj.name converted to T (a Python or NumPy scalar).
+template <class T>
+T scalar_attribute(const py::handle& obj, const std::string& owner, const char* name,
+                   const char* what) {
+  const py::object value = attribute(obj, owner, name);
+  try {
+    return value.cast<T>();
+  } catch (const py::cast_error&) {
+    throw py::type_error(owner + "." + name + " must be " + what + ", got " +
+                         std::string(py::repr(value)));
+  }
+}
+
+// X, Y and SW as the kernels' Dataset, after checking that they fit together.
+template <class T>
+gradstep::Dataset<T> dataset(const carray<T>& X, const carray<double>* Y, const carray<double>& SW,
                              ssize_t K) {
   require(X.ndim() == 2, "X must be 2-D, got shape " + shape_of(X));
   const ssize_t n = X.shape(0), d = X.shape(1);
-  require(Y.ndim() == 2 && Y.shape(0) == n && (Y.shape(1) == 1 || Y.shape(1) == K),
-          "Y must have shape (" + std::to_string(n) + ", 1) or (" + std::to_string(n) + ", " +
-              std::to_string(K) + "), got " + shape_of(Y));
-  require(sw.ndim() == 1 && (sw.shape(0) == 0 || sw.shape(0) == n),
-          "sw must have shape (0,) or (" + std::to_string(n) + ",), got " + shape_of(sw));
   gradstep::Dataset<T> data;
   data.X = X.data();
   data.n = n;
   data.d = d;
-  data.Y = Y.data();
-  data.ky = Y.shape(1);
-  data.sw = sw.shape(0) ? sw.data() : nullptr;
+  if (Y != nullptr) {
+    require(Y->ndim() == 2 && Y->shape(0) == n && (Y->shape(1) == 1 || Y->shape(1) == K),
+            "Y must have shape (" + std::to_string(n) + ", 1) or (" + std::to_string(n) + ", " +
+                std::to_string(K) + "), got " + shape_of(*Y));
+    data.Y = Y->data();
+    data.ky = Y->shape(1);
+  }
+  require(SW.ndim() == 2 && SW.shape(0) == n &&
+              (SW.shape(1) == 0 || SW.shape(1) == 1 || SW.shape(1) == K),
+          "SW must have shape (" + std::to_string(n) + ", Ks) with Ks in {0, 1, K = " +
+              std::to_string(K) + "}, got " + shape_of(SW));
+  data.ks = SW.shape(1);
+  data.SW = data.ks ? SW.data() : nullptr;
   return data;
 }
 
-template <class T>
-py::tuple loss_grad(const carray<T>& X, const carray<double>& Y, const carray<double>& sw,
-                    const carray<double>& P, double alpha, const carray<std::int64_t>& rows,
-                    const carray<std::uint8_t>& active, int n_threads) {
+ssize_t runs_of(const carray<double>& P, const py::array& X, const char* name = "P") {
   require(P.ndim() == 2 && X.ndim() == 2 && P.shape(1) == X.shape(1) + 1,
-          "P must have shape (K, d + 1), got " + shape_of(P));
-  const ssize_t K = P.shape(0), D = P.shape(1);
-  const gradstep::Dataset<T> data = dataset(X, Y, sw, K);
+          std::string(name) + " must have shape (K, d + 1) = (K, " +
+              std::to_string(X.ndim() == 2 ? X.shape(1) + 1 : -1) + "), got " + shape_of(P));
+  return P.shape(0);
+}
+
+void require_threads(int n_threads) {
+  require(n_threads >= 1, "n_threads must be >= 1, got " + std::to_string(n_threads));
+}
+
+template <class T>
+py::tuple loss_grad(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
+                    const carray<double>& P, const carray<double>& alpha,
+                    const carray<std::int64_t>& rows, const carray<std::uint8_t>& active,
+                    int n_threads, const carray<double>& denominator) {
+  const ssize_t K = runs_of(P, X), D = P.shape(1);
+  const gradstep::Dataset<T> data = dataset(X, &Y, SW, K);
+  require_shape(alpha, "alpha", {K});
   require_shape(active, "active", {K});
   require(rows.ndim() == 1, "rows must be 1-D, got shape " + shape_of(rows));
-  require(n_threads >= 1, "n_threads must be >= 1, got " + std::to_string(n_threads));
+  require(denominator.ndim() == 1 && (denominator.shape(0) == 0 || denominator.shape(0) == K),
+          "denominator must have shape (0,) or (" + std::to_string(K) + ",), got " +
+              shape_of(denominator));
+  require_threads(n_threads);
   const ssize_t n_rows = rows.shape(0);
   const std::int64_t* rp = rows.data();
   for (ssize_t j = 0; j < n_rows; ++j) {
@@ -103,70 +171,112 @@ py::tuple loss_grad(const carray<T>& X, const carray<double>& Y, const carray<do
   double* lp = loss.mutable_data();
   double* gp = G.mutable_data();
   const double* pp = P.data();
+  const double* alp = alpha.data();
   const std::uint8_t* ap = active.data();
+  const double* den = denominator.shape(0) ? denominator.data() : nullptr;
   {
     py::gil_scoped_release release;
     gradstep::GradientEngine<T> engine(data, K);
-    engine.compute(pp, alpha, n_rows ? rp : nullptr, n_rows, ap, n_threads, lp, gp);
+    engine.compute(pp, alp, n_rows ? rp : nullptr, n_rows, ap, n_threads, lp, gp, den);
   }
   return py::make_tuple(loss, G);
 }
 
 template <class T>
-void run(const carray<T>& X, const carray<double>& Y, const carray<double>& sw,
-         const carray<std::int64_t>& rule_code, const carray<std::int64_t>& sched_code,
-         const carray<double>& hyper, double alpha, bool fit_intercept, double tol,
-         std::int64_t batch_size, std::uint64_t seed, std::int64_t max_iter,
-         std::int64_t total_updates, bool record_history, bool has_reference, carray<double>& P,
-         carray<double>& slots, carray<double>& grad, carray<double>& loss,
-         carray<std::int64_t>& t, carray<std::int64_t>& n_iter, carray<std::int64_t>& status,
-         carray<double>& best_loss, carray<std::int64_t>& no_improve,
-         carray<std::int64_t>& epoch, carray<double>& history, const carray<double>& reference,
-         std::int64_t n_steps, int n_threads) {
-  require(P.ndim() == 2 && X.ndim() == 2 && P.shape(1) == X.shape(1) + 1,
-          "P must have shape (K, d + 1), got " + shape_of(P));
-  const ssize_t K = P.shape(0), D = P.shape(1);
-  const gradstep::Dataset<T> data = dataset(X, Y, sw, K);
-  require(data.n > 0, "X has no rows");
-  require_shape(rule_code, "rule_code", {K});
-  require_shape(sched_code, "sched_code", {K});
-  require_shape(hyper, "hyper", {K, gradstep::kNHyper});
-  require_shape(slots, "slots", {K, gradstep::kNSlots, D});
-  require_shape(grad, "grad", {K, D});
-  require_shape(loss, "loss", {K});
-  require_shape(t, "t", {K});
-  require_shape(n_iter, "n_iter", {K});
-  require_shape(status, "status", {K});
-  require_shape(best_loss, "best_loss", {K});
-  require_shape(no_improve, "no_improve", {K});
-  require_shape(epoch, "epoch", {1});
-  require(history.ndim() == 3 && history.shape(0) == gradstep::kNHistory && history.shape(1) == K,
-          "history must have shape (5, K, H), got " + shape_of(history));
-  require_shape(reference, "reference", {K, D});
-  require(batch_size >= 0, "batch_size must be >= 0, got " + std::to_string(batch_size));
-  require(n_threads >= 1, "n_threads must be >= 1, got " + std::to_string(n_threads));
-  const std::int64_t* rc = rule_code.data();
-  const std::int64_t* sc = sched_code.data();
-  for (ssize_t k = 0; k < K; ++k) {
-    require(gradstep::valid_rule(rc[k]), "unknown rule code " + std::to_string(rc[k]));
-    require(gradstep::valid_schedule(sc[k]), "unknown schedule code " + std::to_string(sc[k]));
+carray<double> hessp(const carray<T>& X, const carray<double>& SW, const carray<double>& P,
+                     const carray<double>& V, const carray<double>& alpha,
+                     const carray<std::uint8_t>& active, int n_threads) {
+  const ssize_t K = runs_of(P, X), D = P.shape(1);
+  const gradstep::Dataset<T> data = dataset<T>(X, nullptr, SW, K);
+  require_shape(V, "V", {K, D});
+  require_shape(alpha, "alpha", {K});
+  require_shape(active, "active", {K});
+  require_threads(n_threads);
+  carray<double> HV({K, D});
+  double* hp = HV.mutable_data();
+  const double* pp = P.data();
+  const double* vp = V.data();
+  const double* alp = alpha.data();
+  const std::uint8_t* ap = active.data();
+  {
+    py::gil_scoped_release release;
+    gradstep::GradientEngine<T> engine(data, K);
+    engine.hessp(pp, vp, alp, ap, n_threads, hp);
   }
+  return HV;
+}
+
+template <class T>
+void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
+         const py::object& spec_obj, const py::object& state_obj, std::int64_t n_steps,
+         int n_threads) {
+  const std::string S = "spec", F = "state";
+  // Every array is held here (a reference each) until the fit returns.
+  carray<double> P = array_attribute<double>(state_obj, F, "P", true);
+  const ssize_t K = runs_of(P, X, "state.P"), D = P.shape(1);
+  const gradstep::Dataset<T> data = dataset(X, &Y, SW, K);
+  require(data.n > 0, "X has no rows");
+  require_threads(n_threads);
+
+  const auto rule_code = array_attribute<std::int64_t>(spec_obj, S, "rule_code");
+  const auto sched_code = array_attribute<std::int64_t>(spec_obj, S, "sched_code");
+  const auto hyper = array_attribute<double>(spec_obj, S, "hyper");
+  const auto alpha = array_attribute<double>(spec_obj, S, "alpha");
+  require_shape(rule_code, "spec.rule_code", {K});
+  require_shape(sched_code, "spec.sched_code", {K});
+  require_shape(hyper, "spec.hyper", {K, gradstep::kNHyper});
+  require_shape(alpha, "spec.alpha", {K});
 
   gradstep::RunSpec spec;
-  spec.rule_code = rc;
-  spec.sched_code = sc;
+  spec.rule_code = rule_code.data();
+  spec.sched_code = sched_code.data();
   spec.hyper = hyper.data();
-  spec.alpha = alpha;
-  spec.fit_intercept = fit_intercept;
-  spec.tol = tol;
-  spec.batch_size = batch_size;
-  spec.seed = seed;
-  spec.max_iter = max_iter;
-  spec.total_updates = total_updates;
-  spec.record_history = record_history;
-  spec.has_reference = has_reference;
+  spec.alpha = alpha.data();
+  spec.fit_intercept = scalar_attribute<bool>(spec_obj, S, "fit_intercept", "a bool");
+  spec.tol = scalar_attribute<double>(spec_obj, S, "tol", "a float");
+  spec.batch_size = scalar_attribute<std::int64_t>(spec_obj, S, "batch_size", "an int");
+  spec.seed = scalar_attribute<std::uint64_t>(spec_obj, S, "seed", "an int in [0, 2**64)");
+  spec.max_iter = scalar_attribute<std::int64_t>(spec_obj, S, "max_iter", "an int");
+  spec.total_updates = scalar_attribute<std::int64_t>(spec_obj, S, "total_updates", "an int");
+  spec.record_history = scalar_attribute<bool>(spec_obj, S, "record_history", "a bool");
+  spec.has_reference = scalar_attribute<bool>(spec_obj, S, "has_reference", "a bool");
+  require(spec.batch_size >= 0,
+          "spec.batch_size must be >= 0, got " + std::to_string(spec.batch_size));
+  for (ssize_t k = 0; k < K; ++k) {
+    require(gradstep::valid_rule(spec.rule_code[k]),
+            "spec.rule_code[" + std::to_string(k) + "] = " + std::to_string(spec.rule_code[k]) +
+                " is not a compiled rule (see gradstep._core.rule_codes())");
+    require(gradstep::valid_schedule(spec.sched_code[k]),
+            "spec.sched_code[" + std::to_string(k) + "] = " +
+                std::to_string(spec.sched_code[k]) + " is not a known schedule");
+  }
 
-  gradstep::FitState st;  // mutable_data() raises on a read-only array
+  auto slots = array_attribute<double>(state_obj, F, "slots", true);
+  auto grad = array_attribute<double>(state_obj, F, "grad", true);
+  auto loss = array_attribute<double>(state_obj, F, "loss", true);
+  auto t = array_attribute<std::int64_t>(state_obj, F, "t", true);
+  auto n_iter = array_attribute<std::int64_t>(state_obj, F, "n_iter", true);
+  auto status = array_attribute<std::int64_t>(state_obj, F, "status", true);
+  auto best_loss = array_attribute<double>(state_obj, F, "best_loss", true);
+  auto no_improve = array_attribute<std::int64_t>(state_obj, F, "no_improve", true);
+  auto epoch = array_attribute<std::int64_t>(state_obj, F, "epoch", true);
+  auto history = array_attribute<double>(state_obj, F, "history", true);
+  const auto reference = array_attribute<double>(state_obj, F, "reference");
+  require_shape(slots, "state.slots", {K, gradstep::kNSlots, D});
+  require_shape(grad, "state.grad", {K, D});
+  require_shape(loss, "state.loss", {K});
+  require_shape(t, "state.t", {K});
+  require_shape(n_iter, "state.n_iter", {K});
+  require_shape(status, "state.status", {K});
+  require_shape(best_loss, "state.best_loss", {K});
+  require_shape(no_improve, "state.no_improve", {K});
+  require_shape(epoch, "state.epoch", {1});
+  require(history.ndim() == 3 && history.shape(0) == gradstep::kNHistory && history.shape(1) == K,
+          "state.history must have shape (" + std::to_string(gradstep::kNHistory) + ", " +
+              std::to_string(K) + ", H), got " + shape_of(history));
+  require_shape(reference, "state.reference", {K, D});
+
+  gradstep::FitState st;
   st.P = P.mutable_data();
   st.slots = slots.mutable_data();
   st.grad = grad.mutable_data();
@@ -185,60 +295,48 @@ void run(const carray<T>& X, const carray<double>& Y, const carray<double>& sw,
   gradstep::run(data, K, spec, st, n_steps, n_threads);
 }
 
-py::array_t<std::int64_t> shuffle_order(ssize_t n, std::uint64_t seed, std::uint64_t epoch) {
-  require(n >= 0, "n must be >= 0");
-  std::vector<std::uint64_t> keys;
-  std::vector<std::int64_t> order;
-  {
-    py::gil_scoped_release release;
-    gradstep::shuffle_order(n, seed, epoch, keys, order);
-  }
-  py::array_t<std::int64_t> out(n);
-  std::copy(order.begin(), order.end(), out.mutable_data());
-  return out;
-}
-
 template <class T>
 void bind_dtype(py::module_& m, const char* suffix) {
-  const std::string lg = std::string("loss_grad_") + suffix;
-  m.def(lg.c_str(), &loss_grad<T>, py::arg("X").noconvert(), py::arg("Y").noconvert(),
-        py::arg("sw").noconvert(), py::arg("P").noconvert(), py::arg("alpha"),
-        py::arg("rows").noconvert(), py::arg("active").noconvert(), py::arg("n_threads"),
-        ("Loss (K,) and gradient (K, d + 1) of the active runs at P, X of dtype " +
-         std::string(suffix) + " (see gradstep._backends.state for the contract).")
+  const std::string dt = suffix;
+  m.def(("loss_grad_" + dt).c_str(), &loss_grad<T>, py::arg("X").noconvert(),
+        py::arg("Y").noconvert(), py::arg("SW").noconvert(), py::arg("P").noconvert(),
+        py::arg("alpha").noconvert(), py::arg("rows").noconvert(), py::arg("active").noconvert(),
+        py::arg("n_threads"), py::arg("denominator").noconvert(),
+        ("Loss (K,) and gradient (K, d + 1) of the active runs at P, X of dtype " + dt +
+         " (see gradstep._backends.state for the contract).")
             .c_str());
-  const std::string rn = std::string("run_") + suffix;
-  m.def(rn.c_str(), &run<T>, py::arg("X").noconvert(), py::arg("Y").noconvert(),
-        py::arg("sw").noconvert(), py::arg("rule_code").noconvert(),
-        py::arg("sched_code").noconvert(), py::arg("hyper").noconvert(), py::arg("alpha"),
-        py::arg("fit_intercept"), py::arg("tol"), py::arg("batch_size"), py::arg("seed"),
-        py::arg("max_iter"), py::arg("total_updates"), py::arg("record_history"),
-        py::arg("has_reference"), py::arg("P").noconvert(), py::arg("slots").noconvert(),
-        py::arg("grad").noconvert(), py::arg("loss").noconvert(), py::arg("t").noconvert(),
-        py::arg("n_iter").noconvert(), py::arg("status").noconvert(),
-        py::arg("best_loss").noconvert(), py::arg("no_improve").noconvert(),
-        py::arg("epoch").noconvert(), py::arg("history").noconvert(),
-        py::arg("reference").noconvert(), py::arg("n_steps"), py::arg("n_threads"),
-        ("Advances the running runs of a FitState in place by up to n_steps iterations, X of "
+  m.def(("hessp_" + dt).c_str(), &hessp<T>, py::arg("X").noconvert(), py::arg("SW").noconvert(),
+        py::arg("P").noconvert(), py::arg("V").noconvert(), py::arg("alpha").noconvert(),
+        py::arg("active").noconvert(), py::arg("n_threads"),
+        ("Hessian-vector products HV (K, d + 1) of the active runs' losses at P times V, X of "
          "dtype " +
-         std::string(suffix) + " (see gradstep._backends.state for the contract).")
+         dt + " (see gradstep._backends.state for the contract).")
+            .c_str());
+  m.def(("run_" + dt).c_str(), &run<T>, py::arg("X").noconvert(), py::arg("Y").noconvert(),
+        py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"), py::arg("n_steps"),
+        py::arg("n_threads"),
+        ("Advances the running runs of a state.FitState in place by up to n_steps iterations "
+         "under a state.RunSpec, X of dtype " +
+         dt + " (see gradstep._backends.state for the contract).")
             .c_str());
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "gradstep's compiled core: fused logistic loss + gradient for K runs, and the fit loops";
+  m.doc() =
+      "gradstep's compiled core: fused logistic loss + gradient and Hessian-vector products for "
+      "K runs, and the first-order fit loops";
   bind_dtype<float>(m, "float32");
   bind_dtype<double>(m, "float64");
-  m.def("shuffle_order", &shuffle_order, py::arg("n"), py::arg("seed"), py::arg("epoch"),
-        "The mini-batch row order of epoch `epoch` (state.shuffle_order).");
-  m.def("hardware_threads", &gradstep::ThreadPool::hardware_threads,
-        "Threads of the persistent pool (the calling thread included).");
-  m.def("block_rows", &gradstep::block_rows, py::arg("d"),
-        "Rows per block of the gradient for d features: fixed, whatever the number of threads.");
+  m.def("rule_codes", [] {
+          py::dict codes;
+          for (const gradstep::Rule& r : gradstep::kRules) codes[py::str(r.name)] = r.code;
+          return codes;
+        },
+        "The compiled step rules, {name: code}: the codes spec.rule_code may hold.");
   m.def("kernel", [] { return std::string(gradstep::kernel_name(gradstep::current_kernel())); },
-        "The instruction set of the gradient kernel in use: 'avx2' or 'baseline'.");
+        "The instruction set of the kernels in use: 'avx2' or 'baseline'.");
   m.def("kernels", [] {
           py::list names;
           names.append("baseline");
@@ -264,6 +362,6 @@ PYBIND11_MODULE(_core, m) {
           return before;
         },
         py::arg("name"),
-        "Selects the gradient kernel ('baseline' or 'avx2') for tests and benchmarks; returns the "
+        "Selects the kernels ('baseline' or 'avx2') for tests and benchmarks; returns the "
         "previous one. Not thread-safe: call it while no fit is running.");
 }

@@ -152,7 +152,7 @@ def _synthetic(spec: str, seed: int):
     w *= 3.0 / np.linalg.norm(w)
     b = 0.5 * rng.standard_normal()
     z = X @ w + b
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-z))).astype(np.float64)
+    y = (rng.random(n) < sigmoid(z)).astype(np.float64)
     if y.min() == y.max():  # tiny n: make sure both classes are there
         y[np.argmin(z)], y[np.argmax(z)] = 0.0, 1.0
     return X, y, f"{n} samples x {d} features, logistic model, seed {seed}"
@@ -190,7 +190,7 @@ def _svmlight(path: str):
     except OSError as exc:
         raise DataError(f"--data {path!r}: cannot read the file ({exc.strerror or exc})") from None
     except ValueError as exc:
-        raise DataError(f"--data {path!r} is not a valid LIBSVM/svmlight file: {_one_line(exc)}") \
+        raise DataError(f"--data {path!r} is not a valid LIBSVM/svmlight file: {one_line(exc)}") \
             from None
     n, d = Xs.shape
     if n == 0 or d == 0:
@@ -226,7 +226,7 @@ def _csv(path: str):
     except OSError as exc:
         raise DataError(f"--data {path!r}: cannot read the file ({exc.strerror or exc})") from None
     except csv.Error as exc:
-        raise DataError(f"--data {path!r}: not a readable CSV file ({_one_line(exc)})") from None
+        raise DataError(f"--data {path!r}: not a readable CSV file ({one_line(exc)})") from None
     header = rows and not all(_is_number(c) for c in rows[0][:-1])
     if header:
         rows = rows[1:]
@@ -240,7 +240,7 @@ def _csv(path: str):
         )
     first_line = 2 if header else 1
     X = np.empty((len(rows), width - 1))
-    labels = []
+    cells = []
     for i, row in enumerate(rows):
         if len(row) != width:
             raise DataError(
@@ -255,12 +255,12 @@ def _csv(path: str):
                     "not a finite number; features must be numeric and complete"
                 )
             X[i, j] = value
-        labels.append(row[-1])
-    numeric = [_to_float(c) for c in labels]
+        cells.append(row[-1])
+    numeric = [_to_float(c) for c in cells]
     if all(v is not None for v in numeric):
         labels = np.array(numeric, dtype=np.float64)
     else:
-        labels = np.array(labels, dtype=object)
+        labels = np.array(cells, dtype=object)
     name = "header row skipped" if header else "no header"
     return X, labels, f"{X.shape[0]} samples x {X.shape[1]} features (CSV, {name})"
 
@@ -305,5 +305,12 @@ def _to_float(text: str):
     return value if math.isfinite(value) else None
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (the command line reports errors on one line)."""
     return " ".join(str(exc).split())
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function as a user writes it in NumPy: the synthetic sample and the NumPy
+    baselines of ``gradstep bench`` share it (for |z| < 700; no overflow guard)."""
+    return 1.0 / (1.0 + np.exp(-z))

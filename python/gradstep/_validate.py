@@ -1,12 +1,13 @@
 """Every check of user input, done once before any work; arrays leave here in backend layout.
 
 Backends trust what comes out of these functions: X C-contiguous float32/float64, targets
-(n, Ky) float64 of 0/1, weights float64 (or empty for unit weights). Nothing here modifies a
+(n, Ky) float64 of 0/1, weights (n, Ks) float64 (Ks = 0 for unit weights). Nothing here modifies a
 user's array: a conversion, when one is needed, makes a new array once.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import secrets
@@ -50,21 +51,41 @@ def check_X(X) -> np.ndarray:
 
 
 def check_sample_weight(sample_weight, n: int) -> np.ndarray:
-    """float64 (n,) non-negative finite weights with a positive sum; empty when None."""
+    """float64 (n, Ks) non-negative finite weights: Ks = 0 for None (unit weights), 1 for a 1-D
+    array, K for an (n, K) array (a weight column per run: cross-validation folds are runs whose
+    weights are 0 outside the fold). Every column needs a positive sum."""
     if sample_weight is None:
-        return np.empty(0)
+        return np.empty((n, 0))
     sw = np.asarray(sample_weight)
     if sw.dtype.kind not in "biuf":
         raise ValueError(f"sample_weight must hold real numbers, got dtype {sw.dtype}")
     sw = np.array(sw, dtype=np.float64, order="C")  # always a copy: the user's array is theirs
-    if sw.ndim != 1 or sw.shape[0] != n:
-        raise ValueError(f"sample_weight must have shape ({n},) to match X, got {sw.shape}")
+    if sw.ndim not in (1, 2) or sw.shape[0] != n or (sw.ndim == 2 and sw.shape[1] == 0):
+        raise ValueError(
+            f"sample_weight must have shape ({n},) or ({n}, n_runs) to match X, got {sw.shape}"
+        )
     _finite_check(sw, "sample_weight")
     if (sw < 0).any():
         raise ValueError("sample_weight must be >= 0; negative weights are not supported")
-    if sw.sum() <= 0:
-        raise ValueError("sample_weight sums to zero; at least one sample needs a positive weight")
-    return sw
+    sums = sw.reshape(n, -1).sum(axis=0)
+    if (sums <= 0).any():
+        which = "" if sw.ndim == 1 else f" (column {int(np.argmax(sums <= 0))})"
+        raise ValueError(
+            f"sample_weight sums to zero{which}; at least one sample needs a positive weight"
+        )
+    return np.ascontiguousarray(sw.reshape(n, -1))
+
+
+def check_alpha(alpha) -> np.ndarray:
+    """alpha as a float64 array: (1,) for a number, (K,) for a sequence (one per run)."""
+    if np.ndim(alpha) == 0:
+        return np.array([check_nonneg_float(alpha.item() if isinstance(alpha, np.ndarray)
+                                            else alpha, "alpha")])
+    values = list(np.asarray(alpha, dtype=object).reshape(-1))
+    if np.ndim(alpha) != 1 or not values:
+        raise ValueError(f"alpha must be a number or a 1-D sequence of numbers, got {alpha!r}")
+    return np.array([check_nonneg_float(a.item() if isinstance(a, np.generic) else a, "alpha")
+                     for a in values])
 
 
 def check_targets(y, n: int, *, labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -108,7 +129,7 @@ def check_positive_int(value, name: str, *, allow_none: bool = False) -> int | N
 
 
 def check_nonneg_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")

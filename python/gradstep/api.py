@@ -1,104 +1,294 @@
-"""The functional front door: ``fit``, ``loss_and_grad`` and their results."""
+"""The functional front door: ``fit``, ``loss_and_grad``, ``hessp`` and their results."""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from . import _backends
 from . import _validate as v
 from ._backends.state import (
-    CONVERGED,
     DIVERGED,
     H_DISTANCE,
     H_GRAD_NORM,
     H_LOSS,
     H_LR,
+    H_PASSES,
     H_STEP_NORM,
     RUNNING,
+    STALLED,
     STATUS_NAMES,
+    STOPPED,
     FitState,
     RunSpec,
 )
-from .rules import SCHEDULE_PARAMS, StepRule, encode_runs, make_rule, make_schedule
+from ._progress import Progress, ProgressBar, read_only
+from .driver import init_state, make_driver
+from .oracle import DenseOracle
+from .rules import (
+    SCHEDULE_PARAMS,
+    StepRule,
+    default_lr,
+    encode_runs,
+    make_rule,
+    make_schedule,
+)
 
-_NO_ROWS = np.empty(0, dtype=np.int64)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class DivergenceWarning(RuntimeWarning):
     """A run's loss or weights stopped being finite; it kept its last finite weights."""
 
 
+class StallWarning(RuntimeWarning):
+    """A line search could not decrease the loss at machine precision before the gradient
+    reached tol; the run's status is "stalled"."""
+
+
+def warn(message: str, category: type) -> None:
+    """warnings.warn with the stack level of the first frame outside gradstep (user code)."""
+    level = 2  # stacklevel 2 is warn's caller, sys._getframe(1)
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 @dataclass(frozen=True)
 class History:
-    """Per-iteration traces; entry 0 is the starting point. Batched: (K, max n_iter + 1),
-    shorter runs padded with NaN."""
+    """Per-iteration traces of a fit; entry 0 is the starting point.
+
+    A batched fit gives arrays of shape (K, max n_iter + 1), shorter runs padded with NaN.
+
+    Attributes
+    ----------
+    loss : ndarray
+        The objective (full batch) or the mean loss over the epoch's batches (mini-batch).
+    grad_norm : ndarray
+        L2 norm of the gradient over coef and intercept.
+    step_norm : ndarray
+        L2 length of the step taken (0 at entry 0).
+    lr : ndarray
+        The learning rate used: the schedule's value, or the accepted step length of a line
+        search (0 at entry 0).
+    passes : ndarray
+        Cumulative passes over X (gradient and Hessian-vector passes each count one): the cost
+        that compares rules fairly.
+    distance : ndarray or None
+        Distance to ``reference`` when one was given.
+
+    Examples
+    --------
+    >>> import numpy as np, gradstep as gs
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 1, 0, 1])
+    >>> h = gs.fit(X, y, "sgd", lr=0.1, max_iter=3, tol=None, backend="numpy").history
+    >>> h.passes.tolist()
+    [1.0, 2.0, 3.0, 4.0]
+    """
 
     loss: np.ndarray
-    grad_norm: np.ndarray  # L2 norm of the full gradient over coef and intercept
-    step_norm: np.ndarray  # L2 length of the step taken (0 at entry 0)
-    lr: np.ndarray  # the schedule's value (0 at entry 0)
-    distance: Optional[np.ndarray]  # to `reference`, None when no reference was given
+    grad_norm: np.ndarray
+    step_norm: np.ndarray
+    lr: np.ndarray
+    distance: Optional[np.ndarray]
+    passes: Optional[np.ndarray] = None
+
+
+@dataclass(frozen=True)
+class RuleState:
+    """The first-order rules' state after a fit (their slots and update counters, and the
+    shuffle's epoch counter), so ``fit(..., resume=result)`` goes on where it stopped."""
+
+    slots: np.ndarray
+    t: np.ndarray
+    epoch: int
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """What ``fit`` returns. A batched call (K runs) gives every array a leading axis of K."""
+    """What ``fit`` returns. A batched call (K runs) gives every array a leading axis of K.
+
+    Attributes
+    ----------
+    coef : ndarray of shape (d,) or (K, d)
+    intercept : float or ndarray of shape (K,)
+    n_iter : int or ndarray of shape (K,)
+        Iterations (epochs with ``batch_size``) run.
+    status : str or ndarray of str
+        "converged", "max_iter", "diverged", "stalled" (a line search could not make progress
+        before tol) or "stopped" (the callback returned False).
+    loss : float or ndarray
+        The objective at the returned weights.
+    rules : StepRule or tuple of StepRule
+        The rules that ran, with their learning rates.
+    history : History or None
+    backend : str
+    classes : ndarray or None
+        The two classes of a 1-D y; classes[1] is the positive one.
+    state : RuleState or None
+        What ``fit(..., resume=...)`` needs to continue.
+
+    Examples
+    --------
+    >>> import numpy as np, gradstep as gs
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 1, 0, 1])
+    >>> res = gs.fit(X, y, ["sgd", "lbfgs"], alpha=0.1, backend="numpy")
+    >>> res.batched, res.status.tolist()
+    (True, ['converged', 'converged'])
+    """
 
     coef: np.ndarray
-    intercept: Any  # float, or (K,)
-    n_iter: Any  # int, or (K,) int
-    status: Any  # "converged" | "max_iter" | "diverged", or (K,) array of those
-    loss: Any  # final loss, float or (K,)
-    rules: Any  # the StepRule that ran, or a tuple of K of them
+    intercept: Any
+    n_iter: Any
+    status: Any
+    loss: Any
+    rules: Any
     history: Optional[History]
     backend: str = "numpy"
-    classes: Optional[np.ndarray] = None  # the two classes of a 1-D y; classes[1] is positive
+    classes: Optional[np.ndarray] = None
+    state: Optional[RuleState] = None
 
     @property
     def batched(self) -> bool:
-        return np.ndim(self.coef) == 2
+        """Whether the fit had K runs (arrays with a leading run axis)."""
+        return bool(np.ndim(self.coef) == 2)
 
 
 # ---------------------------------------------------------------------------------------------
-# loss_and_grad
+# loss_and_grad and hessp
 # ---------------------------------------------------------------------------------------------
+
+
+def _params(coef, intercept, d: int, name: str) -> tuple[np.ndarray, bool]:
+    """(P (K, d + 1), single) from a coef of shape (d,) or (K, d) and a scalar or (K,) intercept."""
+    single = np.ndim(coef) == 1
+    W = v.check_params(coef, name, None, d).reshape(-1, d)
+    n_runs = W.shape[0]
+    b = np.array(intercept, dtype=np.float64).reshape(-1)
+    iname = name.replace("coef", "intercept")
+    if b.size not in (1, n_runs):
+        raise ValueError(f"{iname} must be a scalar or have shape ({n_runs},), got {b.shape}")
+    v.check_params(b, iname, None, b.size)
+    P = np.empty((n_runs, d + 1))
+    P[:, :d] = W
+    P[:, d] = b
+    return P, single
+
+
+def _check_runs(oracle: DenseOracle, n_runs: int) -> None:
+    for what, count in (("y", oracle.Y.shape[1]), ("sample_weight", oracle.SW.shape[1]),
+                        ("alpha", oracle.alpha.size)):
+        if count not in (0, 1, n_runs):
+            raise ValueError(f"{what} has {count} columns/entries but coef has {n_runs} rows")
 
 
 def loss_and_grad(X, y, coef, intercept=0.0, *, sample_weight=None, alpha=0.0,
                   backend="auto", n_threads=None):
-    """Mean (weighted) logistic loss plus (alpha/2)||coef||^2, and its gradient, in one pass.
+    """The mean (weighted) logistic loss plus (alpha/2)||coef||^2, and its gradient, in one
+    pass over X.
 
-    coef (d,) gives (loss, grad_coef (d,), grad_intercept); coef (K, d) with intercept (K,)
-    gives K of each. y is 0/1, (n,) or (n, K).
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    y : array-like of shape (n_samples,) or (n_samples, K)
+        0/1 targets (one column per run when 2-D).
+    coef : array-like of shape (n_features,) or (K, n_features)
+        K rows evaluate K parameter vectors in the same pass.
+    intercept : float or array-like of shape (K,), default 0.0
+    sample_weight : array-like of shape (n_samples,) or (n_samples, K), optional
+    alpha : float or array-like of shape (K,), default 0.0
+    backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+    n_threads : int, optional
+
+    Returns
+    -------
+    loss : float or ndarray of shape (K,)
+    grad_coef : ndarray of shape (n_features,) or (K, n_features)
+    grad_intercept : float or ndarray of shape (K,)
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, NaN or infinity in the input, labels other than 0/1.
+
+    Examples
+    --------
+    >>> import numpy as np, gradstep as gs
+    >>> X = np.array([[1.0, 2.0], [0.5, -1.0]]); y = np.array([1, 0])
+    >>> loss, g, g0 = gs.loss_and_grad(X, y, np.zeros(2))
+    >>> round(loss, 6), g.tolist(), g0
+    (0.693147, [-0.125, -0.75], 0.0)
     """
-    X = v.check_X(X)
-    n, d = X.shape
-    Y, _ = v.check_targets(y, n, labels=False)
-    sw = v.check_sample_weight(sample_weight, n)
-    alpha = v.check_nonneg_float(alpha, "alpha")
-    threads = v.check_n_threads(n_threads)
-    _, module = _backends.get(backend)
-    single = np.ndim(coef) == 1
-    W = v.check_params(coef, "coef", None, d).reshape(-1, d)
-    n_runs = W.shape[0]
-    b = np.array(intercept, dtype=np.float64).reshape(-1)
-    if b.size not in (1, n_runs):
-        raise ValueError(f"intercept must be a scalar or have shape ({n_runs},), got {b.shape}")
-    v.check_params(b, "intercept", None, b.size)
-    if Y.shape[1] not in (1, n_runs):
-        raise ValueError(f"y has {Y.shape[1]} columns but coef has {n_runs} rows")
-    P = np.empty((n_runs, d + 1))
-    P[:, :d] = W
-    P[:, d] = b
-    loss, G = module.loss_grad(X, Y, sw, P, alpha, _NO_ROWS, np.ones(n_runs, np.uint8), threads)
+    oracle = DenseOracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
+                         n_threads=n_threads)
+    P, single = _params(coef, intercept, oracle.n_features, "coef")
+    _check_runs(oracle, P.shape[0])
+    d = oracle.n_features
+    loss, G = oracle.loss_grad(P, np.ones(P.shape[0], np.uint8))
     if single:
         return float(loss[0]), G[0, :d].copy(), float(G[0, d])
     return loss, np.ascontiguousarray(G[:, :d]), G[:, d].copy()
+
+
+def hessp(X, y, coef, intercept, vec_coef, vec_intercept=0.0, *, sample_weight=None,
+          alpha=0.0, backend="auto", n_threads=None):
+    """The Hessian of the loss of ``loss_and_grad`` at (coef, intercept) times a vector, in one
+    pass over X.
+
+    Parameters
+    ----------
+    X, y, coef, intercept, sample_weight, alpha, backend, n_threads
+        As for ``loss_and_grad`` (y is checked but not needed: the logistic Hessian does not
+        depend on the labels).
+    vec_coef : array-like of shape (n_features,) or (K, n_features)
+    vec_intercept : float or array-like of shape (K,), default 0.0
+
+    Returns
+    -------
+    hv_coef : ndarray of shape (n_features,) or (K, n_features)
+    hv_intercept : float or ndarray of shape (K,)
+
+    Examples
+    --------
+    With scipy's trust-region Newton-CG:
+
+    >>> import numpy as np, gradstep as gs
+    >>> from scipy.optimize import minimize
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 3)); y = (X[:, 0] + rng.standard_normal(200) > 0) * 1
+    >>> def f(p): l, g, g0 = gs.loss_and_grad(X, y, p[:3], p[3], alpha=0.1); return l, np.append(g, g0)
+    >>> def hp(p, vec): h, h0 = gs.hessp(X, y, p[:3], p[3], vec[:3], vec[3], alpha=0.1); return np.append(h, h0)
+    >>> res = minimize(f, np.zeros(4), jac=True, hessp=hp, method="trust-ncg", options={"gtol": 1e-10})
+    >>> res.success
+    True
+    """
+    oracle = DenseOracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
+                         n_threads=n_threads)
+    d = oracle.n_features
+    P, single = _params(coef, intercept, d, "coef")
+    V, _ = _params(vec_coef, vec_intercept, d, "vec_coef")
+    if V.shape[0] != P.shape[0]:
+        if V.shape[0] == 1:
+            V = np.repeat(V, P.shape[0], axis=0)
+        elif P.shape[0] == 1:
+            P = np.repeat(P, V.shape[0], axis=0)
+        else:
+            raise ValueError(f"vec_coef has {V.shape[0]} rows but coef has {P.shape[0]}")
+    _check_runs(oracle, P.shape[0])
+    HV = oracle.hessp(P, V, np.ones(P.shape[0], np.uint8))
+    if single and np.ndim(vec_coef) == 1:
+        return HV[0, :d].copy(), float(HV[0, d])
+    return np.ascontiguousarray(HV[:, :d]), HV[:, d].copy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,103 +296,114 @@ def loss_and_grad(X, y, coef, intercept=0.0, *, sample_weight=None, alpha=0.0,
 # ---------------------------------------------------------------------------------------------
 
 
-def lipschitz_constant(X: np.ndarray, sw: np.ndarray, alpha: float, fit_intercept: bool) -> float:
-    """L = largest eigenvalue of X'SX / (4 sum s) + alpha, X with a ones column when fitting
-    the intercept: the Lipschitz constant of the logistic gradient (1/L is lr="auto")."""
-    n, d = X.shape
-    total = float(sw.sum()) if sw.size else float(n)
-    size = d + int(fit_intercept)
-    chunk = max(1, 2**22 // max(size, 1))  # bounded temporaries: ~32 MiB per chunk
-    if size <= 3000:
-        gram = np.zeros((size, size))
-        for start in range(0, n, chunk):
-            A = _with_ones(X[start:start + chunk], fit_intercept)
-            weighted = A * sw[start:start + chunk, None] if sw.size else A
-            gram += A.T @ weighted
-        top = float(np.linalg.eigvalsh(gram)[-1])
-    else:  # power iteration on v -> A'SAv, to a relative change of 1e-10
-        rng = np.random.default_rng(0)
-        vec = rng.standard_normal(size)
-        vec /= np.linalg.norm(vec)
-        top = 0.0
-        for _ in range(1000):
-            out = np.zeros(size)
-            for start in range(0, n, chunk):
-                A = _with_ones(X[start:start + chunk], fit_intercept)
-                Av = A @ vec
-                out += A.T @ (Av * sw[start:start + chunk] if sw.size else Av)
-            new_top = float(np.linalg.norm(out))
-            vec = out / new_top
-            if abs(new_top - top) <= 1e-10 * new_top:
-                top = new_top
-                break
-            top = new_top
-    return top / (4.0 * total) + alpha
+def lipschitz_constant(X, sample_weight=None, alpha=0.0, fit_intercept=True, *,
+                       backend="auto", n_threads=None) -> float:
+    """L, the Lipschitz constant of the logistic gradient: the largest eigenvalue of
+    X'SX / (4 sum s) + alpha (X with a column of ones when the intercept is fitted).
 
+    Computed by Lanczos on the fused Hessian-vector product at 0 (where the logistic Hessian is
+    exactly that matrix): at most 10 passes over X, rounded up by the method's error estimate
+    so that 1/L never overshoots; within 1e-3 of the exact value. Any rate below 2/L decreases
+    the loss of vanilla gradient descent at every step and 1/L gives the largest guaranteed
+    decrease; L uses the worst-case curvature 1/4, so on real data rates well above 1/L often
+    still descend (a line search or a curvature rule finds them).
 
-def _with_ones(block: np.ndarray, fit_intercept: bool) -> np.ndarray:
-    block = block.astype(np.float64)
-    if fit_intercept:
-        block = np.hstack([block, np.ones((block.shape[0], 1))])
-    return block
+    Examples
+    --------
+    >>> import numpy as np, gradstep as gs
+    >>> X = np.array([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    >>> round(gs.lipschitz_constant(X, fit_intercept=False), 4)   # 4 / (4 * 4)
+    0.25
+    """
+    unlabelled = np.zeros(np.shape(X)[0]) if np.ndim(X) == 2 else X  # L needs no labels
+    oracle = DenseOracle(X, unlabelled, sample_weight=sample_weight, alpha=alpha,
+                         backend=backend, n_threads=n_threads)
+    return float(oracle.lipschitz(1, bool(fit_intercept))[0])
 
 
 def _as_list(value, is_seq: bool) -> list:
     return list(value) if is_seq else [value]
 
 
-def _is_lr_sequence(lr) -> bool:
-    if isinstance(lr, np.ndarray):
-        return lr.ndim > 0  # a 0-d array is a number
-    return not isinstance(lr, (str, bytes)) and isinstance(lr, Sequence)
+def _is_sequence(value) -> bool:
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0  # a 0-d array is a number
+    return not isinstance(value, (str, bytes)) and isinstance(value, Sequence)
 
 
-def _build_rules(rule, lr, schedule, rule_params, lipschitz: Callable[[], float],
-                 n_targets: int) -> tuple[list[StepRule], bool]:
-    """The K rules to run and whether the call is batched."""
-    rule_seq = isinstance(rule, (list, tuple))
-    lr_seq = _is_lr_sequence(lr)
-    rules_in = _as_list(rule, rule_seq)
-    lrs_in = _as_list(lr, lr_seq)
-    if not rules_in:
-        raise ValueError("rule is an empty list; give at least one rule")
-    if not lrs_in:
-        raise ValueError("lr is an empty sequence; give at least one learning rate")
-    if rule_seq and lr_seq and len(rules_in) != len(lrs_in):
+def _count_runs(rule, lr, alpha, n_columns: dict) -> int:
+    """K from the sequences that pair up (rule, lr, alpha) and the 2-D arrays (y, weights)."""
+    sizes = {}
+    if isinstance(rule, (list, tuple)):
+        sizes["rule"] = len(rule)
+    if _is_sequence(lr):
+        sizes["lr"] = len(lr)
+    if _is_sequence(alpha):
+        sizes["alpha"] = len(alpha)
+    for name, size in sizes.items():
+        if size == 0:
+            raise ValueError(f"{name} is an empty sequence; give at least one value")
+    sizes.update({k: c for k, c in n_columns.items() if c > 1})
+    distinct = set(sizes.values())
+    if len(distinct) > 1:
+        described = ", ".join(f"{k} has {c}" for k, c in sizes.items())
         raise ValueError(
-            f"rule has {len(rules_in)} entries and lr has {len(lrs_in)}; two sequences pair up "
-            "and must have equal length (or pass one of them as a single value)"
+            f"the sequences that make the runs must pair up, but {described}; give them equal "
+            "lengths (or pass some of them as a single value)"
         )
-    n_runs = max(len(rules_in), len(lrs_in))
-    if n_targets > 1 and n_runs not in (1, n_targets):
-        raise ValueError(
-            f"y has {n_targets} target columns but {n_runs} runs were asked for; "
-            "they must match (or give one rule and one lr for every column)"
-        )
-    n_runs = max(n_runs, n_targets)
+    return distinct.pop() if distinct else 1
+
+
+def _pick(values: list, i: int):
+    return values[i if len(values) > 1 else 0]
+
+
+def _build_rules(rule, lr, schedule, rule_params: dict, n_runs: int,
+                 lipschitz: Callable[[], np.ndarray]) -> list[StepRule]:
+    """The K rules to run."""
+    rules_in = _as_list(rule, isinstance(rule, (list, tuple)))
+    lrs_in = _as_list(lr, _is_sequence(lr))
     schedule_params = {k: rule_params[k] for k in rule_params if k in SCHEDULE_PARAMS}
     own_params = {k: rule_params[k] for k in rule_params if k not in SCHEDULE_PARAMS}
     sched = make_schedule(schedule, schedule_params)
-    auto_lr: list[float] = []
+    L: list[np.ndarray] = []
     rules = []
     for i in range(n_runs):
-        r = rules_in[i if len(rules_in) > 1 else 0]
-        this_lr = lrs_in[i if len(lrs_in) > 1 else 0]
+        r = _pick(rules_in, i)
+        this_lr = _pick(lrs_in, i)
+        if this_lr is None and isinstance(r, str):
+            this_lr = default_lr(r)
         if isinstance(this_lr, str):
             if this_lr != "auto":
                 raise ValueError(f"lr must be a positive number, None or 'auto', got {this_lr!r}")
-            if not auto_lr:
-                auto_lr.append(1.0 / lipschitz())
-            this_lr = auto_lr[0]
+            if not L:
+                L.append(lipschitz())
+            this_lr = 1.0 / float(L[0][i])
         elif isinstance(this_lr, np.ndarray) and this_lr.ndim == 0:
             this_lr = this_lr.item()
         if this_lr is not None and (isinstance(this_lr, bool) or not isinstance(
                 this_lr, (int, float, np.floating, np.integer))):
             raise ValueError(f"lr must be a positive number, None or 'auto', got {this_lr!r}")
-        if this_lr is not None:
-            this_lr = float(this_lr)
-        rules.append(make_rule(r, this_lr, sched, own_params))
-    return rules, rule_seq or lr_seq or n_targets > 1
+        made = make_rule(r, None if this_lr is None else float(this_lr), sched, own_params)
+        rules.append(made)
+    return rules
+
+
+def _check_full_batch(rules: list[StepRule], batch: int) -> None:
+    for r in rules:
+        if not r.full_batch_only:
+            continue
+        if batch:
+            raise ValueError(
+                f"rule {r.name!r} is a full-batch method (its line search or curvature needs the "
+                "whole objective); drop batch_size, or use a first-order rule (sgd, momentum, "
+                "nesterov, normalized, adagrad, rmsprop, adadelta, adam) for mini-batches"
+            )
+        if r.schedule.code != 0:
+            raise ValueError(
+                f"rule {r.name!r} chooses its own step length; it takes no schedule "
+                f"(got {r.schedule.name!r}): use schedule='constant'"
+            )
 
 
 def _reference_array(reference, n_runs: int, n_params_out: int, D: int) -> np.ndarray:
@@ -218,46 +419,167 @@ def _reference_array(reference, n_runs: int, n_params_out: int, D: int) -> np.nd
     return out
 
 
-def fit(X, y, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_intercept=True,
+def _is_oracle(X) -> bool:
+    return hasattr(X, "loss_grad") and hasattr(X, "n_features") and not isinstance(X, np.ndarray)
+
+
+def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_intercept=True,
         sample_weight=None, max_iter=1000, tol=1e-6, batch_size=None, random_state=None,
-        coef_init=None, intercept_init=None, reference=None, backend="auto",
-        n_threads=None, history=True, **rule_params) -> FitResult:
+        coef_init=None, intercept_init=None, reference=None, backend="auto", n_threads=None,
+        history=True, callback=None, verbose=0, resume=None, **rule_params) -> FitResult:
     """Fit binary logistic regression by gradient descent with one or several step rules.
 
-    A list of rules and/or a sequence of lr values (or a 2-D 0/1 y) makes K runs that share
-    every pass over X; each run stops on its own. See the README for the full semantics.
+    A list of rules, a sequence of lr values, a sequence of alpha values, a 2-D 0/1 y or a 2-D
+    sample_weight makes K runs that share every pass over X (sequences pair up and must have
+    equal lengths); each run stops on its own.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features), or an oracle
+        The data (float32 or float64 used without a copy when C-contiguous), or any object with
+        the oracle interface of ``gradstep.oracle`` (then y must be None and the oracle
+        defines the objective, its penalty included: alpha must stay 0).
+    y : array-like of shape (n_samples,) or (n_samples, K)
+        Two classes (the larger is the positive one), or one 0/1 column per run.
+    rule : str, StepRule, or a list of them, default "sgd"
+        One of ``gradstep.rules.RULES``: first-order "sgd", "momentum", "nesterov",
+        "normalized", "adagrad", "rmsprop", "adadelta", "adam"; curvature rules that need no
+        learning rate "armijo", "bb", "lbfgs", "newton" (full batch only).
+    lr : float, "auto", None, or a sequence of them
+        The base learning rate; "auto" is 1/L (``lipschitz_constant``); None takes the rule's
+        default (``gradstep.rules.DEFAULT_LR``: "auto" for sgd and the momentum rules).
+    schedule : str or schedule object, default "constant"
+        "constant", "inverse_time" (decay), "inverse_power" (power), "exponential" (gamma),
+        "cosine"; first-order rules only.
+    alpha : float or sequence of float, default 0.0
+        L2 strength: the objective is the mean loss + (alpha/2) ||coef||^2. A sequence gives
+        each run its own alpha (a regularization path in one call).
+    fit_intercept : bool, default True
+    sample_weight : array-like of shape (n_samples,) or (n_samples, K), optional
+        Per-sample weights; a 2-D array gives each run its own (cross-validation folds as runs
+        whose weights are 0 outside the fold).
+    max_iter : int, default 1000
+        Iterations (epochs with batch_size) per run at most.
+    tol : float or None, default 1e-6
+        Full batch: a run stops when max |gradient| <= tol. Mini-batch: when its epoch loss has
+        not improved by tol for 5 epochs. None never stops early.
+    batch_size : int, optional
+        Mini-batches of this size in a seeded shuffled order; an iteration is an epoch.
+    random_state : int, numpy Generator or None
+        Seeds the mini-batch shuffle.
+    coef_init, intercept_init : array-like, optional
+        Starting weights ((d,) or (K, d); scalar or (K,)).
+    reference : FitResult or array-like, optional
+        Weights to record the distance to at every iteration (``history.distance``).
+    backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
+    n_threads : int, optional
+        Threads of the compiled kernels (default: all cores); results are bit-identical for
+        any number.
+    history : bool, default True
+        Record per-iteration traces.
+    callback : callable, optional
+        Called with a ``Progress`` record at most every ~0.1 s and at the end; returning
+        False stops every run still running (status "stopped").
+    verbose : int, default 0
+        1 draws a progress bar on stderr.
+    resume : FitResult, optional
+        Go on from a previous fit's weights and first-order rule state (moments, update
+        counters, shuffle epoch): ``partial_fit``-style training.
+    **rule_params
+        The rule's own parameters (mu, rho, beta1, beta2, eps, m, c1, cg_tol, ...) and the
+        schedule's (decay, power, gamma).
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    ValueError
+        Bad input (shapes, NaN or infinity, one class, unknown rule or parameter), a
+        full-batch rule with batch_size, lr="auto" where the curvature cannot be bounded.
+
+    Warns
+    -----
+    DivergenceWarning
+        A run's loss or weights stopped being finite (it keeps its last finite weights).
+    StallWarning
+        A line search could not make progress before the gradient reached tol.
+
+    Examples
+    --------
+    >>> import gradstep as gs
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> X = StandardScaler().fit_transform(X)
+    >>> res = gs.fit(X, y, ["lbfgs", "adam"], lr=[None, 0.05], alpha=1e-3, max_iter=300)
+    >>> res.status.tolist()
+    ['converged', 'max_iter']
+    >>> bool(res.loss[0] <= res.loss[1])
+    True
     """
-    return _fit(X, y, rule, lr=lr, schedule=schedule, alpha=alpha, fit_intercept=fit_intercept,
-                sample_weight=sample_weight, max_iter=max_iter, tol=tol, batch_size=batch_size,
-                random_state=random_state, coef_init=coef_init, intercept_init=intercept_init,
-                reference=reference, backend=backend, n_threads=n_threads, history=history,
-                rule_params=rule_params)
-
-
-def _fit(X, y, rule, *, lr, schedule, alpha, fit_intercept, sample_weight, max_iter, tol,
-         batch_size, random_state, coef_init, intercept_init, reference, backend, n_threads,
-         history, rule_params, callback=None, callback_every=0) -> FitResult:
+    started = time.perf_counter()
     # ---- validation: everything before any work -------------------------------------------
-    X = v.check_X(X)
-    n, d = X.shape
-    Y, classes = v.check_targets(y, n, labels=np.ndim(y) == 1)
-    sw = v.check_sample_weight(sample_weight, n)
-    alpha = v.check_nonneg_float(alpha, "alpha")
-    # tol=None never stops early (as scikit-learn's SGDClassifier): -inf fails every test
     tol = -np.inf if tol is None else v.check_nonneg_float(tol, "tol")
     max_iter = v.check_positive_int(max_iter, "max_iter")
     batch = v.check_positive_int(batch_size, "batch_size", allow_none=True) or 0
-    threads = v.check_n_threads(n_threads)
     fit_intercept = bool(fit_intercept)
-    backend_name, module = _backends.get(backend)
+    classes = None
+    if _is_oracle(X):
+        if y is not None:
+            raise ValueError("X is an oracle: it holds the data; pass y=None")
+        if np.any(v.check_alpha(alpha) != 0.0):
+            raise ValueError("X is an oracle: its loss_grad defines the objective, penalty "
+                             "included; leave alpha at 0")
+        if sample_weight is not None:
+            raise ValueError("X is an oracle: put the sample weights into the oracle")
+        oracle = X
+        backend_name = type(X).__name__
+        n_columns: dict = {}
+        alpha_seq = alpha
+    else:
+        if y is None:
+            raise ValueError("y is required (the 0/1 targets or two class labels)")
+        X = v.check_X(X)
+        Y, classes = v.check_targets(y, X.shape[0], labels=np.ndim(y) == 1)
+        SW = v.check_sample_weight(sample_weight, X.shape[0])
+        alphas = v.check_alpha(alpha)
+        threads = v.check_n_threads(n_threads)
+        backend_name, module = _backends.get(backend)
+        oracle = DenseOracle.from_validated(X, Y, SW, alphas, backend_name, module, threads)
+        n_columns = {"y": Y.shape[1] if np.ndim(y) == 2 else 1,
+                     "sample_weight": SW.shape[1] if np.ndim(sample_weight) == 2 else 1}
+        alpha_seq = alpha
     seed = v.seed_from(random_state)
-    rules, batched = _build_rules(
-        rule, lr, schedule, rule_params,
-        lambda: lipschitz_constant(X, sw, alpha, fit_intercept), Y.shape[1] if np.ndim(y) == 2 else 1,
-    )
-    batched = batched or np.ndim(y) == 2  # a 2-D target always gives per-run arrays
-    n_runs, D = len(rules), d + 1
+    n_runs = _count_runs(rule, lr, alpha_seq, n_columns)
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable or None, got {callback!r}")
+
+    def lipschitz() -> np.ndarray:
+        if not hasattr(oracle, "lipschitz"):
+            raise ValueError("lr='auto' needs oracle.lipschitz(); give lr as a number")
+        L = np.asarray(oracle.lipschitz(n_runs, fit_intercept), dtype=np.float64)
+        if not np.all(np.isfinite(L)) or np.any(L <= 0.0):
+            raise ValueError(
+                "lr='auto' found no curvature to set the rate from (X is all zeros"
+                f"{'' if fit_intercept else ' and there is no intercept'} and alpha is 0); "
+                "give lr as a number"
+            )
+        return np.broadcast_to(L, (n_runs,))
+
+    rules = _build_rules(rule, lr, schedule, rule_params, n_runs, lipschitz)
+    _check_full_batch(rules, batch)
+    batched = (isinstance(rule, (list, tuple)) or _is_sequence(lr) or _is_sequence(alpha)
+               or np.ndim(y) == 2 or np.ndim(sample_weight) == 2)
+    d = int(oracle.n_features)
+    D = d + 1
     P0 = np.zeros((n_runs, D))
+    if resume is not None:
+        if not isinstance(resume, FitResult):
+            raise ValueError(f"resume must be a FitResult from an earlier fit, got {resume!r}")
+        P0[:, :d] = np.atleast_2d(resume.coef)
+        P0[:, d] = np.atleast_1d(resume.intercept) if fit_intercept else 0.0
     if coef_init is not None:
         P0[:, :d] = v.check_params(coef_init, "coef_init", n_runs, d)
     if intercept_init is not None:
@@ -274,67 +596,93 @@ def _fit(X, y, rule, *, lr, schedule, alpha, fit_intercept, sample_weight, max_i
 
     # ---- the run ---------------------------------------------------------------------------
     rule_code, sched_code, hyper = encode_runs(rules)
-    n_batches = math.ceil(n / batch) if batch else 1
+    n_batches = math.ceil(int(oracle.n_samples) / batch) if batch else 1
     spec = RunSpec(
-        rule_code=rule_code, sched_code=sched_code, hyper=hyper, alpha=alpha,
-        fit_intercept=fit_intercept, tol=tol, batch_size=batch, seed=seed, max_iter=max_iter,
-        total_updates=max_iter * n_batches, record_history=bool(history),
-        has_reference=ref is not None,
+        rule_code=rule_code, sched_code=sched_code, hyper=hyper,
+        alpha=np.zeros(n_runs), fit_intercept=fit_intercept, tol=tol, batch_size=batch,
+        seed=seed, max_iter=max_iter, total_updates=max_iter * n_batches,
+        record_history=bool(history), has_reference=ref is not None,
     )
+    if isinstance(oracle, DenseOracle):
+        spec.alpha = oracle._alphas(n_runs)
     state = FitState.empty(n_runs, D, max_iter + 1 if history else 0)
     state.P[:] = P0
+    if resume is not None and resume.state is not None:
+        state.slots[:] = resume.state.slots
+        state.t[:] = resume.state.t
+        state.epoch[0] = resume.state.epoch
     if ref is not None:
         state.reference[:] = ref
-    init_state(module, X, Y, sw, spec, state, threads)
-    # The compiled loop runs in chunks of about 0.1 s: between them Python handles Ctrl-C
-    # (KeyboardInterrupt) and the caller's callback reports progress.
-    every = callback_every if callback_every > 0 else chunk_iterations(n, d, n_runs)
-    while (state.status == RUNNING).any():
-        module.run(X, Y, sw, spec, state, every, threads)
-        if callback is not None:
-            callback(state)
+    init_state(oracle, spec, state)
+    driver = make_driver(oracle, spec, rules, state)
+    report = _reporter(callback, verbose, max_iter, rules, started)
+    _drive(driver, state, report)
     if batch:  # the exact objective at the returned weights (epoch losses are running means)
-        all_runs = np.ones(n_runs, np.uint8)
-        state.loss[:] = module.loss_grad(X, Y, sw, state.P, alpha, _NO_ROWS, all_runs, threads)[0]
+        state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
     return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d)
 
 
-def chunk_iterations(n: int, d: int, n_runs: int) -> int:
-    """Iterations in about 0.1 s of compiled work (~2e8 multiply-adds, two per X entry)."""
-    return max(1, int(1e8 / max(2.0 * n * d * n_runs, 1.0)))
+def _reporter(callback, verbose, max_iter, rules, started) -> Optional[Callable[[FitState], bool]]:
+    """A function of the state that feeds the callback and the progress bar; returns False
+    when the callback asks to stop."""
+    sinks: list[Callable[[Progress], Any]] = []
+    if callback is not None:
+        sinks.append(callback)
+    if verbose:
+        names = sorted({r.name for r in rules})
+        sinks.append(ProgressBar(max_iter, f"gradstep.fit({','.join(names)})"))
+    if not sinks:
+        return None
 
-
-def init_state(module, X, Y, sw, spec: RunSpec, state: FitState, threads: int) -> None:
-    """History entry 0 and the loss and gradient at the starting point."""
-    n_runs, D = state.P.shape
-    loss, grad = module.loss_grad(X, Y, sw, state.P, spec.alpha, _NO_ROWS,
-                                  np.ones(n_runs, np.uint8), threads)
-    if not spec.fit_intercept:
-        grad[:, D - 1] = 0.0
-    state.loss[:] = loss
-    state.grad[:] = grad
-    if spec.record_history:
-        state.history[:, :, 0] = 0.0
-        state.history[H_LOSS, :, 0] = loss
-        state.history[H_GRAD_NORM, :, 0] = np.linalg.norm(grad, axis=1)
-        state.history[H_DISTANCE, :, 0] = (
-            np.linalg.norm(state.P - state.reference, axis=1) if spec.has_reference else np.nan
+    def report(state: FitState) -> bool:
+        progress = Progress(
+            iteration=read_only(state.n_iter), loss=read_only(state.loss),
+            grad_norm=read_only(np.linalg.norm(state.grad, axis=1)),
+            status=tuple(STATUS_NAMES[int(s)] for s in state.status),
+            elapsed=time.perf_counter() - started,
         )
-    if spec.batch_size:  # the starting loss is the first to improve on: 5 epochs without
-        state.best_loss[:] = loss  # an improvement by tol stop a run at n_iter == 5
-    else:
-        state.status[np.abs(grad).max(axis=1) <= spec.tol] = CONVERGED
+        go_on = True
+        for sink in sinks:
+            go_on = sink(progress) is not False and go_on
+        return go_on
+
+    return report
+
+
+# The compiled loop runs in chunks of about this many seconds: between them Python handles
+# Ctrl-C (KeyboardInterrupt) and the callback reports progress.
+CHUNK_SECONDS = 0.1
+
+
+def _drive(driver, state: FitState, report) -> None:
+    chunk = 1
+    while (state.status == RUNNING).any():
+        began = time.perf_counter()
+        driver.run(chunk)
+        elapsed = time.perf_counter() - began
+        # size the next chunk from the measured time: ~0.1 s whatever the problem's shape
+        chunk = max(1, min(4 * chunk, int(chunk * CHUNK_SECONDS / max(elapsed, 1e-6))))
+        if report is not None and (state.status == RUNNING).any():
+            if report(state) is False:
+                state.status[state.status == RUNNING] = STOPPED
+    if report is not None:
+        report(state)
 
 
 def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d) -> FitResult:
     diverged = np.flatnonzero(state.status == DIVERGED)
     if diverged.size:
         which = ", ".join(f"run {k} ({rules[k].name}, lr={rules[k].lr:g})" for k in diverged)
-        warnings.warn(
-            f"{which} diverged: the loss or weights stopped being finite; the last finite "
-            "weights are returned. Try a smaller lr, lr='auto', or standardize X.",
-            DivergenceWarning, stacklevel=4,
-        )
+        warn(f"{which} diverged: the loss or weights stopped being finite; the last finite "
+             "weights are returned. Try a smaller lr, lr='auto', a curvature rule such as "
+             "'lbfgs', or standardize X.", DivergenceWarning)
+    stalled = np.flatnonzero(state.status == STALLED)
+    if stalled.size:
+        which = ", ".join(f"run {k} ({rules[k].name})" for k in stalled)
+        warn(f"{which} stalled: the line search could not decrease the loss at machine "
+             "precision while max |gradient| was still above tol. The weights are the best "
+             "found; a larger tol, more regularization (alpha) or scaling X helps.",
+             StallWarning)
     status = np.array([STATUS_NAMES[int(s)] for s in state.status])
     hist = None
     if spec.record_history:
@@ -342,16 +690,22 @@ def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d
         h = state.history[:, :, :length].copy()
         hist = History(
             loss=h[H_LOSS], grad_norm=h[H_GRAD_NORM], step_norm=h[H_STEP_NORM], lr=h[H_LR],
-            distance=h[H_DISTANCE] if spec.has_reference else None,
+            distance=h[H_DISTANCE] if spec.has_reference else None, passes=h[H_PASSES],
         )
     coef = state.P[:, :d].copy()
     intercept = state.P[:, d].copy() if fit_intercept else np.zeros(len(rules))
+    rule_state = RuleState(state.slots.copy(), state.t.copy(), int(state.epoch[0]))
     if batched:
         return FitResult(coef, intercept, state.n_iter.copy(), status, state.loss.copy(),
-                         tuple(rules), hist, backend_name, classes)
+                         tuple(rules), hist, backend_name, classes, rule_state)
     if hist is not None:
         n_entries = int(state.n_iter[0]) + 1
-        hist = History(*(None if a is None else a[0, :n_entries] for a in (
-            hist.loss, hist.grad_norm, hist.step_norm, hist.lr, hist.distance)))
+        first = slice(0, 1), slice(0, n_entries)
+        hist = History(
+            loss=hist.loss[first][0], grad_norm=hist.grad_norm[first][0],
+            step_norm=hist.step_norm[first][0], lr=hist.lr[first][0],
+            distance=None if hist.distance is None else hist.distance[first][0],
+            passes=None if hist.passes is None else hist.passes[first][0],
+        )
     return FitResult(coef[0], float(intercept[0]), int(state.n_iter[0]), str(status[0]),
-                     float(state.loss[0]), rules[0], hist, backend_name, classes)
+                     float(state.loss[0]), rules[0], hist, backend_name, classes, rule_state)

@@ -12,13 +12,15 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from functools import partial
 
 import numpy as np
 
 from . import _backends
+from ._data import sigmoid
 from .api import fit
 
 
@@ -29,7 +31,7 @@ class Row:
     seconds: float
     bytes_read: float  # bytes of X read per gradient (for GB/s)
     floor: float  # the X @ w time of this table
-    numpy_seconds: Optional[float]  # plain NumPy's time for the same job
+    numpy_seconds: float | None  # plain NumPy's time for the same job
 
     @property
     def gb_per_s(self) -> float:
@@ -40,7 +42,7 @@ class Row:
         return self.seconds / self.floor
 
     @property
-    def speedup_vs_numpy(self) -> Optional[float]:
+    def speedup_vs_numpy(self) -> float | None:
         return None if self.numpy_seconds is None else self.numpy_seconds / self.seconds
 
 
@@ -75,7 +77,7 @@ def make_data(n: int, d: int, k: int, dtype, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d), dtype=np.float64).astype(dtype, copy=False)
     w = rng.standard_normal(d) / np.sqrt(d)
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(X @ w)))).astype(np.float64)
+    y = (rng.random(n) < sigmoid(X @ w)).astype(np.float64)
     W = rng.standard_normal((k, d)) * 0.1
     return X, y, W
 
@@ -88,14 +90,15 @@ def backend_gradient(name: str, X, y, W, b, n_threads: int) -> Callable[[], obje
     module = _backends.get(name)[1]
     Y, _ = check_targets(y, X.shape[0], labels=False)
     P = np.column_stack([W, b])
-    rows, active, sw = np.empty(0, np.int64), np.ones(P.shape[0], np.uint8), np.empty(0)
-    return lambda: module.loss_grad(X, Y, sw, P, 0.0, rows, active, n_threads)
+    rows, active = np.empty(0, np.int64), np.ones(P.shape[0], np.uint8)
+    unit_weights, alpha = np.empty((X.shape[0], 0)), np.zeros(P.shape[0])
+    return lambda: module.loss_grad(X, Y, unit_weights, P, alpha, rows, active, n_threads)
 
 
 def numpy_gradient(X, y, W, b):
     """What a user writes in NumPy: two passes over X (X @ w, then X.T @ r)."""
     Z = X @ W.T + b
-    R = 1.0 / (1.0 + np.exp(-Z)) - y[:, None]
+    R = sigmoid(Z) - y[:, None]
     return R.T @ X / X.shape[0]
 
 
@@ -106,7 +109,7 @@ def numpy_adam_fit(X, y, n_iter: int, lr: float = 0.01):
     m, v = np.zeros(d + 1), np.zeros(d + 1)
     for t in range(1, n_iter + 1):
         z = X @ w + b
-        r = (1.0 / (1.0 + np.exp(-z)) - y) / n
+        r = (sigmoid(z) - y) / n
         g = np.append(X.T @ r, r.sum())
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
@@ -116,7 +119,7 @@ def numpy_adam_fit(X, y, n_iter: int, lr: float = 0.01):
     return w, b
 
 
-def torch_adam_fit(X, y, n_iter: int, lr: float = 0.01, n_threads: Optional[int] = None):
+def torch_adam_fit(X, y, n_iter: int, lr: float = 0.01, n_threads: int | None = None):
     """The same full-batch Adam in PyTorch: nn.Linear + BCEWithLogitsLoss + torch.optim.Adam
     (torch is imported here: it is an optional comparison, never a dependency)."""
     import torch
@@ -136,7 +139,7 @@ def torch_adam_fit(X, y, n_iter: int, lr: float = 0.01, n_threads: Optional[int]
 
 
 def run(n: int, d: int, k: int, dtype: str, threads: int, fit_iters: int, repeat: int,
-        backends: Optional[list] = None) -> tuple[list, str]:
+        backends: list | None = None) -> tuple[list, str]:
     """All rows of one table and a description of the BLAS that NumPy used."""
     X, y, W = make_data(n, d, k, np.dtype(dtype))
     Y = np.repeat(y[:, None], k, axis=1) if k > 1 else y
@@ -157,9 +160,9 @@ def run(n: int, d: int, k: int, dtype: str, threads: int, fit_iters: int, repeat
         rows.append(Row(f"fit adam x{fit_iters}", "plain numpy", np_fit,
                         fit_iters * 2 * bytes_x, floor * fit_iters, np_fit))
         for name in names:
-            seconds = median_time(
-                lambda: fit(X, y, "adam", lr=0.01, max_iter=fit_iters, tol=0.0, backend=name,
-                            n_threads=threads, history=False), max(1, repeat // 3))
+            fit_once = partial(fit, X, y, "adam", lr=0.01, max_iter=fit_iters, tol=0.0,
+                               backend=name, n_threads=threads, history=False)
+            seconds = median_time(fit_once, max(1, repeat // 3))
             rows.append(Row(f"fit adam x{fit_iters}", name, seconds, fit_iters * bytes_x,
                             floor * fit_iters, np_fit))
     return rows, blas

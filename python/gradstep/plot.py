@@ -19,23 +19,23 @@ matplotlib is imported inside the functions, never when gradstep is imported.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import fields, is_dataclass
 
 import numpy as np
 
+from .rules import RULES, StepRule
+
 __all__ = ["plot_compare", "plot_gradient_vs_distance", "plot_history", "plot_steps"]
 
-# one colour per rule, the same in every picture; several lrs of one rule differ by line style
-_RULE_COLORS = {
-    "sgd": "tab:blue",
-    "momentum": "tab:orange",
-    "nesterov": "tab:brown",
-    "normalized": "tab:red",
-    "adagrad": "tab:green",
-    "rmsprop": "tab:purple",
-    "adadelta": "tab:olive",
-    "adam": "tab:cyan",
-}
+#: the x axes ``plot_history`` can draw against
+X_AXES = ("iteration", "passes")
+
+# one colour per rule, the same in every picture, in the order of the registry RULES (a new rule
+# gets the next colour); several lrs or schedules of one rule differ by line style
+_PALETTE = (
+    "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+    "tab:gray", "tab:olive", "tab:cyan", "black", "magenta", "navy", "lime", "goldenrod", "teal",
+)
 _LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
 #: the margin under the lowest loss seen when no optimum_loss is given
 NO_OPTIMUM_MARGIN = 1e-9
@@ -48,14 +48,60 @@ _CEILING_FACTOR = 1e4
 # ---------------------------------------------------------------------------------------------
 
 
-def plot_history(result, ax=None, optimum_loss: Optional[float] = None):
-    """Loss gap to the optimum, ``loss - optimum_loss``, against the iteration (log y).
+def plot_history(result, ax=None, optimum_loss: float | None = None, *, x: str = "iteration"):
+    """Loss gap to the optimum, ``loss - optimum_loss``, against the iteration or the passes
+    over X (log y).
 
-    One line per run, labelled "rule lr=...". Without ``optimum_loss`` the gap is taken to the
-    lowest loss any run reached minus a tiny margin (``NO_OPTIMUM_MARGIN`` times max(1, |loss|)),
-    and the y label says so. Gaps below machine precision are drawn at that precision. A run
-    that diverged is drawn up to its last finite loss and marked "(diverged)".
+    One line per run, labelled "rule lr=..." (a curvature rule, which needs no rate, by its
+    name). Without ``optimum_loss`` the gap is taken to the lowest loss any run reached minus a
+    tiny margin (``NO_OPTIMUM_MARGIN`` times max(1, |loss|)), and the y label says so. Gaps
+    below machine precision are drawn at that precision. A run that diverged is drawn up to
+    its last finite loss and marked "(diverged)".
+
+    Parameters
+    ----------
+    result : FitResult
+        What ``gradstep.fit(..., history=True)`` returned: one run or a batch of K.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default: the axes of a new pyplot figure.
+    optimum_loss : float, optional
+        The optimal loss, e.g. ``gradstep.optimum.solve(...).loss``.
+    x : {"iteration", "passes"}, default "iteration"
+        The x axis. "iteration": the iteration counter (epochs with mini-batches).
+        "passes": the cumulative passes over X (``history.passes``: every gradient and every
+        Hessian-vector product is one pass), the cost that compares rules fairly: a line
+        search or a Newton-CG iteration costs several passes, a first-order step one.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``ax``, with one line per run.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not one of ``X_AXES``, or is "passes" for a history without passes.
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> from sklearn.datasets import make_classification
+    >>> import gradstep as gs
+    >>> from gradstep.optimum import solve
+    >>> X, y = make_classification(n_samples=200, n_features=4, random_state=0)
+    >>> result = gs.fit(X, y, ["sgd", "adam", "lbfgs"], lr=[0.5, 0.05, None], alpha=0.01,
+    ...                 max_iter=50)
+    >>> best = solve(X, y, alpha=0.01).loss
+    >>> ax = plot_history(result, Figure().subplots(), optimum_loss=best, x="passes")
+    >>> [line.get_label() for line in ax.get_lines()]
+    ['sgd lr=0.5', 'adam lr=0.05', 'lbfgs']
+    >>> ax.get_xlabel()
+    'passes over X'
     """
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(map(repr, X_AXES))}, got {x!r}")
+    if x == "passes" and _get_history(result).passes is None:
+        raise ValueError("this history has no passes; plot it with x='iteration'")
     loss = _history(result, "loss")
     if optimum_loss is None:
         finite = loss[np.isfinite(loss)]
@@ -69,20 +115,24 @@ def plot_history(result, ax=None, optimum_loss: Optional[float] = None):
     with np.errstate(invalid="ignore"):
         gap = np.where(np.isfinite(loss), np.maximum(loss - optimum, floor), np.nan)
     gap = _cut_above(gap, _ceiling(gap[:, :1]))
+    if x == "passes":
+        xs = _history(result, "passes")
+    else:
+        xs = np.broadcast_to(np.arange(gap.shape[1], dtype=np.float64), gap.shape)
     ax = _axes(ax)
     for k, style in enumerate(_styles(result)):
-        it = np.arange(gap.shape[1])
-        ax.plot(it, gap[k], **style)
+        ax.plot(xs[k], gap[k], **style)
     ax.set_yscale("log")
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("passes over X" if x == "passes" else "iteration")
     ax.set_ylabel(ylabel)
-    ax.set_title("How fast each rule gets there:\nloss gap to the optimum")
+    ax.set_title("How fast each rule gets there:\nloss gap to the optimum"
+                 + (" per pass over X" if x == "passes" else ""))
     _finish(ax)
     return ax
 
 
-def plot_gradient_vs_distance(result, ax=None, *, lipschitz: Optional[float] = None,
-                              mu: Optional[float] = None):
+def plot_gradient_vs_distance(result, ax=None, *, lipschitz: float | None = None,
+                              mu: float | None = None):
     """Gradient norm against distance to the optimum (log-log), every iterate of every run.
 
     Answers "does the gradient's magnitude tell me how far the minimum is?": if it did, every
@@ -90,6 +140,48 @@ def plot_gradient_vs_distance(result, ax=None, *, lipschitz: Optional[float] = N
     With ``lipschitz`` (L) the region ||g|| <= L*dist, which every point must lie in, is shaded;
     with ``mu`` too (the curvature at the optimum, e.g. the Hessian's smallest eigenvalue) the
     band mu*dist <= ||g|| <= L*dist is shaded instead: a band, not a ruler.
+
+    Parameters
+    ----------
+    result : FitResult
+        What ``gradstep.fit(..., history=True, reference=optimum)`` returned.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; default: the axes of a new pyplot figure.
+    lipschitz : float, optional
+        L, the largest curvature anywhere (``gradstep.lipschitz_constant``).
+    mu : float, optional
+        The smallest curvature at the optimum: the smallest eigenvalue of
+        ``gradstep.optimum.hessian`` there. Used only with ``lipschitz``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``ax``, log-log, with one line per run (and the shaded band).
+
+    Raises
+    ------
+    ValueError
+        If the result recorded no distances (``fit`` was given no ``reference=``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matplotlib.figure import Figure
+    >>> from gradstep import fit, optimum
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((200, 3))
+    >>> y = (X[:, 0] + rng.standard_normal(200) > 0).astype(float)
+    >>> opt = optimum.solve(X, y, alpha=0.01)
+    >>> result = fit(X, y, ["sgd", "normalized"], lr=[1.0, 0.1], alpha=0.01, max_iter=30,
+    ...              reference=np.append(opt.coef, opt.intercept))
+
+    The curvature is largest at z = 0 (L) and smallest near the optimum (mu):
+
+    >>> L = np.linalg.eigvalsh(optimum.hessian(X, np.zeros(3), alpha=0.01))[-1]
+    >>> mu = np.linalg.eigvalsh(optimum.hessian(X, opt.coef, opt.intercept, alpha=0.01))[0]
+    >>> ax = plot_gradient_vs_distance(result, Figure().subplots(), lipschitz=L, mu=mu)
+    >>> ax.get_xscale(), ax.get_yscale(), len(ax.get_lines())
+    ('log', 'log', 2)
     """
     history = _get_history(result)
     if history.distance is None:
@@ -137,6 +229,33 @@ def plot_steps(result, ax=None):
     A normalized step has length lr_t whatever the gradient; a vanilla step is lr*||g|| and
     shrinks as the gradient does; adaptive steps follow their running averages. Zero-length
     steps (a normalized step at g = 0) are left out of the log scale.
+
+    Parameters
+    ----------
+    result : FitResult
+        A fit that kept its history (the default of ``gradstep.fit``), single or batched.
+    ax : matplotlib.axes.Axes, optional
+        The axes to draw on; None opens a new pyplot figure.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``ax``, with one line per run; x is the iteration, from 1.
+
+    Examples
+    --------
+    A normalized step has the length of its learning rate, whatever the gradient:
+
+    >>> import numpy as np
+    >>> from matplotlib.figure import Figure
+    >>> from sklearn.datasets import make_classification
+    >>> from gradstep import fit
+    >>> X, y = make_classification(n_samples=100, n_features=3, n_informative=2,
+    ...                            n_redundant=0, random_state=1)
+    >>> result = fit(X, y, "normalized", lr=0.05, max_iter=20)
+    >>> steps = plot_steps(result, Figure().subplots()).get_lines()[0].get_ydata()
+    >>> bool(np.allclose(steps[:result.n_iter], 0.05))
+    True
     """
     steps = _history(result, "step_norm")[:, 1:]
     with np.errstate(invalid="ignore"):
@@ -153,17 +272,62 @@ def plot_steps(result, ax=None):
     return ax
 
 
-def plot_compare(result, optimum_loss: Optional[float] = None, *, title: Optional[str] = None,
-                 lipschitz: Optional[float] = None, mu: Optional[float] = None, fig=None):
+def plot_compare(result, optimum_loss: float | None = None, *, title: str | None = None,
+                 lipschitz: float | None = None, mu: float | None = None, fig=None,
+                 x: str = "iteration", seconds_per_pass: float | None = None):
     """The three pictures side by side (1 x 3) with one legend below them; returns the Figure.
 
-    ``fig``: a matplotlib Figure to draw into (``gradstep compare`` passes a bare
-    ``matplotlib.figure.Figure`` so no GUI backend is involved); default: a new pyplot figure.
-    Without distances (no ``reference=`` given to fit) the middle panel says how to get them.
+    The panels are ``plot_history`` (against ``x``), ``plot_gradient_vs_distance`` and
+    ``plot_steps``. Without distances (no ``reference=`` given to fit) the middle panel says
+    how to get them. With ``x="passes"`` and ``seconds_per_pass`` the left panel has a second
+    x axis on top: the estimated time, passes times ``seconds_per_pass``.
+
+    Parameters
+    ----------
+    result : FitResult
+        What ``gradstep.fit(..., history=True)`` returned, best with ``reference=`` the optimum.
+    optimum_loss : float, optional
+        The optimal loss, for the left panel (see ``plot_history``).
+    title : str, optional
+        A title above the three panels.
+    lipschitz, mu : float, optional
+        The curvature bounds of the middle panel (see ``plot_gradient_vs_distance``).
+    fig : matplotlib.figure.Figure, optional
+        Where to draw (``gradstep compare`` passes a bare ``matplotlib.figure.Figure`` so no
+        GUI backend is involved); default: a new pyplot figure.
+    x : {"iteration", "passes"}, default "iteration"
+        The x axis of the left panel (see ``plot_history``); ``gradstep compare`` uses
+        "passes".
+    seconds_per_pass : float, optional
+        The time of one pass over X, for the time axis on top of the left panel (only with
+        ``x="passes"``). ``gradstep compare`` estimates it as the wall time of its batched
+        call divided by the most passes any run made: every run is charged the time of one
+        shared pass of the batch.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig``, 18 inches wide, with three axes and one legend for all runs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matplotlib.figure import Figure
+    >>> import gradstep as gs
+    >>> from gradstep.optimum import solve
+    >>> rng = np.random.default_rng(2)
+    >>> X = rng.standard_normal((150, 2))
+    >>> y = (X.sum(axis=1) + rng.standard_normal(150) > 0).astype(float)
+    >>> opt = solve(X, y, alpha=0.1)
+    >>> result = gs.fit(X, y, ["sgd", "adam", "rmsprop"], alpha=0.1, max_iter=25,
+    ...                 reference=np.append(opt.coef, opt.intercept))
+    >>> fig = plot_compare(result, opt.loss, title="three rules", fig=Figure())
+    >>> [len(ax.get_lines()) for ax in fig.get_axes()], len(fig.legends)
+    ([3, 3, 3], 1)
     """
     n_runs = _history(result, "loss").shape[0]
-    # one legend column per rule (a sweep's lrs of one rule stack in its column), at most 8
-    n_cols = max(1, min(len({rule.name for rule in _as_tuple(result.rules)}), 8))
+    # one legend column per rule (a sweep's lrs of one rule stack in its column), at most 7
+    n_cols = max(1, min(len({rule.name for rule in _as_tuple(result.rules)}), 7))
     legend_rows = math.ceil(n_runs / n_cols)
     size = (18.0, 5.6 + 0.28 * legend_rows)
     if fig is None:
@@ -173,7 +337,13 @@ def plot_compare(result, optimum_loss: Optional[float] = None, *, title: Optiona
     else:
         fig.set_size_inches(*size)
     axes = fig.subplots(1, 3)
-    plot_history(result, axes[0], optimum_loss=optimum_loss)
+    plot_history(result, axes[0], optimum_loss=optimum_loss, x=x)
+    timed = x == "passes" and seconds_per_pass is not None and seconds_per_pass > 0
+    if timed:
+        spp = float(seconds_per_pass)  # type: ignore[arg-type]
+        top = axes[0].secondary_xaxis("top", functions=(lambda p: p * spp, lambda t: t / spp))
+        top.set_xlabel(f"estimated time (s): passes × {_duration(spp)} per pass",
+                       fontsize="small")
     if _get_history(result).distance is not None:
         plot_gradient_vs_distance(result, axes[1], lipschitz=lipschitz, mu=mu)
     else:
@@ -196,7 +366,7 @@ def plot_compare(result, optimum_loss: Optional[float] = None, *, title: Optiona
     # fixed margins in inches (no tight_layout: it can warn, and the legend sits outside)
     height = size[1]
     fig.subplots_adjust(left=0.05, right=0.99, wspace=0.3,
-                        top=1.0 - (1.15 if title else 0.75) / height,
+                        top=1.0 - ((1.15 if title else 0.75) + (0.45 if timed else 0.0)) / height,
                         bottom=(0.75 + 0.3 * legend_rows) / height)
     return fig
 
@@ -224,26 +394,64 @@ def _as_tuple(value) -> tuple:
     return tuple(value)
 
 
+def _own_steps(rule) -> bool:
+    """A curvature rule: it has no single-gradient update and chooses its step lengths."""
+    cls = type(rule)
+    return (getattr(cls, "update", None) is StepRule.update
+            and getattr(cls, "iterate", None) is not StepRule.iterate)
+
+
+def _schedule_text(rule) -> str:
+    """'' for a constant rate, else e.g. 'inverse_time decay=0.05'."""
+    schedule = getattr(rule, "schedule", None)
+    name = getattr(schedule, "name", "constant")
+    if name == "constant":
+        return ""
+    params = []
+    if is_dataclass(schedule) and not isinstance(schedule, type):
+        params = [f"{f.name}={getattr(schedule, f.name):g}" for f in fields(schedule)]
+    return " ".join([name, *params])
+
+
+def _rule_colors(rules: tuple) -> dict:
+    """{rule name: colour}: registry rules by their place in RULES, others after them."""
+    order = list(RULES)
+    for rule in rules:
+        if rule.name not in order:
+            order.append(rule.name)
+    return {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(order)}
+
+
 def _styles(result) -> list:
-    """Label, colour and line style of every run: colour by rule, style by its lr rank."""
+    """Label, colour and line style of every run: colour by rule (in the registry's order),
+    line style by the run's (schedule, lr) rank among the runs of its rule."""
     rules = _as_tuple(result.rules)
     status = _as_tuple(getattr(result, "status", ("",) * len(rules)))
-    lrs_by_rule: dict = {}
+    colors = _rule_colors(rules)
+
+    def key(rule) -> tuple:
+        lr = getattr(rule, "lr", None)
+        return (_schedule_text(rule), -1.0 if lr is None else float(lr))
+
+    keys_by_rule: dict = {}
     for rule in rules:
-        lrs_by_rule.setdefault(rule.name, []).append(float(rule.lr))
+        keys_by_rule.setdefault(rule.name, set()).add(key(rule))
     out = []
     for k, rule in enumerate(rules):
-        lrs = sorted(set(lrs_by_rule[rule.name]))
-        label = f"{rule.name} lr={float(rule.lr):.3g}"
-        schedule = getattr(getattr(rule, "schedule", None), "name", "constant")
-        if schedule != "constant":
+        keys = sorted(keys_by_rule[rule.name])
+        lr = getattr(rule, "lr", None)
+        label = rule.name
+        if lr is not None and not _own_steps(rule):
+            label += f" lr={float(lr):.3g}"
+        schedule = _schedule_text(rule)
+        if schedule:
             label += f" ({schedule})"
         if k < len(status) and str(status[k]) == "diverged":
             label += " (diverged)"
         out.append(dict(
             label=label,
-            color=_RULE_COLORS.get(rule.name, f"C{k % 10}"),
-            linestyle=_LINESTYLES[lrs.index(float(rule.lr)) % len(_LINESTYLES)],
+            color=colors[rule.name],
+            linestyle=_LINESTYLES[keys.index(key(rule)) % len(_LINESTYLES)],
             linewidth=1.4,
         ))
     return out
@@ -275,6 +483,14 @@ def _axes(ax):
 
         _, ax = plt.subplots(figsize=(6.4, 4.8))
     return ax
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s"
 
 
 def _finish(ax) -> None:

@@ -1,16 +1,26 @@
-// The inner loop of the gradient: the partial loss and gradient of one block of rows for a tile of
-// runs, and the choice, at run time, of the instruction set it is compiled for.
+// The inner loops: the partial loss and gradient (block_tile) and the partial Hessian-vector
+// product (hessp_tile) of one block of rows for a tile of runs, and the choice, at run time, of
+// the instruction set they are compiled for.
 //
-// Per row i and run k (weights w_k, intercept b_k, target y, weight s):
-//     z = x_i . w_k + b_k
-//     loss_k += s * (log(1 + exp(z)) - y z)
-//     g_k    += s * (sigmoid(z) - y) * (x_i, 1)
+// Per row i and run k (weights w_k, intercept b_k, target y, weight s = s_ik):
+//   gradient:  z = x_i . w_k + b_k
+//              loss_k += s * (log(1 + exp(z)) - y z)
+//              g_k    += s * (sigmoid(z) - y) * (x_i, 1)
+//   hessp:     z = x_i . w_k + b_k,  u = x_i . v_k + v_kd    (V's row k: the vector multiplied)
+//              h_k    += s * sigmoid(z) * (1 - sigmoid(z)) * u * (x_i, 1)
+//
+// Sample weights (SW, (n, ks)): ks == 0 unit weights, ks == 1 one column shared by every run, ks == K
+// a column per run. The per-run case is a template parameter (PerRun) chosen once per tile, outside
+// the loops: the shared case keeps the loads of the shared weights out of the run loop, and the
+// per-run case reads run k's weight only where it is applied, in the link stage.
 //
 // Layout of the work, and why:
 // - Rows are taken four at a time and runs two at a time: one load of a piece of x_i serves two
 //   runs and one load of a piece of w_k serves four rows, so a pair of runs keeps 8 dot products
 //   (32 partial sums) in registers and the loads stay well below the multiply-adds. The gradient
 //   update reads the four rows once for both runs and reads and writes g_k once per four rows.
+//   The Hessian-vector product takes the dot products of w_k and v_k with the four rows in one go
+//   (the same 8 dot products in registers, per run), then updates both runs as the gradient does.
 // - Every dot product keeps kLanes = 4 independent partial sums (element j goes to lane j % 4),
 //   added in a fixed order at the end: vector code without -ffast-math.
 // - float32 X is read as float32 and widened per element; weights, sums and the loss are double.
@@ -18,7 +28,7 @@
 //
 // Instruction sets. The same source is compiled twice: a baseline version (SSE2 on x86-64, NEON on
 // arm64) and, on x86-64 with GCC or Clang, a version for AVX2 with FMA (Haswell, 2013, and later),
-// chosen at run time from cpuid. Every helper is force-inlined into the two entry points, so each
+// chosen at run time from cpuid. Every helper is force-inlined into the entry points, so each
 // entry point's instruction set covers all of its code and the baseline copy never holds an AVX
 // instruction; nothing depends on -march. A wheel built this way runs on any x86-64 and uses
 // 256-bit vectors and fused multiply-adds where the CPU has them. GRADSTEP_KERNEL=baseline in the
@@ -46,17 +56,19 @@
 
 namespace gradstep {
 
-// What one call of the block kernel does: rows rows[0 .. count) (or start .. start + count when
-// rows is nullptr) for the runs runs[c0 .. c1), into out + c * stride for each c (the gradient in
-// out[0 .. D), the loss in out[D]); out is zeroed first.
+// What one call of a block kernel does: rows rows[0 .. count) (or start .. start + count when
+// rows is nullptr) for the runs runs[c0 .. c1), into out + c * stride for each c (the gradient or
+// the Hessian-vector product in out[0 .. D), the loss in out[D]); out is zeroed first.
 template <class T>
 struct BlockJob {
   const T* X;
   std::ptrdiff_t d;
-  const double* Y;  // (n, ky)
+  const double* Y;  // (n, ky); not read by hessp
   std::ptrdiff_t ky;
-  const double* sw;  // nullptr: unit weights
-  const double* P;   // (K, d + 1)
+  const double* SW;  // (n, ks); nullptr when ks == 0 (unit weights)
+  std::ptrdiff_t ks;
+  const double* P;  // (K, d + 1)
+  const double* V;  // (K, d + 1): hessp's vectors; nullptr for the gradient
   const std::ptrdiff_t* runs;
   const std::int64_t* rows;
   std::ptrdiff_t start, count, c0, c1, stride;
@@ -69,6 +81,12 @@ GRADSTEP_INLINE void log1pexp_sigmoid(double z, double& log1pexp, double& sigmoi
   const double e = std::exp(-std::fabs(z));
   log1pexp = std::max(z, 0.0) + std::log1p(e);  // like np.maximum, a NaN z stays NaN
   sigmoid = z >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+
+// sigmoid(z) alone, the same bits as log1pexp_sigmoid's.
+GRADSTEP_INLINE double sigmoid1(double z) {
+  const double e = std::exp(-std::fabs(z));
+  return z >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
 namespace simd {
@@ -90,32 +108,32 @@ GRADSTEP_INLINE void prefetch_row(const T* x, std::ptrdiff_t d) {
 #endif
 }
 
-// z[q][r] = x_r . w_q for NR rows and NW runs: NR * NW independent Quads, each one the same
+// z[q][r] = x_r . w_q for NR rows and NW vectors: NR * NW independent Quads, each one the same
 // chain of additions as dot1's, so a row's dot product has the same bits in any grouping.
-template <int NR, int NW, class T>
+template <std::size_t NR, std::size_t NW, class T>
 GRADSTEP_INLINE void dot_rows(const T* const x[NR], const double* const w[NW], std::ptrdiff_t d,
                               double z[NW][NR]) {
   Quad a[NW][NR];
-  for (int q = 0; q < NW; ++q) {
-    for (int r = 0; r < NR; ++r) a[q][r] = Quad{};
+  for (std::size_t q = 0; q < NW; ++q) {
+    for (std::size_t r = 0; r < NR; ++r) a[q][r] = Quad{};
   }
   std::ptrdiff_t j = 0;
   for (; j + kLanes <= d; j += kLanes) {
     Quad wv[NW];
-    for (int q = 0; q < NW; ++q) load(wv[q], w[q] + j);
-    for (int r = 0; r < NR; ++r) {
+    for (std::size_t q = 0; q < NW; ++q) load(wv[q], w[q] + j);
+    for (std::size_t r = 0; r < NR; ++r) {
       Quad xv;
       load(xv, x[r] + j);
-      for (int q = 0; q < NW; ++q) madd(a[q][r], xv, wv[q]);
+      for (std::size_t q = 0; q < NW; ++q) madd(a[q][r], xv, wv[q]);
     }
   }
   for (int l = 0; j < d; ++j, ++l) {  // the last d % 4 terms, each in its lane
-    for (int q = 0; q < NW; ++q) {
-      for (int r = 0; r < NR; ++r) add_lane(a[q][r], l, static_cast<double>(x[r][j]) * w[q][j]);
+    for (std::size_t q = 0; q < NW; ++q) {
+      for (std::size_t r = 0; r < NR; ++r) add_lane(a[q][r], l, static_cast<double>(x[r][j]) * w[q][j]);
     }
   }
-  for (int q = 0; q < NW; ++q) {
-    for (int r = 0; r < NR; ++r) z[q][r] = hsum(a[q][r]);
+  for (std::size_t q = 0; q < NW; ++q) {
+    for (std::size_t r = 0; r < NR; ++r) z[q][r] = hsum(a[q][r]);
   }
 }
 
@@ -144,17 +162,17 @@ GRADSTEP_INLINE double sum4(const double a[4], const double v[4]) {
 
 // g_q += sum_r res[q][r] x_r for four rows and NW runs: one pass over the rows serves both
 // runs, and g is read and written once per four rows.
-template <int NW, class T>
+template <std::size_t NW, class T>
 GRADSTEP_INLINE void axpy4(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRICT g1,
                            const double res[NW][4], const T* const x[4], std::ptrdiff_t d) {
   double a[4], b[4];
-  for (int r = 0; r < 4; ++r) {
+  for (std::size_t r = 0; r < 4; ++r) {
     a[r] = res[0][r];
     b[r] = res[NW - 1][r];
   }
   for (std::ptrdiff_t j = 0; j < d; ++j) {
     double v[4];
-    for (int r = 0; r < 4; ++r) v[r] = static_cast<double>(x[r][j]);
+    for (std::size_t r = 0; r < 4; ++r) v[r] = static_cast<double>(x[r][j]);
     g0[j] += sum4(a, v);
     if (NW == 2) g1[j] += sum4(b, v);
   }
@@ -166,9 +184,22 @@ GRADSTEP_INLINE void axpy1(double* GRADSTEP_RESTRICT g, double r, const T* GRADS
   for (std::ptrdiff_t j = 0; j < d; ++j) g[j] += r * static_cast<double>(x[j]);
 }
 
-// NR rows (x, their indices i and weights s) against NW runs starting at runs[c]; the link is
-// taken four rows at a time.
-template <int NR, int NW, class T>
+// Run k's weights of NR rows: the shared ones (s) or, per run, column k of SW.
+template <std::size_t NR, bool PerRun, class T>
+GRADSTEP_INLINE void run_weights(const BlockJob<T>& job, const std::ptrdiff_t i[NR],
+                                 const double s[NR], std::ptrdiff_t k, double out[NR]) {
+  for (std::size_t r = 0; r < NR; ++r) {
+    if constexpr (PerRun) {
+      out[r] = job.SW[i[r] * job.ks + k];
+    } else {
+      out[r] = s[r];
+    }
+  }
+}
+
+// The gradient: NR rows (x, their indices i and shared weights s) against NW runs starting at
+// runs[c]; the link is taken four rows at a time.
+template <std::size_t NR, std::size_t NW, bool PerRun, class T>
 GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const T* const x[NR],
                                 const std::ptrdiff_t i[NR], const double s[NR], std::ptrdiff_t c) {
   static_assert(NR == 4, "the gradient update (axpy4) takes rows four at a time");
@@ -176,109 +207,200 @@ GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const T* const x[NR],
   const double* w[NW];
   double* g[NW];
   std::ptrdiff_t col[NW];
-  for (int q = 0; q < NW; ++q) {
-    const std::ptrdiff_t k = job.runs[c + q];
-    w[q] = job.P + k * D;
-    g[q] = job.out + (c + q) * job.stride;
-    col[q] = job.ky == 1 ? 0 : k;
+  std::ptrdiff_t k[NW];
+  for (std::size_t q = 0; q < NW; ++q) {
+    const std::ptrdiff_t cq = c + static_cast<std::ptrdiff_t>(q);
+    k[q] = job.runs[cq];
+    w[q] = job.P + k[q] * D;
+    g[q] = job.out + cq * job.stride;
+    col[q] = job.ky == 1 ? 0 : k[q];
   }
   double z[NW][NR], res[NW][NR];
   dot_rows<NR, NW>(x, w, d, z);
-  for (int q = 0; q < NW; ++q) {
-    double y[NR];
-    for (int r = 0; r < NR; ++r) y[r] = job.Y[i[r] * job.ky + col[q]];
+  for (std::size_t q = 0; q < NW; ++q) {
+    double y[NR], sq[NR];
+    for (std::size_t r = 0; r < NR; ++r) y[r] = job.Y[i[r] * job.ky + col[q]];
+    run_weights<NR, PerRun>(job, i, s, k[q], sq);
     double lsum = g[q][D], gb = g[q][d];
 #if defined(GRADSTEP_VECTOR_EXT)
-    for (int r0 = 0; r0 < NR; r0 += 4) {
+    for (std::size_t r0 = 0; r0 < NR; r0 += 4) {
       const v4d zv = v4d{z[q][r0], z[q][r0 + 1], z[q][r0 + 2], z[q][r0 + 3]} + splat(w[q][d]);
       const v4d yv = {y[r0], y[r0 + 1], y[r0 + 2], y[r0 + 3]};
-      const v4d sv = {s[r0], s[r0 + 1], s[r0 + 2], s[r0 + 3]};
+      const v4d sv = {sq[r0], sq[r0 + 1], sq[r0 + 2], sq[r0 + 3]};
       v4d l, sig;
       link4(zv, l, sig);
       const v4d terms = sv * (l - yv * zv);
       const v4d rv = sv * (sig - yv);
-      for (int r = 0; r < 4; ++r) res[q][r0 + r] = rv[r];
-      for (int r = 0; r < 4; ++r) lsum += terms[r];  // row order, as the scalar version
+      for (std::size_t r = 0; r < 4; ++r) res[q][r0 + r] = rv[r];
+      for (std::size_t r = 0; r < 4; ++r) lsum += terms[r];  // row order, as the scalar version
     }
 #else
-    for (int r = 0; r < NR; ++r) {
+    for (std::size_t r = 0; r < NR; ++r) {
       const double zr = z[q][r] + w[q][d];
       double l, sig;
       log1pexp_sigmoid(zr, l, sig);
-      lsum += s[r] * (l - y[r] * zr);
-      res[q][r] = s[r] * (sig - y[r]);
+      lsum += sq[r] * (l - y[r] * zr);
+      res[q][r] = sq[r] * (sig - y[r]);
     }
 #endif
-    for (int r = 0; r < NR; ++r) gb += res[q][r];
+    for (std::size_t r = 0; r < NR; ++r) gb += res[q][r];
     g[q][D] = lsum;
     g[q][d] = gb;
   }
   axpy4<NW>(g[0], NW == 2 ? g[NW - 1] : nullptr, res, x, d);
 }
 
-// The groups of NR rows of a block from row p on; returns the first row not taken.
-template <int NR, class T, class RowIndex>
+// The Hessian-vector product: four rows against NW runs starting at runs[c]. For each run the dot
+// products of w_k and v_k with the four rows are taken in one go (8 Quads, as a pair of runs in
+// the gradient), then both runs' accumulators are updated in one pass over the rows (axpy4).
+template <std::size_t NW, bool PerRun, class T>
+GRADSTEP_INLINE void group_hessp(const BlockJob<T>& job, const T* const x[4],
+                                 const std::ptrdiff_t i[4], const double s[4], std::ptrdiff_t c) {
+  const std::ptrdiff_t d = job.d, D = d + 1;
+  double* g[NW];
+  double res[NW][4];
+  for (std::size_t q = 0; q < NW; ++q) {
+    const std::ptrdiff_t cq = c + static_cast<std::ptrdiff_t>(q);
+    const std::ptrdiff_t k = job.runs[cq];
+    const double* wv[2] = {job.P + k * D, job.V + k * D};
+    g[q] = job.out + cq * job.stride;
+    double zu[2][4], sq[4];
+    dot_rows<4, 2>(x, wv, d, zu);
+    run_weights<4, PerRun>(job, i, s, k, sq);
+    const double b = wv[0][d], vb = wv[1][d];
+#if defined(GRADSTEP_VECTOR_EXT)
+    const v4d zv = v4d{zu[0][0], zu[0][1], zu[0][2], zu[0][3]} + splat(b);
+    const v4d uv = v4d{zu[1][0], zu[1][1], zu[1][2], zu[1][3]} + splat(vb);
+    const v4d sv = {sq[0], sq[1], sq[2], sq[3]};
+    const v4d sig = sigmoid4(zv);
+    const v4d rv = sv * sig * (splat(1.0) - sig) * uv;  // reference.hessp's order
+    for (std::size_t r = 0; r < 4; ++r) res[q][r] = rv[r];
+#else
+    for (std::size_t r = 0; r < 4; ++r) {
+      const double sig = sigmoid1(zu[0][r] + b);
+      res[q][r] = sq[r] * sig * (1.0 - sig) * (zu[1][r] + vb);
+    }
+#endif
+    double hb = g[q][d];
+    for (std::size_t r = 0; r < 4; ++r) hb += res[q][r];
+    g[q][d] = hb;
+  }
+  axpy4<NW>(g[0], NW == 2 ? g[NW - 1] : nullptr, res, x, d);
+}
+
+// The groups of 4 rows of a block from row 0 on, each against the tile's runs two at a time;
+// returns the first row not taken.
+template <bool Hess, bool PerRun, class T, class RowIndex>
 GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row) {
+  constexpr std::size_t NR = 4;
+  constexpr auto kGroup = static_cast<std::ptrdiff_t>(NR);
   const std::ptrdiff_t d = job.d;
   std::ptrdiff_t p = 0;
-  for (; p + NR <= job.count; p += NR) {
+  for (; p + kGroup <= job.count; p += kGroup) {
     std::ptrdiff_t i[NR];
     const T* x[NR];
     double s[NR];
-    for (int r = 0; r < NR; ++r) {
-      i[r] = row(p + r);
+    for (std::size_t r = 0; r < NR; ++r) {
+      i[r] = row(p + static_cast<std::ptrdiff_t>(r));
       x[r] = job.X + i[r] * d;
-      s[r] = job.sw ? job.sw[i[r]] : 1.0;
+      if constexpr (PerRun) {
+        s[r] = 0.0;  // not read: each run reads its own column
+      } else {
+        s[r] = job.SW ? job.SW[i[r]] : 1.0;  // ks == 1: column 0 is SW[i]
+      }
     }
-    const std::ptrdiff_t ahead = std::min(job.count, p + kPrefetchRows + NR);
+    const std::ptrdiff_t ahead = std::min(job.count, p + kPrefetchRows + kGroup);
     for (std::ptrdiff_t q = p + kPrefetchRows; q < ahead; ++q) {
       prefetch_row(job.X + row(q) * d, d);
     }
     std::ptrdiff_t c = job.c0;
-    for (; c + 2 <= job.c1; c += 2) group_runs<NR, 2>(job, x, i, s, c);
-    if (c < job.c1) group_runs<NR, 1>(job, x, i, s, c);
+    if constexpr (Hess) {
+      for (; c + 2 <= job.c1; c += 2) group_hessp<2, PerRun>(job, x, i, s, c);
+      if (c < job.c1) group_hessp<1, PerRun>(job, x, i, s, c);
+    } else {
+      for (; c + 2 <= job.c1; c += 2) group_runs<NR, 2, PerRun>(job, x, i, s, c);
+      if (c < job.c1) group_runs<NR, 1, PerRun>(job, x, i, s, c);
+    }
   }
   return p;
+}
+
+// Row i's weight for run k.
+template <bool PerRun, class T>
+GRADSTEP_INLINE double weight_of(const BlockJob<T>& job, std::ptrdiff_t i, std::ptrdiff_t k) {
+  if constexpr (PerRun) {
+    return job.SW[i * job.ks + k];
+  } else {
+    (void)k;
+    return job.SW ? job.SW[i] : 1.0;
+  }
 }
 
 // One block and one tile of runs: rows in groups of 4, then the rows left one by one. (Groups of 8
 // for a single run, two link chains in flight, were measured no faster at d = 20 and slower for
 // float32 X at d = 100; a GEMM-like order, all dot products of the block first, then the link,
 // then the gradient from L2, was measured 1.5 x slower for 16 runs.)
-template <class T>
-GRADSTEP_INLINE void block_tile(const BlockJob<T>& job) {
+template <bool Hess, bool PerRun, class T>
+GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job) {
   const std::ptrdiff_t d = job.d, D = d + 1, ky = job.ky;
   const T* X = job.X;
-  const double* sw = job.sw;
   std::fill(job.out + job.c0 * job.stride, job.out + job.c1 * job.stride, 0.0);
   auto row = [&](std::ptrdiff_t p) -> std::ptrdiff_t {
     return job.rows ? static_cast<std::ptrdiff_t>(job.rows[p]) : job.start + p;
   };
-  std::ptrdiff_t p = row_groups<4>(job, row);
+  std::ptrdiff_t p = row_groups<Hess, PerRun>(job, row);
   for (; p < job.count; ++p) {
     const std::ptrdiff_t i = row(p);
     const T* x = X + i * d;
-    const double s = sw ? sw[i] : 1.0;
     for (std::ptrdiff_t c = job.c0; c < job.c1; ++c) {
       const std::ptrdiff_t k = job.runs[c];
+      const double s = weight_of<PerRun>(job, i, k);
       const double* w = job.P + k * D;
       const double z = dot1(x, w, d) + w[d];
-      const double y = job.Y[i * ky + (ky == 1 ? 0 : k)];
-      double l, sig;
-      log1pexp_sigmoid(z, l, sig);
       double* g = job.out + c * job.stride;
-      g[D] += s * (l - y * z);
-      const double r = s * (sig - y);
+      double r;
+      if constexpr (Hess) {
+        const double* v = job.V + k * D;
+        const double u = dot1(x, v, d) + v[d];
+        const double sig = sigmoid1(z);
+        r = s * sig * (1.0 - sig) * u;
+      } else {
+        const double y = job.Y[i * ky + (ky == 1 ? 0 : k)];
+        double l, sig;
+        log1pexp_sigmoid(z, l, sig);
+        g[D] += s * (l - y * z);
+        r = s * (sig - y);
+      }
       axpy1(g, r, x, d);
       g[d] += r;
     }
   }
 }
 
+// The partial loss and gradient of one block and one tile.
+template <class T>
+GRADSTEP_INLINE void block_tile(const BlockJob<T>& job) {
+  if (job.ks > 1) {
+    tile_impl<false, true>(job);
+  } else {
+    tile_impl<false, false>(job);
+  }
+}
+
+// The partial Hessian-vector product of one block and one tile.
+template <class T>
+GRADSTEP_INLINE void hessp_tile(const BlockJob<T>& job) {
+  if (job.ks > 1) {
+    tile_impl<true, true>(job);
+  } else {
+    tile_impl<true, false>(job);
+  }
+}
+
 }  // namespace simd
 
-// The two compiled versions of simd::block_tile. Each is an ordinary (not inline-everything)
-// function so that it is compiled once, with its own instruction set.
+// The two compiled versions of simd::block_tile and simd::hessp_tile. Each is an ordinary (not
+// inline-everything) function so that it is compiled once, with its own instruction set.
 #if defined(__GNUC__) || defined(__clang__)
 #define GRADSTEP_NOINLINE __attribute__((noinline))
 #else
@@ -320,10 +442,20 @@ GRADSTEP_NOINLINE void block_tile_baseline(const BlockJob<T>& job) {
   simd::block_tile(job);
 }
 
+template <class T>
+GRADSTEP_NOINLINE void hessp_tile_baseline(const BlockJob<T>& job) {
+  simd::hessp_tile(job);
+}
+
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
 template <class T>
 __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void block_tile_avx2(const BlockJob<T>& job) {
   simd::block_tile(job);
+}
+
+template <class T>
+__attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void hessp_tile_avx2(const BlockJob<T>& job) {
+  simd::hessp_tile(job);
 }
 #endif
 
@@ -388,6 +520,17 @@ inline void run_block_kernel(const BlockJob<T>& job) {
   }
 #endif
   block_tile_baseline(job);
+}
+
+template <class T>
+inline void run_hessp_kernel(const BlockJob<T>& job) {
+#if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  if (current_kernel() == Kernel::avx2) {
+    hessp_tile_avx2(job);
+    return;
+  }
+#endif
+  hessp_tile_baseline(job);
 }
 
 }  // namespace gradstep

@@ -1,8 +1,9 @@
-// The fit loops: reference._run_full_batch and reference._run_minibatch, step for step.
+// The compiled first-order fit loops (full batch and mini-batch): the reference driver's
+// first-order loops (gradstep.driver, run on reference.loss_grad), step for step.
 //
-// Why a literal port: the three backends must walk the same path (same weights after the same
-// number of steps, same status, same history), so the control flow here mirrors the NumPy
-// specification line by line — which runs step, when the gradient is taken, what happens on
+// Why a literal port: the backends must walk the same path (same weights after the same number of
+// steps, same status, same history), so the control flow here mirrors the NumPy specification
+// line by line — which runs step, when the gradient is taken, what happens on
 // divergence, what is recorded where, when a run stops. Only the data layout differs: the state
 // is a set of raw views on the FitState arrays, advanced in place, and all scratch space is
 // allocated once per call.
@@ -20,22 +21,32 @@
 
 namespace gradstep {
 
-// Run status (state.RUNNING, ...).
-enum Status : std::int64_t { kRunning = 0, kConverged = 1, kMaxIter = 2, kDiverged = 3 };
+// Run status (state.RUNNING, ...). The compiled drivers never set kStalled or kStopped (the
+// Python layer's drivers do), and advance only kRunning runs.
+enum Status : std::int64_t {
+  kRunning = 0,
+  kConverged = 1,
+  kMaxIter = 2,
+  kDiverged = 3,
+  kStalled = 4,
+  kStopped = 5,
+};
 
-// Rows of the history array (state.H_*).
-constexpr std::ptrdiff_t kHLoss = 0, kHGradNorm = 1, kHStepNorm = 2, kHLr = 3, kHDistance = 4;
-constexpr std::ptrdiff_t kNHistory = 5;
+// Rows of the history array (state.H_*). The compiled drivers never write kHPasses: the Python
+// layer fills it.
+constexpr std::ptrdiff_t kHLoss = 0, kHGradNorm = 1, kHStepNorm = 2, kHLr = 3, kHDistance = 4,
+                         kHPasses = 5;
+constexpr std::ptrdiff_t kNHistory = 6;
 
 // Epochs without an improvement of the epoch loss by tol before a mini-batch run stops.
 constexpr std::int64_t kNIterNoChange = 5;
 
 // Everything fixed for the duration of a fit (state.RunSpec); arrays have K rows.
 struct RunSpec {
-  const std::int64_t* rule_code = nullptr;  // (K,)
+  const std::int64_t* rule_code = nullptr;  // (K,), each one a code of kRules (valid_rule)
   const std::int64_t* sched_code = nullptr;  // (K,)
   const double* hyper = nullptr;             // (K, kNHyper)
-  double alpha = 0.0;
+  const double* alpha = nullptr;             // (K,) each run's L2 strength
   bool fit_intercept = true;
   double tol = 0.0;
   std::int64_t batch_size = 0;  // 0: full batch
@@ -98,10 +109,18 @@ inline double lr_at(const RunSpec& spec, std::ptrdiff_t k, std::int64_t t) {
   return schedule_value(spec.sched_code[k], h[kHyperLr], h[kHyperSched], t, spec.total_updates);
 }
 
-inline void take_step(const RunSpec& spec, FitState& st, std::ptrdiff_t k, double lr_t,
-                      const double* g, std::ptrdiff_t D) {
-  apply_step(spec.rule_code[k], spec.hyper + k * kNHyper, lr_t, st.t[k], g, st.P + k * D,
-             st.slots + k * kNSlots * D, D);
+// Each run's step function, looked up once per call in the table of rules (rules.hpp).
+inline std::vector<StepFn> step_functions(const RunSpec& spec, std::ptrdiff_t K) {
+  std::vector<StepFn> fns(to_size(K));
+  for (std::ptrdiff_t k = 0; k < K; ++k) fns[to_size(k)] = rule_step(spec.rule_code[k]);
+  return fns;
+}
+
+inline void take_step(const RunSpec& spec, StepFn step, FitState& st, std::ptrdiff_t k,
+                      double lr_t, const double* g, std::ptrdiff_t D) {
+  if (step == nullptr) return;  // unreachable: the bindings reject unknown codes
+  step(StepArgs{spec.hyper + k * kNHyper, lr_t, st.t[k], g, st.P + k * D,
+                st.slots + k * kNSlots * D, D});
 }
 
 // History entry n_iter[k] of run k (reference._record).
@@ -131,13 +150,15 @@ inline void copy_run(const double* from, double* to, std::ptrdiff_t k, std::ptrd
 template <class T>
 void run_full_batch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
                     std::int64_t n_steps, int n_threads) {
+  using detail::to_size;
   const std::ptrdiff_t d = data.d, D = d + 1;
   GradientEngine<T> engine(data, K);
-  std::vector<double> P_old(static_cast<std::size_t>(K * D)), lr_used(static_cast<std::size_t>(K));
-  std::vector<double> loss(static_cast<std::size_t>(K)), grad(static_cast<std::size_t>(K * D));
-  std::vector<std::uint8_t> active(static_cast<std::size_t>(K));
+  const std::vector<StepFn> steps = detail::step_functions(spec, K);
+  std::vector<double> P_old(to_size(K * D)), lr_used(to_size(K));
+  std::vector<double> loss(to_size(K)), grad(to_size(K * D));
+  std::vector<std::uint8_t> active(to_size(K));
   std::vector<std::ptrdiff_t> running;
-  running.reserve(static_cast<std::size_t>(K));
+  running.reserve(to_size(K));
 
   for (std::int64_t it = 0; it < n_steps; ++it) {
     running.clear();
@@ -149,28 +170,30 @@ void run_full_batch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spe
     std::fill(lr_used.begin(), lr_used.end(), 0.0);
     for (const std::ptrdiff_t k : running) {
       st.t[k] += 1;
-      lr_used[k] = detail::lr_at(spec, k, st.t[k]);
-      detail::take_step(spec, st, k, lr_used[k], st.grad + k * D, D);
+      const double lr = detail::lr_at(spec, k, st.t[k]);
+      lr_used[to_size(k)] = lr;
+      detail::take_step(spec, steps[to_size(k)], st, k, lr, st.grad + k * D, D);
     }
-    for (std::ptrdiff_t k = 0; k < K; ++k) active[k] = st.status[k] == kRunning ? 1 : 0;
+    for (std::ptrdiff_t k = 0; k < K; ++k) active[to_size(k)] = st.status[k] == kRunning ? 1 : 0;
     engine.compute(st.P, spec.alpha, nullptr, 0, active.data(), n_threads, loss.data(),
                    grad.data());
     if (!spec.fit_intercept) {
-      for (std::ptrdiff_t k = 0; k < K; ++k) grad[k * D + d] = 0.0;
+      for (std::ptrdiff_t k = 0; k < K; ++k) grad[to_size(k * D + d)] = 0.0;
     }
     for (const std::ptrdiff_t k : running) {
       const double* g = grad.data() + k * D;
-      if (!detail::all_finite(st.P + k * D, D) || !std::isfinite(loss[k]) ||
+      const double lk = loss[to_size(k)];
+      if (!detail::all_finite(st.P + k * D, D) || !std::isfinite(lk) ||
           !detail::all_finite(g, D)) {
         detail::copy_run(P_old.data(), st.P, k, D);  // keep the last finite weights
         st.status[k] = kDiverged;
         continue;
       }
-      st.loss[k] = loss[k];
+      st.loss[k] = lk;
       std::copy(g, g + D, st.grad + k * D);
       st.n_iter[k] += 1;
       const double step_norm = detail::distance(st.P + k * D, P_old.data() + k * D, D);
-      detail::record(spec, st, K, k, D, loss[k], detail::norm2(g, D), step_norm, lr_used[k]);
+      detail::record(spec, st, K, k, D, lk, detail::norm2(g, D), step_norm, lr_used[to_size(k)]);
       if (detail::max_abs(g, D) <= spec.tol) {
         st.status[k] = kConverged;
       } else if (st.n_iter[k] >= spec.max_iter) {
@@ -186,25 +209,36 @@ void run_full_batch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spe
 template <class T>
 void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
                    std::int64_t n_steps, int n_threads) {
+  using detail::to_size;
   const std::ptrdiff_t n = data.n, d = data.d, D = d + 1;
   const std::ptrdiff_t bs = static_cast<std::ptrdiff_t>(spec.batch_size);
   GradientEngine<T> engine(data, K);
-  const auto uK = static_cast<std::size_t>(K);
+  const std::vector<StepFn> steps = detail::step_functions(spec, K);
+  const auto uK = to_size(K);
   // The weights before each run's latest step: restored when that step turns out non-finite.
   std::vector<double> P_prev(st.P, st.P + K * D);
-  std::vector<double> P_start(static_cast<std::size_t>(K * D));
+  std::vector<double> P_start(to_size(K * D));
   std::vector<double> loss_sum(uK), grad_norm_sum(uK), lr_used(uK), loss(uK);
-  std::vector<double> grad(static_cast<std::size_t>(K * D));
+  std::vector<double> grad(to_size(K * D));
   std::vector<std::uint8_t> in_epoch(uK);
   std::vector<std::uint64_t> keys;
   std::vector<std::int64_t> order;
-  // With sample weights a batch's sums are divided by its expected weight, count * (sum s) / n,
-  // not by its own weight: the batch gradient is then an unbiased estimate of the full one, and
-  // a batch of light rows takes a light step (reference._run_minibatch).
-  double mean_weight = 0.0;
-  if (data.sw) {
-    for (std::ptrdiff_t i = 0; i < n; ++i) mean_weight += data.sw[i];
-    mean_weight /= static_cast<double>(n);
+  // With sample weights a batch's sums for run k are divided by its expected weight,
+  // count * (sum of run k's weights) / n, not by its own weight: the batch gradient is then an
+  // unbiased estimate of the full one, and a batch of light rows takes a light step
+  // (state.py). Unit weights: the batch's own weight, count, is the same.
+  std::vector<double> mean_weight(uK), denominator(uK);
+  const bool weighted = data.ks > 0;
+  if (weighted) {
+    std::vector<double> column_mean(to_size(data.ks), 0.0);
+    for (std::ptrdiff_t c = 0; c < data.ks; ++c) {
+      double sum = 0.0;
+      for (std::ptrdiff_t i = 0; i < n; ++i) sum += data.SW[i * data.ks + c];
+      column_mean[to_size(c)] = sum / static_cast<double>(n);
+    }
+    for (std::ptrdiff_t k = 0; k < K; ++k) {
+      mean_weight[to_size(k)] = column_mean[to_size(data.weight_column(k))];
+    }
   }
 
   for (std::int64_t it = 0; it < n_steps; ++it) {
@@ -213,48 +247,54 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
     if (!any) return;
     shuffle_order(n, spec.seed, static_cast<std::uint64_t>(st.epoch[0]), keys, order);
     st.epoch[0] += 1;
-    for (std::ptrdiff_t k = 0; k < K; ++k) in_epoch[k] = st.status[k] == kRunning ? 1 : 0;
+    for (std::ptrdiff_t k = 0; k < K; ++k) in_epoch[to_size(k)] = st.status[k] == kRunning ? 1 : 0;
     std::copy(st.P, st.P + K * D, P_start.begin());
     std::fill(loss_sum.begin(), loss_sum.end(), 0.0);
     std::fill(grad_norm_sum.begin(), grad_norm_sum.end(), 0.0);
     std::fill(lr_used.begin(), lr_used.end(), 0.0);
     for (std::ptrdiff_t start = 0; start < n; start += bs) {
       const std::ptrdiff_t count = std::min(bs, n - start);
+      const double rows_used = static_cast<double>(count);
+      if (weighted) {
+        for (std::size_t k = 0; k < uK; ++k) denominator[k] = rows_used * mean_weight[k];
+      }
       engine.compute(st.P, spec.alpha, order.data() + start, count, in_epoch.data(), n_threads,
-                     loss.data(), grad.data(), static_cast<double>(count) * mean_weight);
+                     loss.data(), grad.data(), weighted ? denominator.data() : nullptr);
       if (!spec.fit_intercept) {
-        for (std::ptrdiff_t k = 0; k < K; ++k) grad[k * D + d] = 0.0;
+        for (std::ptrdiff_t k = 0; k < K; ++k) grad[to_size(k * D + d)] = 0.0;
       }
       for (std::ptrdiff_t k = 0; k < K; ++k) {
-        if (!in_epoch[k]) continue;
+        const std::size_t uk = to_size(k);
+        if (!in_epoch[uk]) continue;
         const double* g = grad.data() + k * D;
-        if (!std::isfinite(loss[k]) || !detail::all_finite(g, D)) {
+        if (!std::isfinite(loss[uk]) || !detail::all_finite(g, D)) {
           detail::copy_run(P_prev.data(), st.P, k, D);
           st.status[k] = kDiverged;
-          in_epoch[k] = 0;
+          in_epoch[uk] = 0;
           continue;
         }
-        loss_sum[k] += static_cast<double>(count) * loss[k];
-        grad_norm_sum[k] += static_cast<double>(count) * detail::norm2(g, D);
+        loss_sum[uk] += rows_used * loss[uk];
+        grad_norm_sum[uk] += rows_used * detail::norm2(g, D);
         st.t[k] += 1;
-        lr_used[k] = detail::lr_at(spec, k, st.t[k]);
+        lr_used[uk] = detail::lr_at(spec, k, st.t[k]);
         detail::copy_run(st.P, P_prev.data(), k, D);
-        detail::take_step(spec, st, k, lr_used[k], g, D);
+        detail::take_step(spec, steps[uk], st, k, lr_used[uk], g, D);
         if (!detail::all_finite(st.P + k * D, D)) {
           detail::copy_run(P_prev.data(), st.P, k, D);
           st.status[k] = kDiverged;
-          in_epoch[k] = 0;
+          in_epoch[uk] = 0;
         }
       }
     }
     for (std::ptrdiff_t k = 0; k < K; ++k) {
-      if (!in_epoch[k]) continue;
-      const double epoch_loss = loss_sum[k] / static_cast<double>(n);
+      const std::size_t uk = to_size(k);
+      if (!in_epoch[uk]) continue;
+      const double epoch_loss = loss_sum[uk] / static_cast<double>(n);
       st.loss[k] = epoch_loss;
       st.n_iter[k] += 1;
       const double step_norm = detail::distance(st.P + k * D, P_start.data() + k * D, D);
-      detail::record(spec, st, K, k, D, epoch_loss, grad_norm_sum[k] / static_cast<double>(n),
-                     step_norm, lr_used[k]);
+      detail::record(spec, st, K, k, D, epoch_loss, grad_norm_sum[uk] / static_cast<double>(n),
+                     step_norm, lr_used[uk]);
       // scikit-learn's n_iter_no_change rule on the epoch loss
       if (epoch_loss > st.best_loss[k] - spec.tol) {
         st.no_improve[k] += 1;

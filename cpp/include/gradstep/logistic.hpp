@@ -1,20 +1,27 @@
-// The logistic loss and its gradient for K runs in one pass over the rows of X.
+// The logistic loss and its gradient, and the Hessian-vector product, for K runs in one pass over
+// the rows of X.
 //
-// Per row i and active run k (weights w_k, intercept b_k, target y, weight s):
+// Per row i and active run k (weights w_k, intercept b_k, target y, weight s_ik):
 //     z = x_i . w_k + b_k
-//     loss_k += s * (log(1 + exp(z)) - y z)
-//     g_k    += s * (sigmoid(z) - y) * (x_i, 1)
-// then loss and gradient are divided by the sum of the weights of the rows used, and the L2 term
-// (alpha != 0 only) is added to the loss and to the weight part of the gradient (reference.loss_grad).
+//     loss_k += s_ik * (log(1 + exp(z)) - y z)
+//     g_k    += s_ik * (sigmoid(z) - y) * (x_i, 1)
+// then run k's loss and gradient are divided by the sum of run k's weights over the rows used (or
+// by denominator[k] when a denominator is given; a run whose divisor is 0 comes back as zeros),
+// and, where alpha_k != 0, the L2 term is added to the loss and to the weight part of the gradient
+// (reference.loss_grad). The Hessian-vector product is the same pass with
+//     h_k += s_ik * sigmoid(z) (1 - sigmoid(z)) * (x_i . v_k + v_kd) * (x_i, 1)
+// divided by the sum of run k's weights, plus alpha_k (v_k[:d], 0) (reference.hessp).
 //
 // Layout of the work, and why:
 // - Rows are cut into fixed blocks whose size depends on d only (block_rows). Each block writes its
-//   partial loss, gradient and weight sum into its own slot, and the slots are then added up in
-//   block order. The arithmetic is therefore the same whatever the number of threads, and so are
-//   the bits of the result.
-// - Inside a block, runs are taken a tile at a time (runs_per_tile): the tile's weights and gradient
-//   accumulators stay in L1 while the block's rows stream through it; the block itself is sized
-//   to stay in L2 for the next tile.
+//   partial sums and weight sums into its own slot, and the slots are then added up in block
+//   order. The arithmetic is therefore the same whatever the number of threads, and so are the
+//   bits of the result.
+// - Inside a block, runs are taken a tile at a time (runs_per_tile): the tile's weights and
+//   accumulators stay in L1 while the block's rows stream through it; the block itself is sized to
+//   stay in L2 for the next tile.
+// - Weights: with one weight column (or none) a block has one weight sum, shared by every run;
+//   with a column per run it has one per (block, run), each computed by the task of the run's tile.
 // - The work on one block and one tile is block_kernel.hpp's, which also picks the instruction
 //   set at run time.
 #pragma once
@@ -29,8 +36,9 @@
 
 namespace gradstep {
 
-// What the kernel reads. Y is (n, ky) with ky in {1, K}: run k uses column (ky == 1 ? 0 : k).
-// sw == nullptr means unit weights.
+// What the kernels read. Y is (n, ky) with ky in {1, K}: run k uses column (ky == 1 ? 0 : k).
+// SW is (n, ks) with ks in {0, 1, K}: ks == 0 (SW == nullptr) unit weights, ks == 1 one column
+// shared by every run, ks == K column k for run k.
 template <class T>
 struct Dataset {
   const T* X = nullptr;
@@ -38,7 +46,11 @@ struct Dataset {
   std::ptrdiff_t d = 0;
   const double* Y = nullptr;
   std::ptrdiff_t ky = 1;
-  const double* sw = nullptr;
+  const double* SW = nullptr;
+  std::ptrdiff_t ks = 0;
+
+  // Weight column of run k (only when ks > 0).
+  std::ptrdiff_t weight_column(std::ptrdiff_t k) const { return ks == 1 ? 0 : k; }
 };
 
 // Rows x features x runs below which a gradient stays on the calling thread: about 0.15 ms of
@@ -76,33 +88,95 @@ inline double* align_to_line(double* p) {
   return reinterpret_cast<double*>((address + line - 1) / line * line);
 }
 
+inline std::size_t to_size(std::ptrdiff_t n) { return static_cast<std::size_t>(n); }
+
 }  // namespace detail
 
-// The loss and gradient of K runs over all rows or a list of rows, with its scratch space.
-// One engine serves every gradient of a fit, so the scratch is allocated once.
+// The loss and gradient, and the Hessian-vector product, of K runs over all rows or a list of
+// rows, with their scratch space. One engine serves every call of a fit, so the scratch is
+// allocated once.
 template <class T>
 class GradientEngine {
  public:
   GradientEngine(const Dataset<T>& data, std::ptrdiff_t n_runs) : data_(data), K_(n_runs) {}
 
   // loss (K,) and G (K, D = d + 1, intercept last) at the weights P (K, D) over the rows
-  // rows[0 .. n_rows) (rows == nullptr: all n rows), for the runs with active[k] != 0; the
-  // others come back as zeros, as does everything when the weights of the rows used sum to 0.
-  // The sums are divided by the weight of the rows used, or by `denominator` when it is > 0
-  // (mini-batches with sample weights: see run_minibatch).
-  void compute(const double* P, double alpha, const std::int64_t* rows, std::ptrdiff_t n_rows,
-               const std::uint8_t* active, int n_threads, double* loss, double* G,
-               double denominator = 0.0) {
+  // rows[0 .. n_rows) (rows == nullptr: all n rows), for the runs with active[k] != 0; the others
+  // come back as zeros. alpha (K,) is each run's L2 strength. Run k's sums are divided by the
+  // weight of the rows used for run k, or by denominator[k] when denominator is not nullptr; a run
+  // whose divisor is 0 comes back as zeros.
+  void compute(const double* P, const double* alpha, const std::int64_t* rows,
+               std::ptrdiff_t n_rows, const std::uint8_t* active, int n_threads, double* loss,
+               double* G, const double* denominator = nullptr) {
     const std::ptrdiff_t d = data_.d, D = d + 1, S = detail::run_stride(D);
     std::fill(loss, loss + K_, 0.0);
     std::fill(G, G + K_ * D, 0.0);
+    const std::ptrdiff_t used = rows ? n_rows : data_.n;
+    if (!select_runs(active) || used == 0) return;
+    sweep(false, P, nullptr, rows, used, n_threads, denominator == nullptr);
+
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    for (std::ptrdiff_t c = 0; c < m; ++c) {
+      const std::ptrdiff_t k = runs_[detail::to_size(c)];
+      const double total = denominator ? denominator[k] : totals_[detail::to_size(c)];
+      if (total == 0.0) continue;  // a run whose divisor is 0 comes back as zeros
+      const double* a = acc_.data() + c * S;
+      double* g = G + k * D;
+      for (std::ptrdiff_t j = 0; j < D; ++j) g[j] = a[j] / total;
+      loss[k] = a[D] / total;
+      const double ak = alpha[k];
+      if (ak != 0.0) {  // with alpha == 0 the penalty is not computed at all
+        const double* w = P + k * D;
+        double sq = 0.0;
+        for (std::ptrdiff_t j = 0; j < d; ++j) sq += w[j] * w[j];
+        loss[k] += 0.5 * ak * sq;
+        for (std::ptrdiff_t j = 0; j < d; ++j) g[j] += ak * w[j];
+      }
+    }
+  }
+
+  // HV (K, D): the Hessian of each active run's loss at P[k] times V[k], over all rows; the
+  // others, and runs whose weights sum to 0, come back as zeros.
+  void hessp(const double* P, const double* V, const double* alpha, const std::uint8_t* active,
+             int n_threads, double* HV) {
+    const std::ptrdiff_t d = data_.d, D = d + 1, S = detail::run_stride(D);
+    std::fill(HV, HV + K_ * D, 0.0);
+    if (!select_runs(active) || data_.n == 0) return;
+    sweep(true, P, V, nullptr, data_.n, n_threads, true);
+
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    for (std::ptrdiff_t c = 0; c < m; ++c) {
+      const std::ptrdiff_t k = runs_[detail::to_size(c)];
+      const double total = totals_[detail::to_size(c)];
+      if (total == 0.0) continue;
+      const double* a = acc_.data() + c * S;
+      const double* v = V + k * D;
+      double* h = HV + k * D;
+      const double ak = alpha[k];
+      for (std::ptrdiff_t j = 0; j < d; ++j) h[j] = a[j] / total + ak * v[j];
+      h[d] = a[d] / total;
+    }
+  }
+
+ private:
+  // runs_ = the active runs, in run order; false when there is none.
+  bool select_runs(const std::uint8_t* active) {
     runs_.clear();
     for (std::ptrdiff_t k = 0; k < K_; ++k) {
       if (active[k]) runs_.push_back(k);
     }
+    return !runs_.empty();
+  }
+
+  // Runs the gradient (or, with hess, the Hessian-vector) block kernel on every (block, tile) of
+  // the `used` rows and the runs runs_, and leaves in acc_ the sum of the blocks' slots, in block
+  // order, and, with need_totals, in totals_ (one per run of runs_) the weight of the rows used.
+  void sweep(bool hess, const double* P, const double* V, const std::int64_t* rows,
+             std::ptrdiff_t used, int n_threads, bool need_totals) {
+    const std::ptrdiff_t d = data_.d, D = d + 1, S = detail::run_stride(D);
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
-    const std::ptrdiff_t used = rows ? n_rows : data_.n;
-    if (m == 0 || used == 0) return;
+    const bool per_run = data_.ks > 1;
+    const std::ptrdiff_t n_sums = per_run ? m : 1;  // weight sums per block
 
     const std::ptrdiff_t B = block_rows(d);
     const std::ptrdiff_t n_blocks = (used + B - 1) / B;
@@ -112,16 +186,19 @@ class GradientEngine {
     // Blocks are processed in waves whose slots take at most ~32 MiB; the fold below adds the
     // slots in block order whatever the wave size, so the wave size never changes the result.
     const std::ptrdiff_t wave = std::clamp<std::ptrdiff_t>(
-        (std::ptrdiff_t{32} << 20) / static_cast<std::ptrdiff_t>(sizeof(double) * slot), 1,
+        (std::ptrdiff_t{32} << 20) / static_cast<std::ptrdiff_t>(sizeof(double)) / slot, 1,
         n_blocks);
-    partial_.resize(static_cast<std::size_t>(wave * slot + detail::kLineDoubles));
+    partial_.resize(detail::to_size(wave * slot + detail::kLineDoubles));
     // slots start on a cache line, so two threads never write the same line
     double* const partial = detail::align_to_line(partial_.data());
-    wsum_.resize(static_cast<std::size_t>(wave));
-    acc_.assign(static_cast<std::size_t>(slot), 0.0);
-    double total = 0.0;
+    wsum_.assign(detail::to_size(wave * n_sums), 0.0);
+    acc_.assign(detail::to_size(slot), 0.0);
+    double shared_total = 0.0;
+    totals_.assign(detail::to_size(m), 0.0);
 
-    const double work = static_cast<double>(used) * static_cast<double>(D) * static_cast<double>(m);
+    // the Hessian-vector product takes two dot products per row and run
+    const double work = static_cast<double>(used) * static_cast<double>(D) *
+                        static_cast<double>(m) * (hess ? 2.0 : 1.0);
     const int participants = work >= kMinParallelWork ? std::max(1, n_threads) : 1;
     ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
 
@@ -132,11 +209,22 @@ class GradientEngine {
         const std::ptrdiff_t start = (b0 + bi) * B;
         const std::ptrdiff_t count = std::min(B, used - start);
         const std::ptrdiff_t c0 = ti * tile, c1 = std::min(m, c0 + tile);
-        const BlockJob<T> job{data_.X, data_.d, data_.Y, data_.ky, data_.sw, P, runs_.data(),
-                              rows ? rows + start : nullptr, start, count, c0, c1, S,
+        const std::int64_t* block_rows_at = rows ? rows + start : nullptr;
+        const BlockJob<T> job{data_.X, data_.d, data_.Y, data_.ky, data_.SW, data_.ks,
+                              P, V, runs_.data(), block_rows_at, start, count, c0, c1, S,
                               partial + bi * slot};
-        run_block_kernel(job);
-        if (ti == 0) wsum_[static_cast<std::size_t>(bi)] = weight_sum(rows, start, count);
+        if (hess) {
+          run_hessp_kernel(job);
+        } else {
+          run_block_kernel(job);
+        }
+        if (!need_totals) return;
+        double* ws = wsum_.data() + bi * n_sums;
+        if (per_run) {
+          weight_sums(block_rows_at, start, count, c0, c1, ws);
+        } else if (ti == 0) {
+          ws[0] = weight_sum(block_rows_at, start, count);
+        }
       };
       if (pool) {
         pool->parallel_for(nw * n_tiles, participants, task);
@@ -144,47 +232,47 @@ class GradientEngine {
         for (std::ptrdiff_t id = 0; id < nw * n_tiles; ++id) task(id);
       }
       for (std::ptrdiff_t bi = 0; bi < nw; ++bi) {  // block order: the same sum for any threads
-        total += wsum_[static_cast<std::size_t>(bi)];
+        const double* ws = wsum_.data() + bi * n_sums;
+        if (per_run) {
+          for (std::ptrdiff_t c = 0; c < m; ++c) totals_[detail::to_size(c)] += ws[c];
+        } else {
+          shared_total += ws[0];
+        }
         const double* GRADSTEP_RESTRICT part = partial + bi * slot;
         double* GRADSTEP_RESTRICT acc = acc_.data();
         for (std::ptrdiff_t c = 0; c < slot; ++c) acc[c] += part[c];
       }
+      if (per_run) std::fill(wsum_.begin(), wsum_.end(), 0.0);
     }
-    if (total == 0.0) return;
-    if (denominator > 0.0) total = denominator;
-
-    for (std::ptrdiff_t c = 0; c < m; ++c) {
-      const std::ptrdiff_t k = runs_[static_cast<std::size_t>(c)];
-      const double* a = acc_.data() + c * S;
-      double* g = G + k * D;
-      for (std::ptrdiff_t j = 0; j < D; ++j) g[j] = a[j] / total;
-      loss[k] = a[D] / total;
-      if (alpha != 0.0) {  // with alpha == 0 the penalty is not computed at all
-        const double* w = P + k * D;
-        double sq = 0.0;
-        for (std::ptrdiff_t j = 0; j < d; ++j) sq += w[j] * w[j];
-        loss[k] += 0.5 * alpha * sq;
-        for (std::ptrdiff_t j = 0; j < d; ++j) g[j] += alpha * w[j];
-      }
-    }
+    if (!per_run) std::fill(totals_.begin(), totals_.end(), shared_total);
   }
 
- private:
+  // The shared weight of `count` rows from start (or rows[0 .. count)), in row order.
   double weight_sum(const std::int64_t* rows, std::ptrdiff_t start, std::ptrdiff_t count) const {
-    if (data_.sw == nullptr) return static_cast<double>(count);
+    if (data_.SW == nullptr) return static_cast<double>(count);
     double s = 0.0;
-    for (std::ptrdiff_t p = 0; p < count; ++p) {
-      s += data_.sw[rows ? rows[start + p] : start + p];
-    }
+    for (std::ptrdiff_t p = 0; p < count; ++p) s += data_.SW[rows ? rows[p] : start + p];
     return s;
+  }
+
+  // ws[c] += the weight of the same rows for run runs_[c], c in [c0, c1): each in row order.
+  void weight_sums(const std::int64_t* rows, std::ptrdiff_t start, std::ptrdiff_t count,
+                   std::ptrdiff_t c0, std::ptrdiff_t c1, double* ws) const {
+    const std::ptrdiff_t ks = data_.ks;
+    const std::ptrdiff_t* runs = runs_.data();
+    for (std::ptrdiff_t p = 0; p < count; ++p) {
+      const double* sw = data_.SW + (rows ? static_cast<std::ptrdiff_t>(rows[p]) : start + p) * ks;
+      for (std::ptrdiff_t c = c0; c < c1; ++c) ws[c] += sw[runs[c]];
+    }
   }
 
   Dataset<T> data_;
   std::ptrdiff_t K_;
   std::vector<std::ptrdiff_t> runs_;  // the active runs, in run order
   std::vector<double> partial_;       // one slot of m * run_stride(D) per block of the current wave
-  std::vector<double> wsum_;          // the weight sum of each block of the current wave
+  std::vector<double> wsum_;          // the weight sum(s) of each block of the current wave
   std::vector<double> acc_;           // the running sum of the slots, in block order
+  std::vector<double> totals_;        // each run's weight of the rows used
 };
 
 }  // namespace gradstep

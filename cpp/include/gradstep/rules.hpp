@@ -1,30 +1,24 @@
-// The learning-rate schedules and the update of each step rule: rules.schedule_value and
-// reference.step, formula for formula, in the same order of operations, so that the compiled
+// The learning-rate schedules and the step rules: rules.schedule_value and each rule's reference
+// update (rules.py), formula for formula, in the same order of operations, so that the compiled
 // loop follows the NumPy specification to the last few bits.
 //
-// Codes (rules.RULE_CODES / rules.SCHEDULES) and the hyper table layout (rules.HYPER_*) are the
-// contract with the Python layer; valid_rule / valid_schedule let the bindings reject an unknown
-// code before a fit touches any state.
+// One function per rule, all with the same signature (StepFn), and ONE table, kRules, that maps a
+// rule's code to its name and function: the fit loops dispatch through it (rule_step), the
+// bindings validate codes with it (valid_rule) and gradstep._core.rule_codes() returns it. Adding a
+// compiled first-order rule means writing its step_* function and adding one line to kRules; the
+// code must be the `code` of the rule's class in rules.py.
+//
+// The hyper table layout (rules.HYPER_*) and the schedule codes are the other half of the contract
+// with the Python layer.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 
 namespace gradstep {
-
-// Rule codes (rules.RULE_CODES).
-enum RuleCode : std::int64_t {
-  kSgd = 0,
-  kMomentum = 1,
-  kNesterov = 2,
-  kNormalized = 3,
-  kAdaGrad = 4,
-  kRMSProp = 5,
-  kAdaDelta = 6,
-  kAdam = 7,
-};
 
 // Schedule codes (the `code` of each schedule class in rules.py).
 enum ScheduleCode : std::int64_t {
@@ -43,7 +37,6 @@ constexpr std::ptrdiff_t kNHyper = 5;
 // adam m, v.
 constexpr std::ptrdiff_t kNSlots = 2;
 
-inline bool valid_rule(std::int64_t code) { return code >= kSgd && code <= kAdam; }
 inline bool valid_schedule(std::int64_t code) { return code >= kConstant && code <= kCosine; }
 
 // The schedule's learning rate at update t = 1, 2, ... (rules.schedule_value).
@@ -67,76 +60,138 @@ inline double schedule_value(std::int64_t code, double lr, double param, std::in
   }
 }
 
-// One update of one run (reference.step), in place on p (D,) and slots (kNSlots * D).
-// g is the run's gradient (D,), lr_t the schedule's value, t the update counter (already
-// incremented for this update: Adam's bias correction uses it).
-inline void apply_step(std::int64_t rule, const double* hyper_row, double lr_t, std::int64_t t,
-                       const double* g, double* p, double* slots, std::ptrdiff_t D) {
-  const double a = hyper_row[kHyperA], b = hyper_row[kHyperB], eps = hyper_row[kHyperEps];
-  double* s0 = slots;
-  double* s1 = slots + D;
-  switch (rule) {
-    case kSgd:
-      for (std::ptrdiff_t j = 0; j < D; ++j) p[j] -= lr_t * g[j];
-      break;
-    case kMomentum:
-      for (std::ptrdiff_t j = 0; j < D; ++j) {
-        s0[j] = a * s0[j] + g[j];
-        p[j] -= lr_t * s0[j];
-      }
-      break;
-    case kNesterov:
-      for (std::ptrdiff_t j = 0; j < D; ++j) {
-        s0[j] = a * s0[j] + g[j];
-        p[j] -= lr_t * (g[j] + a * s0[j]);
-      }
-      break;
-    case kNormalized: {
-      // No step where g == 0 (its direction is undefined); otherwise a step of length lr_t.
-      double sq = 0.0;
-      for (std::ptrdiff_t j = 0; j < D; ++j) sq += g[j] * g[j];
-      const double norm = std::sqrt(sq);
-      if (norm > 0.0) {
-        const double denom = std::max(norm, eps);
-        for (std::ptrdiff_t j = 0; j < D; ++j) p[j] -= lr_t * g[j] / denom;
-      }
-      break;
-    }
-    case kAdaGrad:
-      for (std::ptrdiff_t j = 0; j < D; ++j) {
-        s0[j] += g[j] * g[j];
-        p[j] -= lr_t * g[j] / (std::sqrt(s0[j]) + eps);
-      }
-      break;
-    case kRMSProp:
-      for (std::ptrdiff_t j = 0; j < D; ++j) {
-        s0[j] = a * s0[j] + (1.0 - a) * g[j] * g[j];
-        p[j] -= lr_t * g[j] / (std::sqrt(s0[j]) + eps);
-      }
-      break;
-    case kAdaDelta:
-      for (std::ptrdiff_t j = 0; j < D; ++j) {
-        s0[j] = a * s0[j] + (1.0 - a) * g[j] * g[j];
-        const double delta = std::sqrt(s1[j] + eps) / std::sqrt(s0[j] + eps) * g[j];
-        s1[j] = a * s1[j] + (1.0 - a) * delta * delta;
-        p[j] -= lr_t * delta;
-      }
-      break;
-    case kAdam: {
-      const double c1 = 1.0 - std::pow(a, static_cast<double>(t));
-      const double c2 = 1.0 - std::pow(b, static_cast<double>(t));
-      for (std::ptrdiff_t j = 0; j < D; ++j) {
-        s0[j] = a * s0[j] + (1.0 - a) * g[j];
-        s1[j] = b * s1[j] + (1.0 - b) * g[j] * g[j];
-        const double m_hat = s0[j] / c1;
-        const double v_hat = s1[j] / c2;
-        p[j] -= lr_t * m_hat / (std::sqrt(v_hat) + eps);
-      }
-      break;
-    }
-    default:  // the bindings reject unknown codes before a fit starts
-      break;
+// What one update of one run sees: its row of the hyper table, the schedule's value lr_t, the
+// update counter t (already incremented for this update: Adam's bias correction uses it), the
+// gradient g (D,), and what it advances in place: the parameters p (D,) and the slots
+// (kNSlots * D: slot s of the run is slots + s * D).
+struct StepArgs {
+  const double* hyper;
+  double lr_t;
+  std::int64_t t;
+  const double* g;
+  double* p;
+  double* slots;
+  std::ptrdiff_t D;
+};
+
+using StepFn = void (*)(const StepArgs&);
+
+// ---- the rules (DESIGN.md's table; hyper a, b, eps as rules.py fills them) ---------------------
+
+// p -= lr g
+inline void step_sgd(const StepArgs& s) {
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) s.p[j] -= s.lr_t * s.g[j];
+}
+
+// v = mu v + g; p -= lr v   (mu = a)
+inline void step_momentum(const StepArgs& s) {
+  const double a = s.hyper[kHyperA];
+  double* v = s.slots;
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    v[j] = a * v[j] + s.g[j];
+    s.p[j] -= s.lr_t * v[j];
   }
 }
+
+// v = mu v + g; p -= lr (g + mu v)   (mu = a)
+inline void step_nesterov(const StepArgs& s) {
+  const double a = s.hyper[kHyperA];
+  double* v = s.slots;
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    v[j] = a * v[j] + s.g[j];
+    s.p[j] -= s.lr_t * (s.g[j] + a * v[j]);
+  }
+}
+
+// p -= lr g / max(|g|, eps); no step where g == 0 (its direction is undefined)
+inline void step_normalized(const StepArgs& s) {
+  const double eps = s.hyper[kHyperEps];
+  double sq = 0.0;
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) sq += s.g[j] * s.g[j];
+  const double norm = std::sqrt(sq);
+  if (norm > 0.0) {
+    const double denom = std::max(norm, eps);
+    for (std::ptrdiff_t j = 0; j < s.D; ++j) s.p[j] -= s.lr_t * s.g[j] / denom;
+  }
+}
+
+// G += g^2; p -= lr g / (sqrt(G) + eps)
+inline void step_adagrad(const StepArgs& s) {
+  const double eps = s.hyper[kHyperEps];
+  double* G = s.slots;
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    G[j] += s.g[j] * s.g[j];
+    s.p[j] -= s.lr_t * s.g[j] / (std::sqrt(G[j]) + eps);
+  }
+}
+
+// v = rho v + (1 - rho) g^2; p -= lr g / (sqrt(v) + eps)   (rho = a)
+inline void step_rmsprop(const StepArgs& s) {
+  const double a = s.hyper[kHyperA], eps = s.hyper[kHyperEps];
+  double* v = s.slots;
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    v[j] = a * v[j] + (1.0 - a) * s.g[j] * s.g[j];
+    s.p[j] -= s.lr_t * s.g[j] / (std::sqrt(v[j]) + eps);
+  }
+}
+
+// E = rho E + (1 - rho) g^2; d = sqrt(D + eps) / sqrt(E + eps) g; D = rho D + (1 - rho) d^2;
+// p -= lr d   (rho = a)
+inline void step_adadelta(const StepArgs& s) {
+  const double a = s.hyper[kHyperA], eps = s.hyper[kHyperEps];
+  double* E = s.slots;
+  double* Dsq = s.slots + s.D;
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    E[j] = a * E[j] + (1.0 - a) * s.g[j] * s.g[j];
+    const double delta = std::sqrt(Dsq[j] + eps) / std::sqrt(E[j] + eps) * s.g[j];
+    Dsq[j] = a * Dsq[j] + (1.0 - a) * delta * delta;
+    s.p[j] -= s.lr_t * delta;
+  }
+}
+
+// m, v moments (betas a, b), bias-corrected at update t; p -= lr m_hat / (sqrt(v_hat) + eps)
+inline void step_adam(const StepArgs& s) {
+  const double a = s.hyper[kHyperA], b = s.hyper[kHyperB], eps = s.hyper[kHyperEps];
+  double* m = s.slots;
+  double* v = s.slots + s.D;
+  const double c1 = 1.0 - std::pow(a, static_cast<double>(s.t));
+  const double c2 = 1.0 - std::pow(b, static_cast<double>(s.t));
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    m[j] = a * m[j] + (1.0 - a) * s.g[j];
+    v[j] = b * v[j] + (1.0 - b) * s.g[j] * s.g[j];
+    const double m_hat = m[j] / c1;
+    const double v_hat = v[j] / c2;
+    s.p[j] -= s.lr_t * m_hat / (std::sqrt(v_hat) + eps);
+  }
+}
+
+// ---- the table: the one place a compiled rule is registered -----------------------------------
+
+struct Rule {
+  const char* name;   // the rule's name in rules.py
+  std::int64_t code;  // the `code` of its class in rules.py
+  StepFn step;
+};
+
+inline constexpr Rule kRules[] = {
+    {"sgd", 0, step_sgd},
+    {"momentum", 1, step_momentum},
+    {"nesterov", 2, step_nesterov},
+    {"normalized", 3, step_normalized},
+    {"adagrad", 4, step_adagrad},
+    {"rmsprop", 5, step_rmsprop},
+    {"adadelta", 6, step_adadelta},
+    {"adam", 7, step_adam},
+};
+
+// The step function of a rule code, or nullptr for a code no compiled rule has.
+inline StepFn rule_step(std::int64_t code) {
+  for (const Rule& r : kRules) {
+    if (r.code == code) return r.step;
+  }
+  return nullptr;
+}
+
+inline bool valid_rule(std::int64_t code) { return rule_step(code) != nullptr; }
 
 }  // namespace gradstep

@@ -11,7 +11,8 @@
 //   f = m - 1, s = f / (2 + f) and R the classic minimax polynomial of degree 7 in s^2 (error below
 //   2^-58.45, Cody and Waite's method as in fdlibm), then log1p(e) = log(u) + c / u. Error within
 //   1 ulp.
-// tests/test_vector_math.py checks both, against long double, at most 2 ulp over the whole range.
+// tests/test_kernels.py (test_vector_link_*) checks the link through gradstep._core.link, against
+// long double: at most 2 ulp over the whole range, special values included.
 // Against the C library the link differs by a few 1e-16 relative, far inside the 1e-9 agreement
 // of the backends.
 #pragma once
@@ -111,6 +112,14 @@ GRADSTEP_INLINE void link4(v4d z, v4d& log1pexp, v4d& sigmoid) {
   const v4i positive = z > zero;
   log1pexp = select(positive, z, zero) + log1p_unit(e);  // a NaN z gives NaN through log1p
   sigmoid = select(z >= zero, splat(1.0), e) / (splat(1.0) + e);
+}
+
+// sigmoid(z) alone for four z: the same bits as link4's (the Hessian-vector product needs no log).
+GRADSTEP_INLINE v4d sigmoid4(v4d z) {
+  const std::int64_t no_sign = 0x7FFFFFFFFFFFFFFFLL;
+  const v4d abs_z = from_bits(bits(z) & v4i{no_sign, no_sign, no_sign, no_sign});
+  const v4d e = exp_nonpositive(-abs_z);
+  return select(z >= splat(0.0), splat(1.0), e) / (splat(1.0) + e);
 }
 
 #endif  // GRADSTEP_VECTOR_EXT

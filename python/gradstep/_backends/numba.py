@@ -1,25 +1,34 @@
-"""Numba backend: reference.py's formulas and fit loops, compiled (an optional dependency).
+"""Numba backend: reference.py's formulas and the first-order fit loops, compiled (an optional
+dependency).
 
 ``import numba`` below raises ImportError when numba is missing; the registry in
 ``_backends/__init__.py`` reports that as the reason the backend is not available.
 
-Gradient: ONE pass over the rows of X serves all K runs. Each row's dot product and gradient
-update touch the row while it is in cache. Rows are cut into blocks whose size depends only on
-the number of parameters (never on the thread count); each block writes its partial sums into
-its own slot and the slots are added in block order, so the result is the same, bit for bit,
-with any number of threads. The fit loops (every iteration, step rule, schedule, stopping test
-and history row) run inside compiled code; the Python functions at the bottom only unpack the
-RunSpec/FitState and set the thread count for the call.
+The kernels (state.py's contract): ONE pass over the rows of X serves all K runs, for the loss and
+gradient (``loss_grad``) and for Hessian-vector products (``hessp``). Each row's dot products and
+accumulator updates touch the row while it is in cache. Rows are cut into blocks whose size
+depends only on the number of parameters (never on the thread count); each block writes its
+partial sums into its own slot and the slots are added in block order, so the result is the same,
+bit for bit, with any number of threads. Sample weights are one column shared by every run (or
+none: unit weights), the fast path, or one column per run.
+
+The fit loops (every iteration, step rule, schedule, stopping test and history row) run inside
+compiled code; the Python functions at the bottom only check shapes, unpack the RunSpec/FitState
+and set the thread count for the call. The step rules are in numba_rules.py, one function each.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numba
 import numpy as np
 
-from ..rules import HYPER_A, HYPER_B, HYPER_EPS, HYPER_LR, HYPER_SCHED
+from ..rules.base import HYPER_LR, HYPER_SCHED
+from . import numba_rules
+from .numba_rules import JIT as _JIT
+from .numba_rules import RULE_CODES, _norm, _step
 from .state import (
     CONVERGED,
     DIVERGED,
@@ -38,14 +47,13 @@ from .state import (
     RunSpec,
 )
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _BLOCK_ELEMENTS = 2**17  # a row block holds about this many parameters' worth of rows ...
 _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS = 64, 2048  # ... within these bounds (depends on D only)
 _PARALLEL_WORK = 100_000  # rows * D * active runs below which one thread does the pass
 _BUFFER_BYTES = 32 * 2**20  # cap on the per-block partial sums held at once
 
 
-# ---- the gradient pass --------------------------------------------------------------------
+# ---- one pass over the rows: loss and gradient, Hessian-vector products --------------------
 
 
 @numba.njit(**_JIT)
@@ -68,20 +76,27 @@ def _dot(X, i, P, k, d):
 
 
 @numba.njit(**_JIT)
-def _block(X, Y, sw, P, rows, act, start, stop, acc):
+def _shared_weight(SW, i):
+    """Row i's weight when every run shares it: 1 (no column) or the one column."""
+    return 1.0 if SW.shape[1] == 0 else SW[i, 0]
+
+
+@numba.njit(**_JIT)
+def _block(X, Y, SW, P, rows, act, start, stop, acc):
     """Rows start..stop-1 (positions in rows, or rows of X when rows is empty) into acc (K, D + 1):
     acc[k, :D] = sum s (sigmoid(z) - y) (x, 1), acc[k, D] = sum s (log1pexp(z) - y z)."""
     d = X.shape[1]
     use_rows = rows.size > 0
-    use_sw = sw.size > 0
+    shared_s = SW.shape[1] <= 1
     shared_y = Y.shape[1] == 1
     for k in act:
         for j in range(d + 2):
             acc[k, j] = 0.0
     for pos in range(start, stop):
         i = rows[pos] if use_rows else pos
-        s = sw[i] if use_sw else 1.0
+        s_row = _shared_weight(SW, i)
         for k in act:
+            s = s_row if shared_s else SW[i, k]  # Ks == K: run k's own column
             z = _dot(X, i, P, k, d) + P[k, d]
             y = Y[i, 0] if shared_y else Y[i, k]
             e = math.exp(-abs(z))  # reference.log1pexp_and_sigmoid, one element
@@ -94,28 +109,75 @@ def _block(X, Y, sw, P, rows, act, start, stop, acc):
             acc[k, d] += r
 
 
+@numba.njit(**_JIT)
+def _hv_block(X, SW, P, V, act, start, stop, acc):
+    """Rows start..stop-1 into acc (K, >= D): acc[k, :D] = sum s sigma (1 - sigma) u (x, 1) with
+    z = x . P[k, :d] + P[k, d], u = x . V[k, :d] + V[k, d]."""
+    d = X.shape[1]
+    shared_s = SW.shape[1] <= 1
+    for k in act:
+        for j in range(d + 1):
+            acc[k, j] = 0.0
+    for i in range(start, stop):
+        s_row = _shared_weight(SW, i)
+        for k in act:
+            s = s_row if shared_s else SW[i, k]  # Ks == K: run k's own column
+            z = _dot(X, i, P, k, d) + P[k, d]
+            u = _dot(X, i, V, k, d) + V[k, d]
+            e = math.exp(-abs(z))
+            sigmoid = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+            r = s * sigmoid * (1.0 - sigmoid) * u  # reference.hessp's operation order
+            for j in range(d):
+                acc[k, j] += r * X[i, j]
+            acc[k, d] += r
+
+
 @numba.njit(parallel=True, **_JIT)
-def _blocks_parallel(X, Y, sw, P, rows, act, n_rows, bs, first, n_blocks, buf):
+def _blocks_parallel(X, Y, SW, P, rows, act, n_rows, bs, first, n_blocks, buf):
     for b in numba.prange(n_blocks):
         start = (first + b) * bs
-        _block(X, Y, sw, P, rows, act, start, min(start + bs, n_rows), buf[b])
+        _block(X, Y, SW, P, rows, act, start, min(start + bs, n_rows), buf[b])
 
 
 @numba.njit(**_JIT)
-def _blocks_serial(X, Y, sw, P, rows, act, n_rows, bs, first, n_blocks, buf):
+def _blocks_serial(X, Y, SW, P, rows, act, n_rows, bs, first, n_blocks, buf):
     for b in range(n_blocks):
         start = (first + b) * bs
-        _block(X, Y, sw, P, rows, act, start, min(start + bs, n_rows), buf[b])
+        _block(X, Y, SW, P, rows, act, start, min(start + bs, n_rows), buf[b])
+
+
+@numba.njit(parallel=True, **_JIT)
+def _hv_blocks_parallel(X, SW, P, V, act, n_rows, bs, first, n_blocks, buf):
+    for b in numba.prange(n_blocks):
+        start = (first + b) * bs
+        _hv_block(X, SW, P, V, act, start, min(start + bs, n_rows), buf[b])
 
 
 @numba.njit(**_JIT)
-def _weight_total(sw, rows, n_rows):
-    if sw.size == 0:
-        return float(n_rows)
-    total = 0.0
+def _hv_blocks_serial(X, SW, P, V, act, n_rows, bs, first, n_blocks, buf):
+    for b in range(n_blocks):
+        start = (first + b) * bs
+        _hv_block(X, SW, P, V, act, start, min(start + bs, n_rows), buf[b])
+
+
+@numba.njit(**_JIT)
+def _weight_totals(SW, rows, n_rows, out):
+    """out[k] = the sum of run k's weights over the rows used (rows, or the first n_rows)."""
+    n_runs = out.size
+    ks = SW.shape[1]
+    if ks == 0:
+        for k in range(n_runs):
+            out[k] = float(n_rows)
+        return
+    for k in range(ks):
+        out[k] = 0.0
     for pos in range(n_rows):
-        total += sw[rows[pos] if rows.size > 0 else pos]
-    return total
+        i = rows[pos] if rows.size > 0 else pos
+        for k in range(ks):
+            out[k] += SW[i, k]
+    if ks == 1:
+        for k in range(1, n_runs):
+            out[k] = out[0]
 
 
 @numba.njit(**_JIT)
@@ -128,63 +190,111 @@ def _workspace(n_rows, n_runs, n_params, threads):
 
 
 @numba.njit(**_JIT)
-def _loss_grad_into(X, Y, sw, P, alpha, rows, active, total, bs, buf, threads, loss, grad):
-    """reference._loss_grad written into loss (K,) and grad (K, D). total divides the sums: the
-    rows' weight sum (0: zeros, as in the reference), or a mini-batch's expected weight. More
-    than one thread only when the pass is big enough; the bits never depend on it."""
+def _runs_to_do(active, total):
+    """The runs that are active and whose divisor is not 0 (the others come back as zeros)."""
+    n = 0
+    for k in range(active.size):
+        n += active[k] != 0 and total[k] != 0.0
+    act = np.empty(n, dtype=np.int64)
+    n = 0
+    for k in range(active.size):
+        if active[k] != 0 and total[k] != 0.0:
+            act[n] = k
+            n += 1
+    return act
+
+
+@numba.njit(**_JIT)
+def _loss_grad_into(X, Y, SW, P, alpha, rows, active, total, bs, buf, threads, loss, grad):
+    """reference._loss_grad written into loss (K,) and grad (K, D). total (K,) divides run k's
+    sums: its rows' weight sum, a given denominator, or a mini-batch's expected weight; a run
+    whose total is 0 comes back as zeros. More than one thread only when the pass is big
+    enough; the bits never depend on it."""
     n_runs, n_params = P.shape
     d = n_params - 1
     n_rows = rows.size if rows.size > 0 else X.shape[0]
-    n_active = 0
     for k in range(n_runs):
-        n_active += active[k] != 0
         loss[k] = 0.0
         for j in range(n_params):
             grad[k, j] = 0.0
-    if n_active == 0 or total == 0.0:
+    act = _runs_to_do(active, total)
+    if act.size == 0 or n_rows == 0:
         return
-    act = np.empty(n_active, dtype=np.int64)
-    n_active = 0
-    for k in range(n_runs):
-        if active[k]:
-            act[n_active] = k
-            n_active += 1
     n_blocks = (n_rows + bs - 1) // bs
-    parallel = threads > 1 and n_blocks > 1 and n_rows * n_params * n_active > _PARALLEL_WORK
+    parallel = threads > 1 and n_blocks > 1 and n_rows * n_params * act.size > _PARALLEL_WORK
     n_slots = buf.shape[0]
     for first in range(0, n_blocks, n_slots):  # slots added in block order: thread-independent
         m = min(n_slots, n_blocks - first)
         if parallel:
-            _blocks_parallel(X, Y, sw, P, rows, act, n_rows, bs, first, m, buf)
+            _blocks_parallel(X, Y, SW, P, rows, act, n_rows, bs, first, m, buf)
         else:
-            _blocks_serial(X, Y, sw, P, rows, act, n_rows, bs, first, m, buf)
+            _blocks_serial(X, Y, SW, P, rows, act, n_rows, bs, first, m, buf)
         for b in range(m):
             for k in act:
                 for j in range(n_params):
                     grad[k, j] += buf[b, k, j]
                 loss[k] += buf[b, k, n_params]
     for k in act:
-        loss[k] /= total
+        loss[k] /= total[k]
         for j in range(n_params):
-            grad[k, j] /= total
-        if alpha != 0.0:  # with alpha == 0 the penalty is not computed at all
+            grad[k, j] /= total[k]
+        if alpha[k] != 0.0:  # with alpha == 0 the penalty is not computed at all
             sq = 0.0
             for j in range(d):
                 sq += P[k, j] * P[k, j]
-            loss[k] += 0.5 * alpha * sq
+            loss[k] += 0.5 * alpha[k] * sq
             for j in range(d):
-                grad[k, j] += alpha * P[k, j]
+                grad[k, j] += alpha[k] * P[k, j]
 
 
 @numba.njit(**_JIT)
-def _loss_grad_entry(X, Y, sw, P, alpha, rows, active, threads, loss, grad):
+def _loss_grad_entry(X, Y, SW, P, alpha, rows, active, denominator, threads, loss, grad):
     n_rows = rows.size if rows.size > 0 else X.shape[0]
     bs, buf = _workspace(n_rows, P.shape[0], P.shape[1], threads)
-    total = _weight_total(sw, rows, n_rows)
-    _loss_grad_into(X, Y, sw, P, alpha, rows, active, total, bs, buf, threads, loss, grad)
+    total = np.empty(P.shape[0])
+    if denominator.size > 0:
+        total[:] = denominator
+    else:
+        _weight_totals(SW, rows, n_rows, total)
+    _loss_grad_into(X, Y, SW, P, alpha, rows, active, total, bs, buf, threads, loss, grad)
 
 
-# ---- step rules, schedules, small vector helpers ------------------------------------------
+@numba.njit(**_JIT)
+def _hessp_entry(X, SW, P, V, alpha, active, threads, out):
+    """reference.hessp written into out (K, D): one pass over all rows for every active run."""
+    n_runs, n_params = P.shape
+    d = n_params - 1
+    n_rows = X.shape[0]
+    for k in range(n_runs):
+        for j in range(n_params):
+            out[k, j] = 0.0
+    total = np.empty(n_runs)
+    _weight_totals(SW, np.empty(0, dtype=np.int64), n_rows, total)
+    act = _runs_to_do(active, total)
+    if act.size == 0 or n_rows == 0:
+        return
+    bs, buf = _workspace(n_rows, n_runs, n_params, threads)
+    n_blocks = (n_rows + bs - 1) // bs
+    parallel = threads > 1 and n_blocks > 1 and 2 * n_rows * n_params * act.size > _PARALLEL_WORK
+    n_slots = buf.shape[0]
+    for first in range(0, n_blocks, n_slots):  # slots added in block order: thread-independent
+        m = min(n_slots, n_blocks - first)
+        if parallel:
+            _hv_blocks_parallel(X, SW, P, V, act, n_rows, bs, first, m, buf)
+        else:
+            _hv_blocks_serial(X, SW, P, V, act, n_rows, bs, first, m, buf)
+        for b in range(m):
+            for k in act:
+                for j in range(n_params):
+                    out[k, j] += buf[b, k, j]
+    for k in act:
+        for j in range(n_params):
+            out[k, j] /= total[k]
+        for j in range(d):
+            out[k, j] += alpha[k] * V[k, j]
+
+
+# ---- schedules, small vector helpers, the mini-batch shuffle ------------------------------------------------------
 
 
 @numba.njit(**_JIT)
@@ -202,61 +312,6 @@ def _schedule(code, lr, param, t, total_updates):
         progress = min(t - 1, total_updates) / max(total_updates, 1)
         return lr * (1.0 + math.cos(math.pi * progress)) / 2.0
     raise ValueError("unknown schedule code")
-
-
-@numba.njit(**_JIT)
-def _step(rule, hyper_row, lr, t, g, p, slots):
-    """reference.step, element by element with the same operation order."""
-    a, b, eps = hyper_row[HYPER_A], hyper_row[HYPER_B], hyper_row[HYPER_EPS]
-    if rule == 0:  # sgd
-        for j in range(p.size):
-            p[j] -= lr * g[j]
-    elif rule == 1 or rule == 2:  # momentum, nesterov
-        v = slots[0]
-        for j in range(p.size):
-            v[j] = a * v[j] + g[j]
-            p[j] -= lr * (g[j] + a * v[j]) if rule == 2 else lr * v[j]
-    elif rule == 3:  # normalized: no step when g == 0
-        norm = _norm(g)
-        if norm > 0.0:
-            den = max(norm, eps)
-            for j in range(p.size):
-                p[j] -= lr * g[j] / den
-    elif rule == 4:  # adagrad
-        G = slots[0]
-        for j in range(p.size):
-            G[j] += g[j] * g[j]
-            p[j] -= lr * g[j] / (math.sqrt(G[j]) + eps)
-    elif rule == 5:  # rmsprop
-        v = slots[0]
-        for j in range(p.size):
-            v[j] = a * v[j] + (1.0 - a) * g[j] * g[j]
-            p[j] -= lr * g[j] / (math.sqrt(v[j]) + eps)
-    elif rule == 6:  # adadelta
-        E, D = slots[0], slots[1]
-        for j in range(p.size):
-            E[j] = a * E[j] + (1.0 - a) * g[j] * g[j]
-            delta = math.sqrt(D[j] + eps) / math.sqrt(E[j] + eps) * g[j]
-            D[j] = a * D[j] + (1.0 - a) * delta * delta
-            p[j] -= lr * delta
-    elif rule == 7:  # adam
-        m, v = slots[0], slots[1]
-        bias_a = 1.0 - a ** float(t)
-        bias_b = 1.0 - b ** float(t)
-        for j in range(p.size):
-            m[j] = a * m[j] + (1.0 - a) * g[j]
-            v[j] = b * v[j] + (1.0 - b) * g[j] * g[j]
-            p[j] -= lr * (m[j] / bias_a) / (math.sqrt(v[j] / bias_b) + eps)
-    else:
-        raise ValueError("unknown rule code")
-
-
-@numba.njit(**_JIT)
-def _norm(v):
-    sq = 0.0
-    for j in range(v.size):
-        sq += v[j] * v[j]
-    return math.sqrt(sq)
 
 
 @numba.njit(**_JIT)
@@ -341,18 +396,19 @@ def _shuffle_order(n, seed, epoch):
     return order
 
 
-# ---- the fit loops (reference._run_full_batch, reference._run_minibatch) -------------------
+# ---- the fit loops (the reference driver's full-batch and mini-batch loops) ----------------
 
 
 @numba.njit(**_JIT)
-def _run_full_batch(X, Y, sw, rule, sched, hyper, alpha, fit_intercept, tol, max_iter,
+def _run_full_batch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, max_iter,
                     total_updates, record, has_reference, P, slots, grad, loss, t, n_iter,
                     status, hist, ref, n_steps, threads):
     n_runs, n_params = P.shape
     d = n_params - 1
     all_rows = np.empty(0, dtype=np.int64)
     bs, buf = _workspace(X.shape[0], n_runs, n_params, threads)
-    total = _weight_total(sw, all_rows, X.shape[0])
+    total = np.empty(n_runs)
+    _weight_totals(SW, all_rows, X.shape[0], total)
     P_old = np.empty_like(P)
     lr_used = np.zeros(n_runs)
     running = np.zeros(n_runs, dtype=np.uint8)
@@ -369,7 +425,7 @@ def _run_full_batch(X, Y, sw, rule, sched, hyper, alpha, fit_intercept, tol, max
                 h = hyper[k]
                 lr_used[k] = _schedule(sched[k], h[HYPER_LR], h[HYPER_SCHED], t[k], total_updates)
                 _step(rule[k], h, lr_used[k], t[k], grad[k], P[k], slots[k])
-        _loss_grad_into(X, Y, sw, P, alpha, all_rows, running, total, bs, buf, threads,
+        _loss_grad_into(X, Y, SW, P, alpha, all_rows, running, total, bs, buf, threads,
                         new_loss, new_grad)
         for k in range(n_runs):
             if not running[k]:
@@ -393,10 +449,12 @@ def _run_full_batch(X, Y, sw, rule, sched, hyper, alpha, fit_intercept, tol, max
 
 
 @numba.njit(**_JIT)
-def _run_minibatch(X, Y, sw, rule, sched, hyper, alpha, fit_intercept, tol, batch_size, seed,
+def _run_minibatch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, batch_size, seed,
                    max_iter, total_updates, record, has_reference, P, slots, loss, t, n_iter,
                    status, best_loss, no_improve, epoch, hist, ref, n_steps, threads,
                    mean_weight):
+    """mean_weight (K,): each run's mean weight over all rows (1 for unit weights); run k's
+    sums over a batch of m rows are divided by m * mean_weight[k] (driver.ReferenceDriver)."""
     n = X.shape[0]
     n_runs, n_params = P.shape
     d = n_params - 1
@@ -407,6 +465,7 @@ def _run_minibatch(X, Y, sw, rule, sched, hyper, alpha, fit_intercept, tol, batc
     loss_sum = np.zeros(n_runs)
     grad_norm_sum = np.zeros(n_runs)
     lr_used = np.zeros(n_runs)
+    total = np.zeros(n_runs)
     b_loss = np.zeros(n_runs)
     b_grad = np.zeros((n_runs, n_params))
     for _ in range(n_steps):
@@ -419,10 +478,9 @@ def _run_minibatch(X, Y, sw, rule, sched, hyper, alpha, fit_intercept, tol, batc
             loss_sum[k] = grad_norm_sum[k] = lr_used[k] = 0.0
         for lo in range(0, n, batch_size):
             rows = order[lo:lo + batch_size]
-            total = _weight_total(sw, rows, rows.size)
-            if total != 0.0 and rows.size * mean_weight > 0.0:
-                total = rows.size * mean_weight  # with weights: the batch's expected weight
-            _loss_grad_into(X, Y, sw, P, alpha, rows, in_epoch, total, bs, buf, threads,
+            for k in range(n_runs):  # the batch's expected weight, not its own
+                total[k] = rows.size * mean_weight[k]
+            _loss_grad_into(X, Y, SW, P, alpha, rows, in_epoch, total, bs, buf, threads,
                             b_loss, b_grad)
             for k in range(n_runs):
                 if not in_epoch[k]:
@@ -484,55 +542,122 @@ class _Threads:
         numba.set_num_threads(self.previous)
 
 
-def _check_shapes(X, Y, sw, n_runs) -> None:
-    """The two mismatches that compiled code would turn into reads past the end of an array."""
-    if Y.shape[0] != X.shape[0] or Y.shape[1] not in (1, n_runs):
-        raise ValueError(f"Y must have shape ({X.shape[0]}, 1 or {n_runs}), got {Y.shape}")
-    if sw.size not in (0, X.shape[0]):
-        raise ValueError(f"sw must be empty or have {X.shape[0]} entries, got {sw.size}")
+def _as_f64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
 
 
-def loss_grad(X, Y, sw, P, alpha, rows, active, n_threads=None):
+def _per_run(value, n_runs: int, name: str) -> np.ndarray:
+    """A new, writable (K,) float64 array from a (K,) array (or a scalar, for every run):
+    always the same array type, so the compiled functions have one signature."""
+    a = np.asarray(value, dtype=np.float64)
+    if a.ndim > 1 or (a.ndim == 1 and a.size != n_runs):
+        raise ValueError(f"{name} must have shape ({n_runs},), got {a.shape}")
+    return np.array(np.broadcast_to(a, (n_runs,)))
+
+
+def _check_shapes(X, Y, SW, P) -> None:
+    """The mismatches that compiled code would turn into reads past the end of an array."""
+    n, n_runs = X.shape[0], P.shape[0]
+    if P.ndim != 2 or P.shape[1] != X.shape[1] + 1:
+        raise ValueError(f"P must have shape (K, {X.shape[1] + 1}), got {P.shape}")
+    if Y is not None and (Y.ndim != 2 or Y.shape[0] != n or Y.shape[1] not in (1, n_runs)):
+        raise ValueError(f"Y must have shape ({n}, 1 or {n_runs}), got {Y.shape}")
+    if SW.ndim != 2 or SW.shape[1] not in (0, 1, n_runs) or (SW.shape[1] and SW.shape[0] != n):
+        raise ValueError(f"SW must have shape ({n}, 0, 1 or {n_runs}), got {SW.shape}")
+
+
+def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None):
     """Loss (K,) and gradient (K, D) of the runs marked active (see state.py for the contract)."""
-    P = np.ascontiguousarray(P, dtype=np.float64)
-    Y = np.ascontiguousarray(Y, dtype=np.float64)
-    sw = np.ascontiguousarray(sw, dtype=np.float64)
-    _check_shapes(X, Y, sw, P.shape[0])
-    loss = np.zeros(P.shape[0])
+    P, Y, SW = _as_f64(P), _as_f64(Y), _as_f64(SW)
+    _check_shapes(X, Y, SW, P)
+    n_runs = P.shape[0]
+    if denominator is None or np.size(denominator) == 0:
+        denominator = np.empty(0)
+    else:
+        denominator = _per_run(denominator, n_runs, "denominator")
+    loss = np.zeros(n_runs)
     grad = np.zeros(P.shape)
     threads = _Threads(n_threads)
     with threads:
         _loss_grad_entry(
-            X, Y, sw, P, float(alpha), np.ascontiguousarray(rows, np.int64),
-            np.ascontiguousarray(active, np.uint8), threads.n, loss, grad,
+            X, Y, SW, P, _per_run(alpha, n_runs, "alpha"), np.ascontiguousarray(rows, np.int64),
+            np.ascontiguousarray(active, np.uint8), denominator, threads.n, loss, grad,
         )
     return loss, grad
 
 
-def run(X, Y, sw, spec: RunSpec, state: FitState, n_steps: int, n_threads=None) -> None:
+def hessp(X, SW, P, V, alpha, active, n_threads=None):
+    """Hessian-vector products (K, D) of the runs marked active (see state.py for the contract)."""
+    P, V, SW = _as_f64(P), _as_f64(V), _as_f64(SW)
+    _check_shapes(X, None, SW, P)
+    if V.shape != P.shape:
+        raise ValueError(f"V must have the shape of P {P.shape}, got {V.shape}")
+    out = np.zeros(P.shape)
+    threads = _Threads(n_threads)
+    with threads:
+        _hessp_entry(X, SW, P, V, _per_run(alpha, P.shape[0], "alpha"),
+                     np.ascontiguousarray(active, np.uint8), threads.n, out)
+    return out
+
+
+def run(X, Y, SW, spec: RunSpec, state: FitState, n_steps: int, n_threads=None) -> None:
     """Advance the running runs by up to n_steps iterations (see state.py for the contract)."""
     s = state
-    Y = np.ascontiguousarray(Y, dtype=np.float64)
-    sw = np.ascontiguousarray(sw, dtype=np.float64)
-    _check_shapes(X, Y, sw, s.P.shape[0])
-    common = (np.ascontiguousarray(spec.rule_code, np.int64),
-              np.ascontiguousarray(spec.sched_code, np.int64),
-              np.ascontiguousarray(spec.hyper, np.float64), float(spec.alpha),
+    Y, SW = _as_f64(Y), _as_f64(SW)
+    _check_shapes(X, Y, SW, s.P)
+    n_runs = s.P.shape[0]
+    rule_code = np.ascontiguousarray(spec.rule_code, np.int64)
+    unknown = sorted(set(rule_code.tolist()) - set(RULE_CODES.values()))
+    if unknown:
+        raise ValueError(f"rule code(s) {unknown} have no compiled step in the numba backend; "
+                         f"it compiles {sorted(RULE_CODES)}")
+    common = (rule_code, np.ascontiguousarray(spec.sched_code, np.int64),
+              _as_f64(spec.hyper), _per_run(spec.alpha, n_runs, "alpha"),
               bool(spec.fit_intercept), float(spec.tol))
     threads = _Threads(n_threads)
     with threads:
         if spec.batch_size:
+            # A batch's sums for run k are divided by its rows * the mean of run k's weights,
+            # the mean computed as oracle.DenseOracle.mean_weight does (the same bits).
+            mean = SW.mean(axis=0) if SW.shape[1] else np.ones(1)
+            mean = np.array(np.broadcast_to(mean, (n_runs,)))
             _run_minibatch(
-                X, Y, sw, *common, int(spec.batch_size), np.uint64(spec.seed),
+                X, Y, SW, *common, int(spec.batch_size), np.uint64(spec.seed),
                 int(spec.max_iter), int(spec.total_updates), bool(spec.record_history),
                 bool(spec.has_reference), s.P, s.slots, s.loss, s.t, s.n_iter, s.status,
                 s.best_loss, s.no_improve, s.epoch, s.history, s.reference, int(n_steps), threads.n,
-                # reference._run_minibatch: a batch's sums are divided by rows * mean weight
-                float(sw.sum()) / X.shape[0] if sw.size else 0.0,
+                mean,
             )
         else:
             _run_full_batch(
-                X, Y, sw, *common, int(spec.max_iter), int(spec.total_updates),
+                X, Y, SW, *common, int(spec.max_iter), int(spec.total_updates),
                 bool(spec.record_history), bool(spec.has_reference), s.P, s.slots, s.grad,
                 s.loss, s.t, s.n_iter, s.status, s.history, s.reference, int(n_steps), threads.n,
             )
+
+
+# ---- numba's cache and numba_rules.py -------------------------------------------------------
+# numba's cache only checks the file a function is defined in: fit loops cached here would keep
+# calling the steps of an older numba_rules.py. A cached constant records which numba_rules.py
+# the cache was built from; when the file has changed since, the loops' cache is dropped.
+
+
+def _source_hash(module) -> int:
+    try:
+        with open(module.__file__, "rb") as f:
+            return int.from_bytes(hashlib.sha256(f.read()).digest()[:7], "little")
+    except (OSError, TypeError):  # no source file: nothing to compare
+        return 0
+
+
+_RULES_SOURCE = _source_hash(numba_rules)
+
+
+@numba.njit(**_JIT)
+def _rules_source_compiled():
+    return _RULES_SOURCE  # a global is frozen into the compiled (and cached) code
+
+
+if _rules_source_compiled() != _RULES_SOURCE:
+    for _fn in (_rules_source_compiled, _run_full_batch, _run_minibatch):
+        _fn.recompile()  # drops the function's cache entries; recompiled on the next call

@@ -1,22 +1,33 @@
-"""What every backend's fit loop reads (RunSpec) and advances in place (FitState).
+"""What every backend computes (the kernel contract), reads (RunSpec) and advances (FitState).
 
-The contract, shared by ``reference.py`` (the specification), ``numba.py`` and ``cpp.py``:
+The contract, shared by ``reference.py`` (the specification), ``numba.py`` and ``cpp.py``.
+Shapes: n rows, d features, K runs, D = d + 1 parameters per run (intercept last).
 
-``loss_grad(X, Y, sw, P, alpha, rows, active, n_threads) -> (loss (K,), G (K, D))``
-    X (n, d) C-contiguous float32 or float64; Y (n, Ky) float64 with Ky in {1, K} (Ky == 1 means
-    every run shares the target column); sw (n,) float64, or an empty array for unit weights;
-    P (K, D = d + 1) float64 with the intercept last; rows int64 row indices (empty: all rows);
-    active uint8 (K,) (inactive runs are skipped and come back as zeros). The loss and gradient
-    are normalized by the sum of the weights of the rows used; the L2 term (alpha > 0 only)
-    covers P[:, :d]. The intercept gradient is always computed.
+``loss_grad(X, Y, SW, P, alpha, rows, active, n_threads, denominator) -> (loss (K,), G (K, D))``
+    X (n, d) C-contiguous float32 or float64; Y (n, Ky) float64 with Ky in {1, K} (Ky == 1: every
+    run shares the target column); SW (n, Ks) float64 with Ks in {0, 1, K}: Ks == 0 means unit
+    weights, Ks == 1 one weight column shared by every run, Ks == K a weight column per run
+    (cross-validation folds are runs whose weights are 0 outside the fold); P (K, D) float64;
+    alpha (K,) float64, each run's L2 strength (the penalty is not computed at all for a run
+    whose alpha is 0); rows int64 row indices (empty: all rows); active uint8 (K,) (inactive runs
+    are skipped and come back as zeros). Run k's loss and gradient are normalized by the sum of
+    run k's weights over the rows used, or by ``denominator[k]`` when ``denominator`` (float64,
+    (K,) or empty) is not empty; a run whose divisor is 0 comes back as zeros. The L2 term covers
+    P[:, :d]. The intercept gradient is always computed.
 
-``run(X, Y, sw, spec, state, n_steps, n_threads) -> None``
+``hessp(X, SW, P, V, alpha, active, n_threads) -> HV (K, D)``
+    The Hessian of run k's loss at P[k] times V[k], in one pass over all rows:
+    (1/sum s_k) sum_i s_ik sigma_ik (1 - sigma_ik) (x_i . V[k, :d] + V[k, d]) (x_i, 1)
+    + alpha_k (V[k, :d], 0), sigma_ik = sigmoid(x_i . P[k, :d] + P[k, d]). Y is not needed.
+
+``run(X, Y, SW, spec, state, n_steps, n_threads) -> None``   (compiled first-order drivers)
     Advances every run whose status is RUNNING by up to ``n_steps`` iterations (full-batch
     steps, or epochs when ``spec.batch_size > 0``), stopping each run on its own criterion.
-    With sample weights, a mini-batch's sums are divided by its expected weight
-    (batch rows * mean weight) rather than its own, so the batch gradient is unbiased.
-    The state must have been initialized by ``api._init_state`` (history entry 0, the loss and
-    gradient at the starting point).
+    A mini-batch's sums for run k are divided by its expected weight, batch rows * mean of run
+    k's weights, rather than its own, so the batch gradient is unbiased. The state must have
+    been initialized by ``driver.init_state`` (history entry 0, the loss and gradient at the
+    starting point). Compiled drivers never write the H_PASSES row of the history: the Python
+    layer fills it (a first-order iteration or epoch is one pass over X).
 """
 
 from __future__ import annotations
@@ -25,12 +36,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RUNNING, CONVERGED, MAX_ITER, DIVERGED = 0, 1, 2, 3
-STATUS_NAMES = {CONVERGED: "converged", MAX_ITER: "max_iter", DIVERGED: "diverged", RUNNING: "running"}
+RUNNING, CONVERGED, MAX_ITER, DIVERGED, STALLED, STOPPED = 0, 1, 2, 3, 4, 5
+STATUS_NAMES = {
+    RUNNING: "running",
+    CONVERGED: "converged",
+    MAX_ITER: "max_iter",
+    DIVERGED: "diverged",
+    STALLED: "stalled",
+    STOPPED: "stopped",
+}
 
 # Rows of FitState.history.
-H_LOSS, H_GRAD_NORM, H_STEP_NORM, H_LR, H_DISTANCE = range(5)
-N_HISTORY = 5
+H_LOSS, H_GRAD_NORM, H_STEP_NORM, H_LR, H_DISTANCE, H_PASSES = range(6)
+N_HISTORY = 6
 
 # Epochs without an improvement of the epoch loss by tol before a mini-batch run stops.
 N_ITER_NO_CHANGE = 5
@@ -43,10 +61,10 @@ N_SLOTS = 2
 class RunSpec:
     """Everything fixed for the duration of a fit."""
 
-    rule_code: np.ndarray  # (K,) int64, see rules.RULE_CODES
+    rule_code: np.ndarray  # (K,) int64, see rules.RULES (each class's ``code``)
     sched_code: np.ndarray  # (K,) int64, see rules.SCHEDULES
     hyper: np.ndarray  # (K, N_HYPER) float64: lr, schedule param, a, b, eps
-    alpha: float
+    alpha: np.ndarray  # (K,) float64: each run's L2 strength
     fit_intercept: bool
     tol: float
     batch_size: int  # 0: full batch
@@ -75,7 +93,7 @@ class FitState:
     reference: np.ndarray  # (K, D) float64, zeros when no reference
 
     @classmethod
-    def empty(cls, n_runs: int, n_params: int, history_len: int) -> "FitState":
+    def empty(cls, n_runs: int, n_params: int, history_len: int) -> FitState:
         return cls(
             P=np.zeros((n_runs, n_params)),
             slots=np.zeros((n_runs, N_SLOTS, n_params)),
@@ -110,4 +128,5 @@ def shuffle_keys(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def shuffle_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The row order of epoch ``epoch``: the specification every backend's shuffle follows."""
     return np.argsort(shuffle_keys(n, seed, epoch), kind="stable").astype(np.int64)

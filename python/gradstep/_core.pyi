@@ -1,0 +1,121 @@
+"""gradstep's compiled core (cpp/src/module.cpp): fused logistic loss + gradient and
+Hessian-vector products for K runs, and the first-order fit loops.
+
+Every array is taken as it is, never converted or copied: a wrong dtype or a layout that is not
+C-contiguous raises TypeError, a wrong shape ValueError. The GIL is released for the whole
+computation. Shapes: n rows, d features, K runs, D = d + 1 parameters per run (intercept last);
+see gradstep._backends.state for the contract these functions implement.
+"""
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gradstep._backends.state import FitState, RunSpec
+
+def loss_grad_float32(
+    X: NDArray[np.float32],
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    denominator: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Loss (K,) and gradient (K, D) of the active runs at P, X float32 (n, d).
+
+    Y (n, 1 or K); SW (n, 0, 1 or K) sample weights (0 columns: unit weights, 1: shared, K: one
+    per run); alpha (K,) L2 strengths (no penalty computed where 0); rows int64 row indices (empty:
+    all rows); active (K,) (inactive runs come back as zeros); n_threads >= 1 (the result has the
+    same bits for any number); denominator (K,) replaces each run's weight sum as the divisor, or
+    is empty. A run whose divisor is 0 comes back as zeros.
+    """
+
+def loss_grad_float64(
+    X: NDArray[np.float64],
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    denominator: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Loss (K,) and gradient (K, D) of the active runs at P, X float64 (n, d); as
+    loss_grad_float32."""
+
+def hessp_float32(
+    X: NDArray[np.float32],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    V: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+) -> NDArray[np.float64]:
+    """HV (K, D): the Hessian of each active run's loss at P[k] times V[k], over all rows of X
+    float32 (n, d), in one pass: (1/sum s_k) sum_i s_ik sigma_ik (1 - sigma_ik)
+    (x_i . V[k, :d] + V[k, d]) (x_i, 1) + alpha_k (V[k, :d], 0). Inactive runs and runs whose
+    weights sum to 0 come back as zeros; the same bits for any n_threads."""
+
+def hessp_float64(
+    X: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    V: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+) -> NDArray[np.float64]:
+    """HV (K, D) of the active runs, X float64 (n, d); as hessp_float32."""
+
+def run_float32(
+    X: NDArray[np.float32],
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    n_steps: int,
+    n_threads: int,
+) -> None:
+    """Advances the RUNNING runs of `state` in place by up to n_steps iterations (full-batch steps,
+    or epochs when spec.batch_size > 0) under `spec`, X float32 (n, d).
+
+    The named attributes of spec and state are read as they are (int64 / float64, C-contiguous,
+    the state's writeable); a wrong one raises TypeError or ValueError naming it. Each
+    spec.rule_code must be one of rule_codes(). Never writes history row H_PASSES; never sets
+    STALLED or STOPPED.
+    """
+
+def run_float64(
+    X: NDArray[np.float64],
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    n_steps: int,
+    n_threads: int,
+) -> None:
+    """Advances the RUNNING runs of `state` in place, X float64 (n, d); as run_float32."""
+
+def rule_codes() -> dict[str, int]:
+    """The compiled step rules, {name: code} (cpp/include/gradstep/rules.hpp's table): the codes
+    spec.rule_code may hold."""
+
+def kernel() -> Literal["baseline", "avx2"]:
+    """The instruction set of the kernels in use."""
+
+def kernels() -> list[str]:
+    """The kernels this CPU and build can run: 'baseline', and 'avx2' where available."""
+
+def set_kernel(name: Literal["baseline", "avx2"]) -> str:
+    """Selects the kernels for tests and benchmarks and returns the previous one; ValueError for
+    a name this CPU or build cannot run. Not thread-safe: call it while no fit is running."""
+
+def link(z: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """log(1 + exp(z)) and sigmoid(z) for a 1-D float64 z by the kernel's own vector link
+    (vectorized exp and log1p); for accuracy tests."""

@@ -1,0 +1,313 @@
+"""Drivers: the fit loop over an oracle (see ``gradstep.oracle`` for the oracle contract).
+
+A driver owns everything but the data: step rules, schedules, line searches, stopping,
+divergence and history. Two kinds:
+
+- ``ReferenceDriver``: the specification, in NumPy, on ANY oracle. Full batch, it advances all
+  K runs in *rounds*: in each round every first-order run takes its step and every curvature run
+  (rules.curvature) states its next request; then ONE ``loss_grad`` pass answers every gradient
+  request and ONE ``hessp`` pass every Hessian product, so line-search trials of different runs
+  share the passes. Mini-batch, it walks the seeded shuffled order, one step per batch.
+- ``CompiledDriver``: the C++ or Numba loop (``module.run``) for first-order rules on an
+  in-memory dense oracle; it follows the reference step for step (to ~1e-15).
+
+``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
+stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
+honour Ctrl-C between calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from ._backends.state import (
+    CONVERGED,
+    DIVERGED,
+    H_DISTANCE,
+    H_GRAD_NORM,
+    H_LOSS,
+    H_LR,
+    H_PASSES,
+    H_STEP_NORM,
+    MAX_ITER,
+    N_ITER_NO_CHANGE,
+    RUNNING,
+    STALLED,
+    FitState,
+    RunSpec,
+    shuffle_order,
+)
+from .oracle import DenseOracle
+from .rules import StepRule
+from .rules.curvature import Grad, HessP, Stall, Step
+
+# A run whose line search cannot move is "converged" when its gradient is within this factor of
+# tol (the optimum is reached to machine precision), else "stalled".
+STALL_TOL_FACTOR = 1e3
+
+
+def _finite(*arrays) -> bool:
+    return all(bool(np.isfinite(a).all()) for a in arrays)
+
+
+def init_state(oracle: Any, spec: RunSpec, state: FitState) -> None:
+    """History entry 0 and the loss and gradient at the starting point (one pass)."""
+    n_runs, D = state.P.shape
+    loss, grad = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))
+    grad = np.array(grad, dtype=np.float64)
+    if not spec.fit_intercept:
+        grad[:, D - 1] = 0.0
+    state.loss[:] = loss
+    state.grad[:] = grad
+    if spec.record_history:
+        state.history[:, :, 0] = 0.0
+        state.history[H_LOSS, :, 0] = loss
+        state.history[H_GRAD_NORM, :, 0] = np.linalg.norm(grad, axis=1)
+        state.history[H_PASSES, :, 0] = 1.0
+        state.history[H_DISTANCE, :, 0] = (
+            np.linalg.norm(state.P - state.reference, axis=1) if spec.has_reference else np.nan
+        )
+    if spec.batch_size:  # the starting loss is the first to improve on: 5 epochs without
+        state.best_loss[:] = loss  # an improvement by tol stop a run at n_iter == 5
+    else:
+        state.status[np.abs(grad).max(axis=1) <= spec.tol] = CONVERGED
+
+
+class ReferenceDriver:
+    """The NumPy fit loop on any oracle (the specification of the compiled drivers)."""
+
+    def __init__(self, oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState):
+        self.oracle, self.spec, self.rules, self.state = oracle, spec, rules, state
+        n_runs = state.P.shape[0]
+        self.passes = np.ones(n_runs)  # init_state's pass
+        self._iterations: dict[int, Any] = {}  # curvature runs: their generators ...
+        self._pending: dict[int, Any] = {}  # ... and the request each is waiting on
+        self._mean_weight: Optional[np.ndarray] = None
+        if hasattr(oracle, "mean_weight"):
+            self._mean_weight = np.asarray(oracle.mean_weight(n_runs), dtype=np.float64)
+
+    def run(self, n_steps: int) -> None:
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected, not warned
+            for _ in range(n_steps):
+                if not (self.state.status == RUNNING).any():
+                    return
+                if self.spec.batch_size:
+                    self._epoch()
+                else:
+                    self._round()
+
+    # ---- bookkeeping shared by both loops ----------------------------------------------------
+    def _lr_at(self, k: int, t: int) -> float:
+        rule = self.rules[k]
+        return rule.schedule.value(float(rule.lr), t, self.spec.total_updates)
+
+    def _record(self, k, loss, grad_norm, step_norm, lr) -> None:
+        spec, st = self.spec, self.state
+        if not spec.record_history:
+            return
+        i = st.n_iter[k]
+        h = st.history
+        h[H_LOSS, k, i] = loss
+        h[H_GRAD_NORM, k, i] = grad_norm
+        h[H_STEP_NORM, k, i] = step_norm
+        h[H_LR, k, i] = lr
+        h[H_PASSES, k, i] = self.passes[k]
+        if spec.has_reference:
+            h[H_DISTANCE, k, i] = np.linalg.norm(st.P[k] - st.reference[k])
+
+    def _stop_test(self, k: int) -> None:
+        st = self.state
+        if np.max(np.abs(st.grad[k])) <= self.spec.tol:
+            st.status[k] = CONVERGED
+        elif st.n_iter[k] >= self.spec.max_iter:
+            st.status[k] = MAX_ITER
+
+    def _zero_intercept(self, A: np.ndarray) -> np.ndarray:
+        A = np.array(A, dtype=np.float64)
+        if not self.spec.fit_intercept:
+            A[:, -1] = 0.0
+        return A
+
+    # ---- full batch --------------------------------------------------------------------------
+    def _round(self) -> None:
+        st = self.state
+        n_runs = st.P.shape[0]
+        running = [int(k) for k in np.flatnonzero(st.status == RUNNING)]
+        first_order = [k for k in running if self.rules[k].compiled]
+        for k in running:
+            if not self.rules[k].compiled and k not in self._iterations:
+                self._start(k)
+        # a curvature run may have stopped at its start (a Stall before any request)
+        curvature = [k for k in running if k in self._pending]
+
+        P_old = st.P.copy()
+        lr_used = np.zeros(n_runs)
+        for k in first_order:
+            st.t[k] += 1
+            lr_used[k] = self._lr_at(k, int(st.t[k]))
+            self.rules[k].update(st.P[k], st.grad[k], st.slots[k], lr_used[k], int(st.t[k]))
+
+        grad_runs = list(first_order) + [k for k in curvature
+                                         if isinstance(self._pending[k], Grad)]
+        hess_runs = [k for k in curvature if isinstance(self._pending[k], HessP)]
+        answers: dict[int, Any] = {}
+        if grad_runs:
+            at = st.P.copy()
+            for k in grad_runs:
+                if k in self._pending:
+                    at[k] = self._pending[k].p
+            active = np.zeros(n_runs, np.uint8)
+            active[grad_runs] = 1
+            loss, grad = self.oracle.loss_grad(at, active)
+            grad = self._zero_intercept(grad)
+            for k in grad_runs:
+                answers[k] = (float(loss[k]), grad[k].copy())
+                self.passes[k] += 1
+        if hess_runs:
+            at, vec = np.zeros_like(st.P), np.zeros_like(st.P)
+            for k in hess_runs:
+                at[k], vec[k] = self._pending[k].p, self._pending[k].v
+            vec = self._zero_intercept(vec)
+            active = np.zeros(n_runs, np.uint8)
+            active[hess_runs] = 1
+            hv = self._zero_intercept(self.oracle.hessp(at, vec, active))
+            for k in hess_runs:
+                answers[k] = hv[k].copy()
+                self.passes[k] += 1
+
+        for k in first_order:
+            loss_k, g = answers[k]
+            if not _finite(st.P[k], loss_k, g):
+                st.P[k] = P_old[k]  # keep the last finite weights
+                st.status[k] = DIVERGED
+                continue
+            st.loss[k] = loss_k
+            st.grad[k] = g
+            st.n_iter[k] += 1
+            step_norm = np.linalg.norm(st.P[k] - P_old[k])
+            self._record(k, loss_k, np.linalg.norm(g), step_norm, lr_used[k])
+            self._stop_test(k)
+        for k in curvature:
+            self._resume(k, answers[k])
+
+    def _start(self, k: int) -> None:
+        st = self.state
+        gen = self.rules[k].iterate(st.P[k].copy(), float(st.loss[k]), st.grad[k].copy())
+        self._iterations[k] = gen
+        self._handle(k, next(gen))
+
+    def _resume(self, k: int, answer: Any) -> None:
+        self._handle(k, self._iterations[k].send(answer))
+
+    def _handle(self, k: int, event: Any) -> None:
+        """Consume iteration events until the run's next request (or its end)."""
+        st = self.state
+        gen = self._iterations[k]
+        while isinstance(event, (Step, Stall)):
+            if isinstance(event, Stall):
+                close_enough = np.max(np.abs(st.grad[k])) <= STALL_TOL_FACTOR * self.spec.tol
+                st.status[k] = CONVERGED if close_enough else STALLED
+            elif not _finite(event.p, event.loss, event.g):
+                st.status[k] = DIVERGED  # st.P[k] still holds the last finite weights
+            else:
+                step_norm = np.linalg.norm(event.p - st.P[k])
+                st.P[k] = event.p
+                st.loss[k] = event.loss
+                st.grad[k] = event.g
+                st.n_iter[k] += 1
+                st.t[k] += 1
+                self._record(k, event.loss, np.linalg.norm(event.g), step_norm, event.t)
+                self._stop_test(k)
+            if st.status[k] != RUNNING:
+                gen.close()
+                self._pending.pop(k, None)
+                return
+            event = next(gen)
+        self._pending[k] = event
+
+    # ---- mini-batch --------------------------------------------------------------------------
+    def _epoch(self) -> None:
+        st, spec, oracle = self.state, self.spec, self.oracle
+        n = oracle.n_samples
+        n_runs = st.P.shape[0]
+        P_prev = st.P.copy()  # weights before each run's latest step: kept on divergence
+        order = shuffle_order(n, spec.seed, int(st.epoch[0]))
+        st.epoch[0] += 1
+        in_epoch = st.status == RUNNING
+        P_start = st.P.copy()
+        loss_sum = np.zeros(n_runs)
+        grad_norm_sum = np.zeros(n_runs)
+        lr_used = np.zeros(n_runs)
+        for start in range(0, n, spec.batch_size):
+            rows = order[start : start + spec.batch_size]
+            # With sample weights a batch's sums are divided by its expected weight,
+            # m * mean(s), not by its own weight: the batch gradient is then an unbiased
+            # estimate of the full gradient, and a batch of light rows takes a light step.
+            denominator = None if self._mean_weight is None else rows.size * self._mean_weight
+            loss, grad = oracle.loss_grad(st.P, in_epoch.astype(np.uint8), rows, denominator)
+            grad = self._zero_intercept(grad)
+            for k in map(int, np.flatnonzero(in_epoch)):
+                if not _finite(loss[k], grad[k]):
+                    st.P[k] = P_prev[k]
+                    st.status[k] = DIVERGED
+                    in_epoch[k] = False
+                    continue
+                loss_sum[k] += rows.size * loss[k]
+                grad_norm_sum[k] += rows.size * np.linalg.norm(grad[k])
+                st.t[k] += 1
+                lr_used[k] = self._lr_at(k, int(st.t[k]))
+                P_prev[k] = st.P[k]
+                self.rules[k].update(st.P[k], grad[k], st.slots[k], lr_used[k], int(st.t[k]))
+                if not _finite(st.P[k]):
+                    st.P[k] = P_prev[k]
+                    st.status[k] = DIVERGED
+                    in_epoch[k] = False
+        for k in np.flatnonzero(in_epoch):
+            self.passes[k] += 1
+            epoch_loss = loss_sum[k] / n
+            st.loss[k] = epoch_loss
+            st.n_iter[k] += 1
+            step_norm = np.linalg.norm(st.P[k] - P_start[k])
+            self._record(k, epoch_loss, grad_norm_sum[k] / n, step_norm, lr_used[k])
+            # scikit-learn's n_iter_no_change rule on the epoch loss
+            if epoch_loss > st.best_loss[k] - spec.tol:
+                st.no_improve[k] += 1
+            else:
+                st.no_improve[k] = 0
+            st.best_loss[k] = min(st.best_loss[k], epoch_loss)
+            if st.no_improve[k] >= N_ITER_NO_CHANGE:
+                st.status[k] = CONVERGED
+            elif st.n_iter[k] >= spec.max_iter:
+                st.status[k] = MAX_ITER
+
+
+class CompiledDriver:
+    """The C++ or Numba fit loop for first-order rules on an in-memory dense oracle."""
+
+    def __init__(self, oracle: DenseOracle, spec: RunSpec, state: FitState):
+        self.oracle, self.spec, self.state = oracle, spec, state
+
+    def run(self, n_steps: int) -> None:
+        o, st = self.oracle, self.state
+        self.spec.alpha = o._alphas(st.P.shape[0])
+        o.module.run(o.X, o.Y, o.SW, self.spec, st, n_steps, o.n_threads)
+        if self.spec.record_history:  # a first-order iteration (or epoch) is one pass over X
+            entries = np.arange(st.history.shape[2], dtype=np.float64) + 1.0
+            reached = entries[None, :] <= (st.n_iter[:, None] + 1)
+            st.history[H_PASSES] = np.where(reached, entries[None, :], np.nan)
+
+    @property
+    def passes(self) -> np.ndarray:
+        return self.state.n_iter.astype(np.float64) + 1.0
+
+
+def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
+    """The compiled driver when every rule has a compiled version and the oracle is an
+    in-memory dense one whose backend has a compiled loop; else the reference driver."""
+    compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
+                     and all(r.compiled for r in rules))
+    if compiled_loop:
+        return CompiledDriver(oracle, spec, state)
+    return ReferenceDriver(oracle, spec, rules, state)
