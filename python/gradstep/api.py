@@ -32,7 +32,7 @@ from ._backends.state import (
 )
 from ._progress import Progress, ProgressBar, read_only
 from .driver import init_state, make_driver
-from .oracle import DenseOracle
+from .oracle import DenseOracle, data_oracle
 from .rules import (
     SCHEDULE_PARAMS,
     StepRule,
@@ -541,15 +541,13 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     else:
         if y is None:
             raise ValueError("y is required (the 0/1 targets or two class labels)")
-        X = v.check_X(X)
-        Y, classes = v.check_targets(y, X.shape[0], labels=np.ndim(y) == 1)
-        SW = v.check_sample_weight(sample_weight, X.shape[0])
-        alphas = v.check_alpha(alpha)
-        threads = v.check_n_threads(n_threads)
-        backend_name, module = _backends.get(backend)
-        oracle = DenseOracle.from_validated(X, Y, SW, alphas, backend_name, module, threads)
-        n_columns = {"y": Y.shape[1] if np.ndim(y) == 2 else 1,
-                     "sample_weight": SW.shape[1] if np.ndim(sample_weight) == 2 else 1}
+        oracle, classes = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha,
+                                      backend=backend, n_threads=n_threads,
+                                      labels=np.ndim(y) == 1)
+        backend_name = oracle.backend
+        n_columns = {"y": np.shape(y)[1] if np.ndim(y) == 2 else 1,
+                     "sample_weight": (np.shape(sample_weight)[1]
+                                       if np.ndim(sample_weight) == 2 else 1)}
         alpha_seq = alpha
     seed = v.seed_from(random_state)
     n_runs = _count_runs(rule, lr, alpha_seq, n_columns)
@@ -603,8 +601,8 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
         seed=seed, max_iter=max_iter, total_updates=max_iter * n_batches,
         record_history=bool(history), has_reference=ref is not None,
     )
-    if isinstance(oracle, DenseOracle):
-        spec.alpha = oracle._alphas(n_runs)
+    if hasattr(oracle, "alphas"):
+        spec.alpha = oracle.alphas(n_runs)
     state = FitState.empty(n_runs, D, max_iter + 1 if history else 0)
     state.P[:] = P0
     if resume is not None and resume.state is not None:

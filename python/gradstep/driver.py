@@ -291,7 +291,7 @@ class CompiledDriver:
 
     def run(self, n_steps: int) -> None:
         o, st = self.oracle, self.state
-        self.spec.alpha = o._alphas(st.P.shape[0])
+        self.spec.alpha = o.alphas(st.P.shape[0])
         o.module.run(o.X, o.Y, o.SW, self.spec, st, n_steps, o.n_threads)
         if self.spec.record_history:  # a first-order iteration (or epoch) is one pass over X
             entries = np.arange(st.history.shape[2], dtype=np.float64) + 1.0

@@ -85,13 +85,9 @@ class DenseOracle:
 
     def __init__(self, X: Any, y: Any, *, sample_weight: Any = None, alpha: Any = 0.0,
                  backend: str = "auto", n_threads: Optional[int] = None) -> None:
-        X = v.check_X(X)
-        Y, _ = v.check_targets(y, X.shape[0], labels=False)
-        SW = v.check_sample_weight(sample_weight, X.shape[0])
-        alphas = v.check_alpha(alpha)
-        threads = v.check_n_threads(n_threads)
-        name, module = _backends.get(backend)
-        self._setup(X, Y, SW, alphas, name, module, threads)
+        built, _ = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
+                               n_threads=n_threads, labels=False)
+        self.__dict__.update(built.__dict__)
 
     @classmethod
     def from_validated(cls, X: np.ndarray, Y: np.ndarray, SW: np.ndarray, alpha: np.ndarray,
@@ -109,7 +105,8 @@ class DenseOracle:
         self.n_threads = n_threads
         self.n_samples, self.n_features = X.shape
 
-    def _alphas(self, n_runs: int) -> np.ndarray:
+    def alphas(self, n_runs: int) -> np.ndarray:
+        """Each run's L2 strength, (n_runs,)."""
         if self.alpha.size == n_runs:
             return self.alpha
         if self.alpha.size == 1:
@@ -120,13 +117,13 @@ class DenseOracle:
         rows = _NO_ROWS if rows is None else rows
         denominator = _NO_DENOMINATOR if denominator is None else denominator
         result: tuple[np.ndarray, np.ndarray] = self.module.loss_grad(
-            self.X, self.Y, self.SW, P, self._alphas(P.shape[0]), rows, active,
+            self.X, self.Y, self.SW, P, self.alphas(P.shape[0]), rows, active,
             self.n_threads, denominator)
         return result
 
     def hessp(self, P, V, active):
         result: np.ndarray = self.module.hessp(
-            self.X, self.SW, P, V, self._alphas(P.shape[0]), active, self.n_threads)
+            self.X, self.SW, P, V, self.alphas(P.shape[0]), active, self.n_threads)
         return result
 
     def mean_weight(self, n_runs: int) -> np.ndarray:
@@ -144,7 +141,21 @@ class DenseOracle:
                                                  self.backend, self.module, self.n_threads)
         top = lanczos_top_eigenvalue(unpenalized, n_weights, fit_intercept)
         top = np.broadcast_to(top, (n_runs,)) if n_weights == 1 else top
-        return np.asarray(top + self._alphas(n_runs), dtype=np.float64)
+        return np.asarray(top + self.alphas(n_runs), dtype=np.float64)
+
+
+def data_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
+                n_threads: Optional[int], labels: bool) -> tuple[Any, Optional[np.ndarray]]:
+    """The built-in oracle for the data format of X, after checking every input, and the two
+    classes of a 1-D y when ``labels``. Each data format gradstep reads has its branch here
+    (dense arrays: DenseOracle)."""
+    X = v.check_X(X)
+    Y, classes = v.check_targets(y, X.shape[0], labels=labels)
+    SW = v.check_sample_weight(sample_weight, X.shape[0])
+    alphas = v.check_alpha(alpha)
+    threads = v.check_n_threads(n_threads)
+    name, module = _backends.get(backend)
+    return DenseOracle.from_validated(X, Y, SW, alphas, name, module, threads), classes
 
 
 def lanczos_top_eigenvalue(oracle: Any, n_runs: int, fit_intercept: bool,
