@@ -16,14 +16,14 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import gradstep as gs
 from gradstep import _core
-from gradstep.bench import (backend_gradient, make_data, median_time, numpy_gradient,
-                            torch_adam_fit)
+from gradstep.bench import backend_gradient, make_data, median_time, numpy_gradient, torch_adam_fit
 
 ALL = os.cpu_count() or 1
 
@@ -41,9 +41,9 @@ def gradient_rows(n: int, repeat: int) -> list:
     times = {}
     for threads in (1, ALL):
         with threadpool_limits(threads, user_api="blas"):
-            w = W[0]
-            times["floor", threads] = median_time(lambda: X64 @ w, repeat)
-            times["numpy", threads] = median_time(lambda: numpy_gradient(X64, y, W[:1], b1), repeat)
+            times["floor", threads] = median_time(partial(np.matmul, X64, W[0]), repeat)
+            times["numpy", threads] = median_time(partial(numpy_gradient, X64, y, W[:1], b1),
+                                                  repeat)
             times["cpp", threads] = median_time(backend_gradient("cpp", X64, y, W[:1], b1, threads),
                                                 repeat)
     times["numba"] = median_time(backend_gradient("numba", X64, y, W[:1], b1, 1), repeat)
@@ -56,7 +56,8 @@ def gradient_rows(n: int, repeat: int) -> list:
     rows.append((f"C++ gradient, {n:,} x 100 float64, 1 thread",
                  "<= 1.15 x one X @ w; >= 2 x NumPy's gradient",
                  f"{t / f:.2f} x X @ w ({t * 1e3:.0f} vs {f * 1e3:.0f} ms); "
-                 f"{times['numpy', 1] / t:.2f} x faster than NumPy ({times['numpy', 1] * 1e3:.0f} ms)",
+                 f"{times['numpy', 1] / t:.2f} x faster than NumPy "
+                 f"({times['numpy', 1] * 1e3:.0f} ms)",
                  t / f <= 1.15 and times["numpy", 1] / t >= 2))
     f, t = times["floor", ALL], times["cpp", ALL]
     rows.append((f"same, all {ALL} cores", "<= 1.15 x one X @ w, same BLAS threads",
@@ -83,7 +84,8 @@ def small_fit_row(repeat: int) -> tuple:
 
     cpp = median_time(run("cpp"), repeat)
     ref = median_time(run("numpy"), max(1, repeat // 2))
-    return ("whole fit, 1,000 x 20, Adam, 1,000 iterations", ">= 10 x faster than the NumPy backend",
+    return ("whole fit, 1,000 x 20, Adam, 1,000 iterations",
+            ">= 10 x faster than the NumPy backend",
             f"{ref / cpp:.1f} x ({cpp * 1e3:.1f} vs {ref * 1e3:.0f} ms)", ref / cpp >= 10)
 
 
@@ -103,7 +105,8 @@ def minibatch_row(n: int) -> tuple:
     their_loss = gs.loss_and_grad(X, y, model.coef_[0], model.intercept_[0], alpha=alpha)[0]
     ok = theirs / ours >= 5 and ours_loss <= their_loss
     return (f"20 epochs mini-batch (256, Adam), {n:,} x 100",
-            '>= 5 x faster than SGDClassifier(loss="log_loss", max_iter=20, tol=None), loss no worse',
+            '>= 5 x faster than SGDClassifier(loss="log_loss", max_iter=20, tol=None), '
+            "loss no worse",
             f"{theirs / ours:.1f} x ({ours:.2f} vs {theirs:.2f} s); objective {ours_loss:.5f} vs "
             f"{their_loss:.5f}", ok)
 

@@ -3,9 +3,9 @@ offer for the same job (scikit-learn, PyTorch when installed)."""
 
 import numpy as np
 import pytest
-from conftest import ALL_THREADS, BACKENDS, blas_limit
 
 import gradstep as gs
+from conftest import ALL_THREADS, BACKENDS, blas_limit
 from gradstep.bench import numpy_adam_fit, torch_adam_fit
 
 

@@ -5,9 +5,9 @@ Run: pytest benchmarks --benchmark-only  (add -k "not 1000000" to skip the large
 
 import numpy as np
 import pytest
-from conftest import ALL_THREADS, COMPILED, blas_limit
 
 import gradstep as gs
+from conftest import ALL_THREADS, COMPILED, blas_limit
 from gradstep.bench import backend_gradient, numpy_gradient
 
 SIZES = [(1_000, 20), (100_000, 100), (1_000_000, 100)]

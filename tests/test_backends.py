@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import gradstep as gs
-from gradstep import _backends
-
 from conftest import make_data
+from gradstep import _backends
 
 # (rule, fit keyword arguments): rates that are not chaotic on standardized data, so that
 # rounding differences between backends stay at rounding level after 100 iterations

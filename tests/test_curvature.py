@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import make_data, oracle_hessian, oracle_loss_grad, oracle_solution
 
 import gradstep as gs
+from conftest import make_data, oracle_hessian, oracle_loss_grad, oracle_solution
 from gradstep.rules.curvature import Grad, HessP, Stall, Step
 
 CURVATURE = ["armijo", "bb", "lbfgs", "newton"]

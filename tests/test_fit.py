@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import gradstep as gs
-
 from conftest import make_data, oracle_loss_grad, oracle_solution
 
 ALL_RULES = ["sgd", "momentum", "nesterov", "normalized", "adagrad", "rmsprop", "adadelta",

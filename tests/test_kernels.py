@@ -1,4 +1,4 @@
-"""The compiled core's two kernels (baseline and AVX2+FMA, chosen at run time) and their vector link.
+"""The compiled core's two kernels (baseline and AVX2+FMA, chosen at run time), their vector link.
 
 Every other test runs the kernel the CPU picks; these run each kernel this CPU can execute, so a
 wrong AVX2 path fails on a machine that has AVX2 and a wrong baseline path fails everywhere.

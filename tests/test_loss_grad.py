@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import gradstep as gs
-
 from conftest import assert_close, make_data, oracle_hessian, oracle_loss_grad
 
 

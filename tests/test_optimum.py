@@ -1,11 +1,12 @@
 """gradstep.optimum: the exact minimizer that step rules are measured against."""
 
-import gradstep as gs
 import numpy as np
 import pytest
+from scipy.special import expit
+
+import gradstep as gs
 from gradstep import optimum
 from gradstep._data import load
-from scipy.special import expit
 
 
 def _problem(n=300, d=5, seed=0):

@@ -10,8 +10,9 @@ import pytest
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
-import gradstep as gs  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+
+import gradstep as gs  # noqa: E402
 from gradstep import optimum, plot  # noqa: E402
 from gradstep._data import load  # noqa: E402
 
@@ -164,6 +165,61 @@ def test_diverged_run_is_drawn_and_labelled(problem):
     # same rule, two lrs: same colour, different line styles
     a, b = ax.get_lines()
     assert a.get_color() == b.get_color() and a.get_linestyle() != b.get_linestyle()
+
+
+def test_history_against_passes(batched, problem):
+    ax = plot.plot_history(batched, optimum_loss=problem[3].loss, x="passes")
+    for k, line in enumerate(ax.get_lines()):
+        x, _ = line.get_data()
+        np.testing.assert_array_equal(x, batched.history.passes[k])
+    assert ax.get_xlabel() == "passes over X"
+    assert plot.plot_history(batched).get_xlabel() == "iteration"  # the default
+
+
+def test_history_x_is_checked(batched):
+    with pytest.raises(ValueError, match="x must be one of 'iteration', 'passes'"):
+        plot.plot_history(batched, x="time")
+
+
+@pytest.fixture(scope="module")
+def every_rule(problem):
+    """All registry rules, plus a second normalized run with a decaying rate: 13 runs."""
+    X, y, alpha, opt = problem
+    rules = [gs.rules.make_rule(name, None, gs.rules.make_schedule("constant", {}), {})
+             for name in gs.rules.RULES]
+    rules.insert(4, gs.Normalized(lr=0.1, schedule=gs.InverseTime(decay=0.05)))
+    return gs.fit(X, y, rules, alpha=alpha, max_iter=30, tol=1e-10, reference=opt.params)
+
+
+def test_colours_follow_the_registry_and_runs_stay_distinct(every_rule):
+    names = list(gs.rules.RULES)
+    ax = plot.plot_history(every_rule, x="passes")
+    lines = ax.get_lines()
+    assert len(lines) == len(names) + 1
+    for line, rule in zip(lines, every_rule.rules):
+        assert line.get_color() == plot._PALETTE[names.index(rule.name)]
+    assert len({line.get_color() for line in lines}) == len(names)  # one colour per rule
+    # the two normalized runs: same colour, another line style, the schedule in the label
+    constant, decaying = lines[3], lines[4]
+    assert constant.get_color() == decaying.get_color()
+    assert constant.get_linestyle() != decaying.get_linestyle()
+    assert decaying.get_label() == "normalized lr=0.1 (inverse_time decay=0.05)"
+    # the curvature rules need no rate: labelled by their name
+    assert [line.get_label() for line in lines[-4:]] == ["armijo", "bb", "lbfgs", "newton"]
+
+
+def test_compare_against_passes_with_a_time_axis(every_rule, problem, tmp_path):
+    from matplotlib.figure import Figure
+
+    opt = problem[3]
+    fig = plot.plot_compare(every_rule, optimum_loss=opt.loss, fig=Figure(), x="passes",
+                            seconds_per_pass=2e-4)
+    left = fig.get_axes()[0]
+    assert left.get_xlabel() == "passes over X"
+    top = [child for child in left.child_axes if "estimated time" in child.get_xlabel()]
+    assert len(top) == 1 and "200 µs per pass" in top[0].get_xlabel()
+    assert len(fig.legends[0].get_texts()) == len(every_rule.rules)
+    _save_png(fig, tmp_path / "every_rule.png")
 
 
 def test_import_gradstep_does_not_import_matplotlib():

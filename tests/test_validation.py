@@ -7,9 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradstep as gs
-from gradstep import _validate
-
 from conftest import make_data
+from gradstep import _validate
 
 
 @pytest.fixture(scope="module")

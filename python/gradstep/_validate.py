@@ -28,9 +28,11 @@ def _finite_check(a: np.ndarray, name: str) -> None:
         )
 
 
-def check_X(X) -> np.ndarray:
-    """A 2-D, non-empty, finite float32/float64 C-contiguous array (a C-contiguous float X is
-    used as it is, never copied)."""
+def check_X(X, *, finite: bool = True) -> np.ndarray:
+    """A 2-D, non-empty float32/float64 C-contiguous array (a C-contiguous float X is used as it
+    is, never copied), checked finite unless ``finite=False``: then the caller proves it from
+    its first pass (a NaN or inf in X makes that pass's results non-finite) and calls
+    ``check_finite_X`` only when they are, so a gradient costs one pass over X, not two."""
     if hasattr(X, "toarray") and hasattr(X, "nnz"):
         raise ValueError("X is a sparse matrix; gradstep needs a dense array: pass X.toarray()")
     arr = np.asarray(X)
@@ -46,8 +48,20 @@ def check_X(X) -> np.ndarray:
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     arr = np.ascontiguousarray(arr)
-    _finite_check(arr, "X")
+    if finite:
+        _finite_check(arr, "X")
     return arr
+
+
+def check_finite_X(X: np.ndarray) -> None:
+    """The exact test behind a non-finite first pass: a ValueError naming the first bad entry."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"X contains NaN or infinity (first at row {row}, column {col}: {X[row, col]}); "
+            "remove or impute those entries before fitting"
+        )
 
 
 def check_sample_weight(sample_weight, n: int) -> np.ndarray:
@@ -120,11 +134,16 @@ def check_targets(y, n: int, *, labels: bool) -> tuple[np.ndarray, np.ndarray | 
     return np.ascontiguousarray(values.reshape(n, -1)), None
 
 
+MAX_COUNT = 1 << 62  # iterations and batch sizes: int64 in the compiled drivers, with headroom
+
+
 def check_positive_int(value, name: str, *, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if int(value) > MAX_COUNT:
+        raise ValueError(f"{name} must be at most 2**62, got {value!r}")
     return int(value)
 
 
@@ -136,11 +155,19 @@ def check_nonneg_float(value, name: str) -> float:
     return float(value)
 
 
+MAX_THREADS = 1 << 16
+
+
 def check_n_threads(n_threads) -> int:
     """None means every core."""
     if n_threads is None:
         return os.cpu_count() or 1
-    return check_positive_int(n_threads, "n_threads")  # type: ignore[return-value]
+    threads = check_positive_int(n_threads, "n_threads")
+    assert threads is not None
+    if threads > MAX_THREADS:
+        raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {n_threads}; "
+                         "None uses every core")
+    return threads
 
 
 def seed_from(random_state) -> int:
@@ -160,8 +187,11 @@ def seed_from(random_state) -> int:
 
 
 def check_params(arr, name: str, n_runs: int | None, size: int) -> np.ndarray:
-    """A float64 copy of a (size,) or (n_runs, size) parameter array, finite."""
-    out = np.array(arr, dtype=np.float64)
+    """A float64 copy of a (size,) or (n_runs, size) parameter array of real numbers, finite."""
+    given = np.asarray(arr)
+    if given.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {given.dtype}")
+    out = np.array(given, dtype=np.float64)
     if out.ndim == 1 and out.shape[0] == size:
         pass
     elif out.ndim == 2 and out.shape[1] == size and (n_runs is None or out.shape[0] == n_runs):

@@ -9,11 +9,10 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
-from . import _backends
 from . import _validate as v
 from ._backends.state import (
     DIVERGED,
@@ -32,7 +31,7 @@ from ._backends.state import (
 )
 from ._progress import Progress, ProgressBar, read_only
 from .driver import init_state, make_driver
-from .oracle import DenseOracle, data_oracle
+from .oracle import DenseOracle, data_oracle, first_pass
 from .rules import (
     SCHEDULE_PARAMS,
     StepRule,
@@ -100,8 +99,8 @@ class History:
     grad_norm: np.ndarray
     step_norm: np.ndarray
     lr: np.ndarray
-    distance: Optional[np.ndarray]
-    passes: Optional[np.ndarray] = None
+    distance: np.ndarray | None
+    passes: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -153,10 +152,10 @@ class FitResult:
     status: Any
     loss: Any
     rules: Any
-    history: Optional[History]
+    history: History | None
     backend: str = "numpy"
-    classes: Optional[np.ndarray] = None
-    state: Optional[RuleState] = None
+    classes: np.ndarray | None = None
+    state: RuleState | None = None
 
     @property
     def batched(self) -> bool:
@@ -183,6 +182,14 @@ def _params(coef, intercept, d: int, name: str) -> tuple[np.ndarray, bool]:
     P[:, :d] = W
     P[:, d] = b
     return P, single
+
+
+def _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads):
+    """The oracle of loss_and_grad and hessp: X's finiteness is proven by the result of the one
+    pass (see oracle.first_pass), not by a pass of its own."""
+    oracle, _ = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
+                            n_threads=n_threads, labels=False, finite=False)
+    return oracle
 
 
 def _check_runs(oracle: DenseOracle, n_runs: int) -> None:
@@ -229,12 +236,11 @@ def loss_and_grad(X, y, coef, intercept=0.0, *, sample_weight=None, alpha=0.0,
     >>> round(loss, 6), g.tolist(), g0
     (0.693147, [-0.125, -0.75], 0.0)
     """
-    oracle = DenseOracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
-                         n_threads=n_threads)
+    oracle = _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads)
     P, single = _params(coef, intercept, oracle.n_features, "coef")
     _check_runs(oracle, P.shape[0])
     d = oracle.n_features
-    loss, G = oracle.loss_grad(P, np.ones(P.shape[0], np.uint8))
+    loss, G = first_pass(oracle, P)
     if single:
         return float(loss[0]), G[0, :d].copy(), float(G[0, d])
     return loss, np.ascontiguousarray(G[:, :d]), G[:, d].copy()
@@ -266,14 +272,18 @@ def hessp(X, y, coef, intercept, vec_coef, vec_intercept=0.0, *, sample_weight=N
     >>> from scipy.optimize import minimize
     >>> rng = np.random.default_rng(0)
     >>> X = rng.standard_normal((200, 3)); y = (X[:, 0] + rng.standard_normal(200) > 0) * 1
-    >>> def f(p): l, g, g0 = gs.loss_and_grad(X, y, p[:3], p[3], alpha=0.1); return l, np.append(g, g0)
-    >>> def hp(p, vec): h, h0 = gs.hessp(X, y, p[:3], p[3], vec[:3], vec[3], alpha=0.1); return np.append(h, h0)
-    >>> res = minimize(f, np.zeros(4), jac=True, hessp=hp, method="trust-ncg", options={"gtol": 1e-10})
+    >>> def f(p):
+    ...     loss, g, g0 = gs.loss_and_grad(X, y, p[:3], p[3], alpha=0.1)
+    ...     return loss, np.append(g, g0)
+    >>> def hp(p, vec):
+    ...     h, h0 = gs.hessp(X, y, p[:3], p[3], vec[:3], vec[3], alpha=0.1)
+    ...     return np.append(h, h0)
+    >>> res = minimize(f, np.zeros(4), jac=True, hessp=hp, method="trust-ncg",
+    ...                options={"gtol": 1e-10})
     >>> res.success
     True
     """
-    oracle = DenseOracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
-                         n_threads=n_threads)
+    oracle = _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads)
     d = oracle.n_features
     P, single = _params(coef, intercept, d, "coef")
     V, _ = _params(vec_coef, vec_intercept, d, "vec_coef")
@@ -286,6 +296,8 @@ def hessp(X, y, coef, intercept, vec_coef, vec_intercept=0.0, *, sample_weight=N
             raise ValueError(f"vec_coef has {V.shape[0]} rows but coef has {P.shape[0]}")
     _check_runs(oracle, P.shape[0])
     HV = oracle.hessp(P, V, np.ones(P.shape[0], np.uint8))
+    if not np.isfinite(HV).all():
+        oracle.check_finite()  # a NaN or inf in X: name it
     if single and np.ndim(vec_coef) == 1:
         return HV[0, :d].copy(), float(HV[0, d])
     return np.ascontiguousarray(HV[:, :d]), HV[:, d].copy()
@@ -541,9 +553,11 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     else:
         if y is None:
             raise ValueError("y is required (the 0/1 targets or two class labels)")
+        # X's finiteness is proven by the first pass over it (init_state, or the Lanczos
+        # passes of lr="auto"), before any update: no pass of its own
         oracle, classes = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha,
                                       backend=backend, n_threads=n_threads,
-                                      labels=np.ndim(y) == 1)
+                                      labels=np.ndim(y) == 1, finite=False)
         backend_name = oracle.backend
         n_columns = {"y": np.shape(y)[1] if np.ndim(y) == 2 else 1,
                      "sample_weight": (np.shape(sample_weight)[1]
@@ -595,15 +609,17 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     # ---- the run ---------------------------------------------------------------------------
     rule_code, sched_code, hyper = encode_runs(rules)
     n_batches = math.ceil(int(oracle.n_samples) / batch) if batch else 1
+    total_updates = min(max_iter * n_batches, v.MAX_COUNT)  # the cosine schedule's T
     spec = RunSpec(
         rule_code=rule_code, sched_code=sched_code, hyper=hyper,
         alpha=np.zeros(n_runs), fit_intercept=fit_intercept, tol=tol, batch_size=batch,
-        seed=seed, max_iter=max_iter, total_updates=max_iter * n_batches,
+        seed=seed, max_iter=max_iter, total_updates=total_updates,
         record_history=bool(history), has_reference=ref is not None,
     )
     if hasattr(oracle, "alphas"):
         spec.alpha = oracle.alphas(n_runs)
-    state = FitState.empty(n_runs, D, max_iter + 1 if history else 0)
+    # the history grows with the iterations actually run (see _drive): memory is O(n_iter)
+    state = FitState.empty(n_runs, D, min(max_iter + 1, INITIAL_HISTORY) if history else 0)
     state.P[:] = P0
     if resume is not None and resume.state is not None:
         state.slots[:] = resume.state.slots
@@ -612,15 +628,18 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     if ref is not None:
         state.reference[:] = ref
     init_state(oracle, spec, state)
+    if not (np.isfinite(state.loss).all() and np.isfinite(state.grad).all()):
+        if hasattr(oracle, "check_finite"):
+            oracle.check_finite()  # a NaN or inf in X: a clear error before any update
     driver = make_driver(oracle, spec, rules, state)
     report = _reporter(callback, verbose, max_iter, rules, started)
-    _drive(driver, state, report)
+    _drive(driver, state, report, spec)
     if batch:  # the exact objective at the returned weights (epoch losses are running means)
         state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
     return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d)
 
 
-def _reporter(callback, verbose, max_iter, rules, started) -> Optional[Callable[[FitState], bool]]:
+def _reporter(callback, verbose, max_iter, rules, started) -> Callable[[FitState], bool] | None:
     """A function of the state that feeds the callback and the progress bar; returns False
     when the callback asks to stop."""
     sinks: list[Callable[[Progress], Any]] = []
@@ -652,9 +671,26 @@ def _reporter(callback, verbose, max_iter, rules, started) -> Optional[Callable[
 CHUNK_SECONDS = 0.1
 
 
-def _drive(driver, state: FitState, report) -> None:
+INITIAL_HISTORY = 256  # history entries allocated at first; doubled as a fit needs more
+
+
+def _reserve_history(state: FitState, spec: RunSpec, entries: int) -> None:
+    """At least ``entries`` history entries (at most max_iter + 1), by doubling: the memory of
+    the history is O(iterations run), whatever max_iter is."""
+    have = state.history.shape[2]
+    if not spec.record_history or have >= min(entries, spec.max_iter + 1):
+        return
+    size = min(max(entries, 2 * have), spec.max_iter + 1)
+    grown = np.full(state.history.shape[:2] + (size,), np.nan)
+    grown[:, :, :have] = state.history
+    state.history = grown
+
+
+def _drive(driver, state: FitState, report, spec: RunSpec) -> None:
     chunk = 1
     while (state.status == RUNNING).any():
+        # a chunk adds at most `chunk` iterations (epochs) per run
+        _reserve_history(state, spec, int(state.n_iter.max()) + chunk + 1)
         began = time.perf_counter()
         driver.run(chunk)
         elapsed = time.perf_counter() - began

@@ -218,7 +218,14 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         """
         X, Y, sw = self._prepare(X, y, sample_weight, reset=True)
         n_runs = Y.shape[1]
-        warm = self.warm_start and hasattr(self, "coef_") and self.coef_.shape[0] == n_runs
+        warm = self.warm_start and hasattr(self, "coef_")
+        if warm and self.coef_.shape != (n_runs, X.shape[1]):
+            raise ValueError(
+                f"warm_start=True, but the previous fit had {self.coef_.shape[0]} one-vs-rest "
+                f"problem(s) on {self.coef_.shape[1]} features and this one has {n_runs} on "
+                f"{X.shape[1]}: the old weights cannot be a start. Set warm_start=False (or "
+                "fit a new estimator) when the classes or the features change"
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)  # raised as ValueError below
             result = fit(

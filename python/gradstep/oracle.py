@@ -29,12 +29,13 @@ one-pass kernels (C++, Numba or NumPy). Its ``lipschitz`` runs Lanczos on the He
 
 from __future__ import annotations
 
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from . import _backends
 from . import _validate as v
+from . import sparse as _sparse
 
 
 class Oracle(Protocol):
@@ -43,8 +44,8 @@ class Oracle(Protocol):
     n_samples: int
     n_features: int
 
-    def loss_grad(self, P: np.ndarray, active: np.ndarray, rows: Optional[np.ndarray] = None,
-                  denominator: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    def loss_grad(self, P: np.ndarray, active: np.ndarray, rows: np.ndarray | None = None,
+                  denominator: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         ...  # pragma: no cover
 
     def hessp(self, P: np.ndarray, V: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -84,7 +85,7 @@ class DenseOracle:
     """
 
     def __init__(self, X: Any, y: Any, *, sample_weight: Any = None, alpha: Any = 0.0,
-                 backend: str = "auto", n_threads: Optional[int] = None) -> None:
+                 backend: str = "auto", n_threads: int | None = None) -> None:
         built, _ = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
                                n_threads=n_threads, labels=False)
         self.__dict__.update(built.__dict__)
@@ -126,6 +127,10 @@ class DenseOracle:
             self.X, self.SW, P, V, self.alphas(P.shape[0]), active, self.n_threads)
         return result
 
+    def check_finite(self) -> None:
+        """Raises a ValueError naming the first NaN or infinity in X."""
+        v.check_finite_X(self.X)
+
     def mean_weight(self, n_runs: int) -> np.ndarray:
         if self.SW.shape[1] == 0:
             return np.ones(n_runs)
@@ -140,22 +145,47 @@ class DenseOracle:
         unpenalized = DenseOracle.from_validated(self.X, self.Y, self.SW, np.zeros(1),
                                                  self.backend, self.module, self.n_threads)
         top = lanczos_top_eigenvalue(unpenalized, n_weights, fit_intercept)
+        if not np.all(np.isfinite(top)):
+            self.check_finite()  # a NaN or inf in X: name it
+            raise ValueError(
+                "lr='auto' could not bound the curvature: X'X overflows (entries near 1e150 "
+                "or larger); scale X (e.g. StandardScaler) or give lr as a number"
+            )
         top = np.broadcast_to(top, (n_runs,)) if n_weights == 1 else top
         return np.asarray(top + self.alphas(n_runs), dtype=np.float64)
 
 
 def data_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
-                n_threads: Optional[int], labels: bool) -> tuple[Any, Optional[np.ndarray]]:
+                n_threads: int | None, labels: bool,
+                finite: bool = True) -> tuple[Any, np.ndarray | None]:
     """The built-in oracle for the data format of X, after checking every input, and the two
     classes of a 1-D y when ``labels``. Each data format gradstep reads has its branch here
-    (dense arrays: DenseOracle)."""
-    X = v.check_X(X)
+    (dense arrays: DenseOracle; SciPy sparse matrices and arrays: sparse.CSROracle, a CSR used
+    without a copy, other formats converted to CSR once). ``finite=False`` leaves X's finiteness
+    to the caller's first pass (``first_pass``)."""
+    csr = _sparse.is_sparse(X)
+    X = _sparse.check_csr(X, finite=finite) if csr else v.check_X(X, finite=finite)
     Y, classes = v.check_targets(y, X.shape[0], labels=labels)
     SW = v.check_sample_weight(sample_weight, X.shape[0])
     alphas = v.check_alpha(alpha)
     threads = v.check_n_threads(n_threads)
+    if csr:
+        name, module = _sparse.kernels(backend)
+        return _sparse.CSROracle.from_validated(X, Y, SW, alphas, name, module, threads), classes
     name, module = _backends.get(backend)
     return DenseOracle.from_validated(X, Y, SW, alphas, name, module, threads), classes
+
+
+def first_pass(oracle: Any, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """loss_grad of every run at P; when a result is not finite, the exact finiteness test of
+    the data raises the ValueError that names the bad entry (a NaN or inf in X always shows up
+    in the pass's sums, so a finite result proves X finite without a pass of its own)."""
+    loss, G = oracle.loss_grad(P, np.ones(P.shape[0], np.uint8))
+    if not (np.isfinite(loss).all() and np.isfinite(G).all()):
+        check = getattr(oracle, "check_finite", None)
+        if check is not None:
+            check()
+    return loss, G
 
 
 def lanczos_top_eigenvalue(oracle: Any, n_runs: int, fit_intercept: bool,
@@ -172,7 +202,6 @@ def lanczos_top_eigenvalue(oracle: Any, n_runs: int, fit_intercept: bool,
     D = d + 1
     size = D if fit_intercept else d
     P = np.zeros((n_runs, D))
-    active = np.ones(n_runs, np.uint8)
     rng = np.random.default_rng(0)
     start = rng.standard_normal(size)
     estimate = np.zeros(n_runs)
@@ -187,6 +216,9 @@ def lanczos_top_eigenvalue(oracle: Any, n_runs: int, fit_intercept: bool,
         HV = oracle.hessp(P, V, (~done).astype(np.uint8))[:, :size]
         for k in np.flatnonzero(~done):
             w = HV[k]
+            if not np.isfinite(w).all():  # X'X overflows, or X is not finite: no bound
+                estimate[k], done[k] = np.nan, True
+                continue
             alphas[k, m] = float(w @ basis[k, m])
             Q = basis[k, : m + 1]
             w = w - Q.T @ (Q @ w)
@@ -204,9 +236,4 @@ def lanczos_top_eigenvalue(oracle: Any, n_runs: int, fit_intercept: bool,
                 basis[k, m + 1] = w / betas[k, m]
         if done.all():
             break
-    if not np.all(np.isfinite(estimate)):
-        raise ValueError(
-            "lr='auto' could not bound the curvature: X'X is not finite (entries too large?); "
-            "scale X or give lr as a number"
-        )
     return estimate

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import textwrap
 import time
 import warnings
 from collections.abc import Sequence
@@ -71,29 +72,34 @@ def _default_lrs() -> str:
 
 def _grid_text() -> str:
     lo, hi = 10.0 ** SWEEP_EXPONENTS[0], 10.0 ** SWEEP_EXPONENTS[-1]
-    return f"{len(SWEEP_EXPONENTS)} rates, the default x {lo:g} ... {hi:.0f} in half-decade steps"
+    return (f"{len(SWEEP_EXPONENTS)} rates from {lo:g} to {hi:.0f} times the default, half a "
+            "decade apart")
 
 
-COMPARE_DESCRIPTION = f"""\
-Fit binary logistic regression (mean logistic loss + alpha/2 ||w||^2, intercept unpenalized)
-with every step rule side by side and show what each does: a table of iterations, passes over
-the data, final loss, gap to the optimum, final gradient norm, train accuracy and time, and a
-figure with the loss gap against passes over X (with the estimated time on top), the gradient
-norm against the distance to the optimum, and the step length per iteration.
+def _paragraphs(*texts: str) -> str:
+    return "\n\n".join(textwrap.fill(" ".join(t.split()), width=92) for t in texts) + "\n"
 
-No learning rate to tune: without --lr, every first-order rule ({', '.join(
-    n for n in RULES if first_order(n))}) first runs at {len(SWEEP_EXPONENTS)} rates around
-its default ({_grid_text()}), all rules x rates in ONE batched gradstep.fit call with a
-short budget ({SWEEP_FRACTION:.0%} of --max-iter, at least {SWEEP_MIN_ITER} iterations);
-the lowest final loss picks each rule's rate (a diverged run never wins). Then every rule
-runs at its chosen rate, plus a normalized run whose rate decays ({DECAYING_SCHEDULE[0]}
-{', '.join(f'{k}={v:g}' for k, v in DECAYING_SCHEDULE[1].items())}: the cure of the
-constant-length step's bounce), plus the curvature rules ({', '.join(curvature_rules())}),
-which need no rate, again in ONE batched call.
 
-The optimum is a tight solution of the same objective (L-BFGS-B, then Newton); the gap is
-"final loss - optimal loss". A run that diverges is stopped and shown with status 'diverged'.
-"""
+COMPARE_DESCRIPTION = _paragraphs(
+    """Fit binary logistic regression (mean logistic loss + alpha/2 ||w||^2, intercept
+    unpenalized) with every step rule side by side and show what each does: a table of
+    iterations, passes over the data, final loss, gap to the optimum, final gradient norm, train
+    accuracy and time, and a figure with the loss gap against passes over X (with the estimated
+    time on top), the gradient norm against the distance to the optimum, and the step length
+    per iteration.""",
+    f"""No learning rate to tune: without --lr, every first-order rule
+    ({', '.join(n for n in RULES if first_order(n))}) first runs at {_grid_text()} (1/L where
+    the default is 'auto'), all rules x rates in ONE batched gradstep.fit call with a short
+    budget ({SWEEP_FRACTION:.0%} of --max-iter, at least {SWEEP_MIN_ITER} iterations); the
+    lowest final loss picks each rule's rate (a diverged run never wins). Then every rule runs
+    at its chosen rate, plus a normalized run whose rate decays ({DECAYING_SCHEDULE[0]}
+    {' '.join(f'{k}={v:g}' for k, v in DECAYING_SCHEDULE[1].items())}: the cure of the
+    constant-length step's bounce), plus the curvature rules ({', '.join(curvature_rules())}),
+    which need no rate, again in ONE batched call.""",
+    """The optimum is a tight solution of the same objective (L-BFGS-B, then Newton); the gap
+    is "final loss - optimal loss". A run that diverges is stopped and shown with status
+    'diverged'.""",
+)
 
 COMPARE_EPILOG = f"""\
 examples:
@@ -124,9 +130,8 @@ def add_compare(subparsers) -> None:
                    "loss; 'default' is the rule's own. Several values make a sweep: every "
                    "first-order rule x every lr; the curvature rules "
                    f"({', '.join(curvature_rules())}) take no lr and run once each at their "
-                   "defaults. Default: no --lr; each first-order rule at the best of "
-                   f"{_grid_text()} of its default ({_default_lrs()}), chosen by a batched "
-                   "sweep")
+                   "defaults. Default: each first-order rule at the best of "
+                   f"{_grid_text()} ({_default_lrs()}), chosen by one batched sweep")
     p.add_argument("--schedule", type=_args.schedule, default=("constant", {}),
                    metavar="NAME[:PARAM=VALUE]",
                    help="learning-rate schedule of the first-order rules: "

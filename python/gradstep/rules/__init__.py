@@ -13,7 +13,6 @@ _backends/numba_rules.py. Adding a curvature rule: its class in curvature.py and
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from typing import Optional, Union
 
 import numpy as np
 
@@ -61,11 +60,11 @@ RULES: dict[str, type[StepRule]] = {
 # vanilla steps have the largest guaranteed decrease; the momentum rules use it with mu = 0.9.
 # Every other rule keeps its class default (the adaptive rules' literature values; the
 # curvature rules need no rate: theirs is only the first trial step).
-DEFAULT_LR: dict[str, Union[str, float, None]] = {"sgd": "auto", "momentum": "auto",
+DEFAULT_LR: dict[str, str | float | None] = {"sgd": "auto", "momentum": "auto",
                                                    "nesterov": "auto"}
 
 
-def default_lr(name: str) -> Union[str, float, None]:
+def default_lr(name: str) -> str | float | None:
     """The lr a rule named ``name`` runs with when none is given ("auto", or None for the
     class default)."""
     return DEFAULT_LR.get(name)
@@ -86,7 +85,7 @@ def compiled_codes() -> dict[str, int]:
     return codes
 
 
-def make_rule(rule: object, lr: Optional[float], schedule: Schedule,
+def make_rule(rule: object, lr: float | None, schedule: Schedule,
               rule_params: dict) -> StepRule:
     """A rule object from a name or an object; a non-None lr replaces the rule's default."""
     if isinstance(rule, StepRule):

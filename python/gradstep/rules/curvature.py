@@ -22,7 +22,7 @@ import math
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, ClassVar, Union
 
 import numpy as np
 
@@ -188,7 +188,7 @@ class BB(StepRule):
     'converged'
     """
 
-    lr: Optional[float] = None  # type: ignore[assignment]
+    lr: float | None = None  # type: ignore[assignment]
     variant: str = "long"
     window: int = 10
     c1: float = 1e-4

@@ -70,11 +70,11 @@ class Momentum(StepRule):
     slots: ClassVar[tuple[str, ...]] = ("velocity",)
     fixed_params: ClassVar[tuple[str, ...]] = ("nesterov",)
 
-    @property  # type: ignore[misc]
-    def name(self) -> str:  # type: ignore[override]
+    @property
+    def name(self) -> str:  # type: ignore[override]  # a ClassVar elsewhere: nesterov or not
         return "nesterov" if self.nesterov else "momentum"
 
-    @property  # type: ignore[misc]
+    @property
     def code(self) -> int:  # type: ignore[override]
         return 2 if self.nesterov else 1
 
