@@ -133,3 +133,14 @@ def test_resume_continues_the_rule_state(backend, data):
     first = gs.fit(X, y, "adam", max_iter=3, **kw)
     second = gs.fit(X, y, "adam", max_iter=3, resume=pickle.loads(pickle.dumps(first)), **kw)
     np.testing.assert_allclose(second.coef, whole.coef, rtol=1e-13)
+
+
+def test_passes_count_every_pass_of_every_run(backend, data):
+    X, y = data
+    res = gs.fit(X, y, ["lbfgs", "newton", "adam", "bb"], alpha=1e-2, tol=1e-9, backend=backend)
+    at_end = res.history.passes[np.arange(4), res.n_iter]
+    np.testing.assert_array_equal(res.passes, at_end)
+    assert res.passes[2] == res.n_iter[2] + 1  # a first-order iteration is one pass
+    assert res.passes[1] > res.n_iter[1] + 1  # Newton's CG adds Hessian-vector passes
+    single = gs.fit(X, y, "adam", max_iter=7, tol=None, backend=backend)
+    assert single.passes == 8

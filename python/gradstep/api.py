@@ -136,6 +136,8 @@ class FitResult:
         The two classes of a 1-D y; classes[1] is the positive one.
     state : RuleState or None
         What ``fit(..., resume=...)`` needs to continue.
+    passes : int or ndarray of int
+        Passes over X each run used (gradient and Hessian-vector passes; entry 0's included).
 
     Examples
     --------
@@ -156,6 +158,7 @@ class FitResult:
     backend: str = "numpy"
     classes: np.ndarray | None = None
     state: RuleState | None = None
+    passes: Any = None
 
     @property
     def batched(self) -> bool:
@@ -636,7 +639,8 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     _drive(driver, state, report, spec)
     if batch:  # the exact objective at the returned weights (epoch losses are running means)
         state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
-    return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d)
+    passes = np.asarray(driver.passes, dtype=np.int64)
+    return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d, passes)
 
 
 def _reporter(callback, verbose, max_iter, rules, started) -> Callable[[FitState], bool] | None:
@@ -703,7 +707,8 @@ def _drive(driver, state: FitState, report, spec: RunSpec) -> None:
         report(state)
 
 
-def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d) -> FitResult:
+def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d,
+            passes) -> FitResult:
     diverged = np.flatnonzero(state.status == DIVERGED)
     if diverged.size:
         which = ", ".join(f"run {k} ({rules[k].name}, lr={rules[k].lr:g})" for k in diverged)
@@ -731,7 +736,7 @@ def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d
     rule_state = RuleState(state.slots.copy(), state.t.copy(), int(state.epoch[0]))
     if batched:
         return FitResult(coef, intercept, state.n_iter.copy(), status, state.loss.copy(),
-                         tuple(rules), hist, backend_name, classes, rule_state)
+                         tuple(rules), hist, backend_name, classes, rule_state, passes)
     if hist is not None:
         n_entries = int(state.n_iter[0]) + 1
         first = slice(0, 1), slice(0, n_entries)
@@ -742,4 +747,5 @@ def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d
             passes=None if hist.passes is None else hist.passes[first][0],
         )
     return FitResult(coef[0], float(intercept[0]), int(state.n_iter[0]), str(status[0]),
-                     float(state.loss[0]), rules[0], hist, backend_name, classes, rule_state)
+                     float(state.loss[0]), rules[0], hist, backend_name, classes, rule_state,
+                     int(passes[0]))
