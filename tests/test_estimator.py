@@ -100,7 +100,7 @@ def test_multiclass_is_one_batched_call(monkeypatch):
     monkeypatch.setattr(est, "fit", counting)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = GDClassifier(rule="adam", max_iter=50).fit(X, y)
+        clf = GDClassifier(rule="adam", max_iter=50, multi_class="ovr").fit(X, y)
     assert calls == [(300, 10)]  # one engine call, one 0/1 column per class
     assert clf.coef_.shape == (10, 64)
     assert clf.loss_curve_.shape[0] == 10
@@ -127,7 +127,8 @@ def test_digits_accuracy_close_to_logistic_regression():
 @pytest.mark.parametrize("load", [load_iris, load_wine, load_breast_cancer, load_digits])
 def test_defaults_converge_quietly_and_match_scikit_learn(load):
     """GDClassifier() (L-BFGS, C=1) converges without a warning on the classic data sets and
-    scores within 0.5 points of the same model (one-vs-rest, C=1) fitted by scikit-learn."""
+    scores within 0.5 points of the same model fitted by scikit-learn: LogisticRegression(C=1)
+    (multinomial for several classes), and one-vs-rest with multi_class="ovr"."""
     X, y = load(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0, stratify=y)
     scaler = StandardScaler().fit(X_train)
@@ -135,10 +136,14 @@ def test_defaults_converge_quietly_and_match_scikit_learn(load):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ours = GDClassifier().fit(X_train, y_train)
+        ovr = GDClassifier(multi_class="ovr").fit(X_train, y_train)
     assert np.all(np.asarray(ours.status_) == "converged")
-    same = OneVsRestClassifier(LogisticRegression(C=1.0, tol=1e-10, max_iter=10000))
+    same = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000)
     reference = same.fit(X_train, y_train).score(X_test, y_test)
     assert abs(ours.score(X_test, y_test) - reference) <= 0.005
+    same_ovr = OneVsRestClassifier(LogisticRegression(C=1.0, tol=1e-10, max_iter=10000))
+    reference_ovr = same_ovr.fit(X_train, y_train).score(X_test, y_test)
+    assert abs(ovr.score(X_test, y_test) - reference_ovr) <= 0.005
 
 
 def test_max_iter_warns_with_advice(binary_data):

@@ -28,6 +28,11 @@ def _finite_check(a: np.ndarray, name: str) -> None:
         )
 
 
+def check_finite(a: np.ndarray, name: str) -> None:
+    """A ValueError naming ``name`` when ``a`` holds NaN or infinity."""
+    _finite_check(a, name)
+
+
 def check_X(X, *, finite: bool = True) -> np.ndarray:
     """A 2-D, non-empty float32/float64 C-contiguous array (a C-contiguous float X is used as it
     is, never copied), checked finite unless ``finite=False``: then the caller proves it from

@@ -31,6 +31,7 @@ from ._backends.state import (
 )
 from ._progress import Progress, ProgressBar, read_only
 from .driver import init_state, make_driver
+from .multinomial import multinomial_oracle
 from .oracle import DenseOracle, data_oracle, first_pass
 from .rules import (
     SCHEDULE_PARAMS,
@@ -163,7 +164,7 @@ class FitResult:
     @property
     def batched(self) -> bool:
         """Whether the fit had K runs (arrays with a leading run axis)."""
-        return bool(np.ndim(self.coef) == 2)
+        return isinstance(self.status, np.ndarray)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,8 +442,9 @@ def _is_oracle(X) -> bool:
 def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_intercept=True,
         sample_weight=None, max_iter=1000, tol=1e-6, batch_size=None, random_state=None,
         coef_init=None, intercept_init=None, reference=None, backend="auto", n_threads=None,
-        history=True, callback=None, verbose=0, resume=None, **rule_params) -> FitResult:
-    """Fit binary logistic regression by gradient descent with one or several step rules.
+        history=True, callback=None, verbose=0, resume=None, loss="logistic", classes=None,
+        **rule_params) -> FitResult:
+    """Fit logistic regression by gradient descent with one or several step rules.
 
     A list of rules, a sequence of lr values, a sequence of alpha values, a 2-D 0/1 y or a 2-D
     sample_weight makes K runs that share every pass over X (sequences pair up and must have
@@ -500,6 +502,13 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     resume : FitResult, optional
         Go on from a previous fit's weights and first-order rule state (moments, update
         counters, shuffle epoch): ``partial_fit``-style training.
+    loss : {"logistic", "multinomial"}, default "logistic"
+        "logistic": binary (two classes, or 0/1 columns per run). "multinomial": the softmax
+        cross-entropy over the C classes of a 1-D y; coef is (C, d) per run (K, C, d batched)
+        and intercept (C,); runs on the reference driver over the softmax kernels.
+    classes : array-like, optional
+        loss="multinomial" only: every class label (default: the labels in y), so that a
+        batch that lacks a class still fits all C.
     **rule_params
         The rule's own parameters (mu, rho, beta1, beta2, eps, m, c1, cg_tol, ...) and the
         schedule's (decay, power, gamma).
@@ -536,11 +545,16 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     """
     started = time.perf_counter()
     # ---- validation: everything before any work -------------------------------------------
+    if loss not in ("logistic", "multinomial"):
+        raise ValueError(f"loss must be 'logistic' or 'multinomial', got {loss!r}")
+    if classes is not None and loss != "multinomial":
+        raise ValueError("classes is for loss='multinomial'; binary fits take the two classes "
+                         "of y")
     tol = -np.inf if tol is None else v.check_nonneg_float(tol, "tol")
     max_iter = v.check_positive_int(max_iter, "max_iter")
     batch = v.check_positive_int(batch_size, "batch_size", allow_none=True) or 0
     fit_intercept = bool(fit_intercept)
-    classes = None
+    all_classes, classes = classes, None  # `classes` becomes the classes found in y
     if _is_oracle(X):
         if y is not None:
             raise ValueError("X is an oracle: it holds the data; pass y=None")
@@ -558,9 +572,16 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
             raise ValueError("y is required (the 0/1 targets or two class labels)")
         # X's finiteness is proven by the first pass over it (init_state, or the Lanczos
         # passes of lr="auto"), before any update: no pass of its own
-        oracle, classes = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha,
-                                      backend=backend, n_threads=n_threads,
-                                      labels=np.ndim(y) == 1, finite=False)
+        if loss == "multinomial":
+            oracle, classes = multinomial_oracle(X, y, sample_weight=sample_weight,
+                                                 alpha=alpha, backend=backend,
+                                                 n_threads=n_threads,
+                                                 fit_intercept=fit_intercept, finite=False,
+                                                 classes=all_classes)
+        else:
+            oracle, classes = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha,
+                                          backend=backend, n_threads=n_threads,
+                                          labels=np.ndim(y) == 1, finite=False)
         backend_name = oracle.backend
         n_columns = {"y": np.shape(y)[1] if np.ndim(y) == 2 else 1,
                      "sample_weight": (np.shape(sample_weight)[1]
@@ -588,26 +609,24 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     batched = (isinstance(rule, (list, tuple)) or _is_sequence(lr) or _is_sequence(alpha)
                or np.ndim(y) == 2 or np.ndim(sample_weight) == 2)
     d = int(oracle.n_features)
-    D = d + 1
+    D = int(getattr(oracle, "n_params", d + 1))
     P0 = np.zeros((n_runs, D))
-    if resume is not None:
-        if not isinstance(resume, FitResult):
-            raise ValueError(f"resume must be a FitResult from an earlier fit, got {resume!r}")
-        P0[:, :d] = np.atleast_2d(resume.coef)
-        P0[:, d] = np.atleast_1d(resume.intercept) if fit_intercept else 0.0
-    if coef_init is not None:
-        P0[:, :d] = v.check_params(coef_init, "coef_init", n_runs, d)
-    if intercept_init is not None:
-        if not fit_intercept:
+    if hasattr(oracle, "pack"):  # parameter rows that are not (coef, intercept) of one class
+        if intercept_init is not None and not fit_intercept:
             raise ValueError("intercept_init was given but fit_intercept=False; drop one of them")
-        b0 = np.array(intercept_init, dtype=np.float64).reshape(-1)
-        if b0.size not in (1, n_runs):
-            raise ValueError(
-                f"intercept_init must be a scalar or have shape ({n_runs},), got {b0.shape}"
-            )
-        P0[:, d] = v.check_params(b0, "intercept_init", None, b0.size)
-    n_params_out = d + int(fit_intercept)
-    ref = None if reference is None else _reference_array(reference, n_runs, n_params_out, D)
+        if resume is not None:
+            P0[:] = oracle.pack(resume.coef, resume.intercept, n_runs, "resume.coef")
+        if coef_init is not None or intercept_init is not None:
+            P0[:] = oracle.pack(np.zeros((n_runs, 1)) if coef_init is None else coef_init,
+                                intercept_init, n_runs, "coef_init")
+        ref = None if reference is None else oracle.pack(
+            *((reference.coef, reference.intercept) if isinstance(reference, FitResult)
+              else (reference, None)), n_runs, "reference")
+    else:
+        ref = _start_and_reference(P0, resume, coef_init, intercept_init, reference,
+                                   fit_intercept, n_runs, d)
+    if resume is not None and not isinstance(resume, FitResult):
+        raise ValueError(f"resume must be a FitResult from an earlier fit, got {resume!r}")
 
     # ---- the run ---------------------------------------------------------------------------
     rule_code, sched_code, hyper = encode_runs(rules)
@@ -640,7 +659,33 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     if batch:  # the exact objective at the returned weights (epoch losses are running means)
         state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
     passes = np.asarray(driver.passes, dtype=np.int64)
-    return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d, passes)
+    return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d, passes,
+                   oracle)
+
+
+def _start_and_reference(P0, resume, coef_init, intercept_init, reference, fit_intercept,
+                         n_runs, d):
+    """The binary loss's starting rows P0 (in place) and the reference rows (or None)."""
+    D = d + 1
+    if resume is not None:
+        if not isinstance(resume, FitResult):
+            raise ValueError(f"resume must be a FitResult from an earlier fit, got {resume!r}")
+        P0[:, :d] = np.atleast_2d(resume.coef)
+        P0[:, d] = np.atleast_1d(resume.intercept) if fit_intercept else 0.0
+    if coef_init is not None:
+        P0[:, :d] = v.check_params(coef_init, "coef_init", n_runs, d)
+    if intercept_init is not None:
+        if not fit_intercept:
+            raise ValueError("intercept_init was given but fit_intercept=False; drop one of them")
+        b0 = np.array(intercept_init, dtype=np.float64).reshape(-1)
+        if b0.size not in (1, n_runs):
+            raise ValueError(
+                f"intercept_init must be a scalar or have shape ({n_runs},), got {b0.shape}"
+            )
+        P0[:, d] = v.check_params(b0, "intercept_init", None, b0.size)
+    n_params_out = d + int(fit_intercept)
+    ref = None if reference is None else _reference_array(reference, n_runs, n_params_out, D)
+    return ref
 
 
 def _reporter(callback, verbose, max_iter, rules, started) -> Callable[[FitState], bool] | None:
@@ -708,7 +753,7 @@ def _drive(driver, state: FitState, report, spec: RunSpec) -> None:
 
 
 def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d,
-            passes) -> FitResult:
+            passes, oracle) -> FitResult:
     diverged = np.flatnonzero(state.status == DIVERGED)
     if diverged.size:
         which = ", ".join(f"run {k} ({rules[k].name}, lr={rules[k].lr:g})" for k in diverged)
@@ -731,8 +776,11 @@ def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d
             loss=h[H_LOSS], grad_norm=h[H_GRAD_NORM], step_norm=h[H_STEP_NORM], lr=h[H_LR],
             distance=h[H_DISTANCE] if spec.has_reference else None, passes=h[H_PASSES],
         )
-    coef = state.P[:, :d].copy()
-    intercept = state.P[:, d].copy() if fit_intercept else np.zeros(len(rules))
+    if hasattr(oracle, "split"):  # e.g. multinomial: (K, C, d) and (K, C)
+        coef, intercept = oracle.split(state.P)
+    else:
+        coef = state.P[:, :d].copy()
+        intercept = state.P[:, d].copy() if fit_intercept else np.zeros(len(rules))
     rule_state = RuleState(state.slots.copy(), state.t.copy(), int(state.epoch[0]))
     if batched:
         return FitResult(coef, intercept, state.n_iter.copy(), status, state.loss.copy(),
@@ -746,6 +794,7 @@ def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d
             distance=None if hist.distance is None else hist.distance[first][0],
             passes=None if hist.passes is None else hist.passes[first][0],
         )
-    return FitResult(coef[0], float(intercept[0]), int(state.n_iter[0]), str(status[0]),
+    first_intercept = intercept[0] if np.ndim(intercept[0]) else float(intercept[0])
+    return FitResult(coef[0], first_intercept, int(state.n_iter[0]), str(status[0]),
                      float(state.loss[0]), rules[0], hist, backend_name, classes, rule_state,
                      int(passes[0]))

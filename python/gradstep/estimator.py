@@ -1,7 +1,8 @@
 """GDClassifier: gradstep's engine as a scikit-learn classifier.
 
-Multiclass is one-vs-rest done as ONE batched engine call: the K binary runs share every pass
-over X, each with its own 0/1 target column. The estimator is built on the public functional
+Multiclass is multinomial (softmax) by default for more than two classes, as in
+LogisticRegression; ``multi_class="ovr"`` is one-vs-rest done as ONE batched engine call: the K
+binary runs share every pass over X, each with its own 0/1 target column. The estimator is built on the public functional
 API only (``gradstep.fit`` with ``callback``, ``verbose`` and ``resume``).
 """
 
@@ -61,6 +62,9 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
     n_threads : int or None (all cores)
     verbose : int, default 0
         1 shows a progress bar over iterations.
+    multi_class : {"auto", "multinomial", "ovr"}, default "auto"
+        "auto" is multinomial for more than two classes (as LogisticRegression), binary
+        logistic for two; "ovr" fits one binary problem per class in one batched call.
     rule_params : dict or None
         The rule's own parameters (mu, rho, beta1, beta2, eps, m, c1, cg_tol, ...) and the
         schedule's (decay, power, gamma).
@@ -96,7 +100,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, rule="lbfgs", lr=None, schedule="constant", C=1.0, alpha=None,
                  fit_intercept=True, max_iter=1000, tol=1e-6, batch_size=None,
                  class_weight=None, random_state=None, warm_start=False, backend="auto",
-                 n_threads=None, verbose=0, rule_params=None):
+                 n_threads=None, verbose=0, multi_class="auto", rule_params=None):
         self.rule = rule
         self.lr = lr
         self.schedule = schedule
@@ -112,6 +116,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         self.backend = backend
         self.n_threads = n_threads
         self.verbose = verbose
+        self.multi_class = multi_class
         self.rule_params = rule_params
 
     # ---- shared preparation ----------------------------------------------------------------
@@ -147,14 +152,32 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
         if self.class_weight is not None:
             sw = sw * compute_sample_weight(self.class_weight, y)
+        if self._multinomial():
+            return X, np.searchsorted(self.classes_, y), sw  # class codes 0..C-1
         if self.classes_.size == 2:
             Y = (y == self.classes_[1]).astype(np.float64).reshape(-1, 1)
         else:
             Y = (y[:, None] == self.classes_[None, :]).astype(np.float64)
         return X, Y, sw
 
+    def _multinomial(self) -> bool:
+        if self.multi_class not in ("auto", "multinomial", "ovr"):
+            raise ValueError(f"multi_class must be 'auto', 'multinomial' or 'ovr', got "
+                             f"{self.multi_class!r}")
+        if self.multi_class == "ovr" or self.classes_.size == 2:
+            return False
+        return True
+
     def _engine_args(self, sw: np.ndarray) -> dict:
-        return dict(lr=self.lr, schedule=self.schedule, alpha=self._strength(sw),
+        """gs.fit's arguments; a batched call always (alpha as a sequence of one for the one
+        multinomial run), so every result has a leading run axis."""
+        alpha: object = self._strength(sw)
+        if self._multinomial():  # y is 1-D: alpha as a sequence of one makes the call batched
+            multinomial = dict(loss="multinomial", classes=np.arange(self.classes_.size))
+            alpha = [alpha]
+        else:  # a 2-D 0/1 y (one column per one-vs-rest problem) is always batched
+            multinomial = {}
+        return dict(**multinomial, lr=self.lr, schedule=self.schedule, alpha=alpha,
                     fit_intercept=self.fit_intercept, sample_weight=sw, tol=self.tol,
                     batch_size=self.batch_size, random_state=self.random_state,
                     backend=self.backend, n_threads=self.n_threads, callback=self._progress(),
@@ -190,13 +213,18 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
                 ConvergenceWarning,
             )
 
-    def _store(self, coef, intercept, n_iter, history) -> None:
-        binary = self.classes_.size == 2
+    def _store(self, result, history, n_iter=None) -> None:
+        """coef_, intercept_, n_iter_ and the curves from a batched result (leading run axis:
+        K one-vs-rest runs, or one run for binary and multinomial)."""
+        single = result.coef.shape[0] == 1
+        coef, intercept = (result.coef[0], result.intercept[0]) if self._softmax else \
+            (result.coef, result.intercept)
         self.coef_ = np.atleast_2d(coef).copy()
         self.intercept_ = np.atleast_1d(np.asarray(intercept, dtype=np.float64)).copy()
+        n_iter = result.n_iter if n_iter is None else n_iter
         self.n_iter_ = np.atleast_1d(np.asarray(n_iter)).astype(np.int64)
         if history is not None:
-            pick = (lambda a: a[0]) if binary else (lambda a: a)
+            pick = (lambda a: a[0]) if single else (lambda a: a)
             self.loss_curve_ = pick(np.atleast_2d(history[0]))
             self.grad_norm_curve_ = pick(np.atleast_2d(history[1]))
             self.step_norm_curve_ = pick(np.atleast_2d(history[2]))
@@ -204,7 +232,8 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
     # ---- fitting ---------------------------------------------------------------------------
 
     def fit(self, X, y, sample_weight=None):
-        """Fit the K one-vs-rest problems (one for two classes) in one batched engine call.
+        """Fit the multinomial model, or the K one-vs-rest problems (one for two classes) in one
+        batched engine call.
 
         Parameters
         ----------
@@ -216,13 +245,16 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        previous = getattr(self, "coef_", None)
         X, Y, sw = self._prepare(X, y, sample_weight, reset=True)
-        n_runs = Y.shape[1]
-        warm = self.warm_start and hasattr(self, "coef_")
-        if warm and self.coef_.shape != (n_runs, X.shape[1]):
+        self._softmax = self._multinomial()
+        n_runs = 1 if self._softmax else Y.shape[1]
+        shape = (self.classes_.size if self._softmax else n_runs, X.shape[1])
+        warm = self.warm_start and previous is not None
+        if warm and previous.shape != shape:
             raise ValueError(
-                f"warm_start=True, but the previous fit had {self.coef_.shape[0]} one-vs-rest "
-                f"problem(s) on {self.coef_.shape[1]} features and this one has {n_runs} on "
+                f"warm_start=True, but the previous fit had {previous.shape[0]} coefficient "
+                f"row(s) on {previous.shape[1]} features and this one needs {shape[0]} on "
                 f"{X.shape[1]}: the old weights cannot be a start. Set warm_start=False (or "
                 "fit a new estimator) when the classes or the features change"
             )
@@ -236,8 +268,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
             )
         self._partial_result = None  # a later partial_fit starts afresh from these weights
         h = result.history
-        self._store(result.coef, result.intercept, result.n_iter,
-                    (h.loss, h.grad_norm, h.step_norm))
+        self._store(result, (h.loss, h.grad_norm, h.step_norm))
         self.status_ = result.status if n_runs > 1 else str(result.status[0])
         last = np.array([h.grad_norm[k, result.n_iter[k]] for k in range(n_runs)])
         self._check_outcome(result.status, result.n_iter, last, [r.lr for r in result.rules])
@@ -268,14 +299,17 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError("classes must be given on the first call to partial_fit")
             classes = self.classes_ if classes is None else classes
         X, Y, sw = self._prepare(X, y, sample_weight, reset=first, classes=classes)
-        n_runs, d = Y.shape[1], X.shape[1]
+        if first:
+            self._softmax = self._multinomial()
+        n_runs, d = (1 if self._softmax else Y.shape[1]), X.shape[1]
+        shape = (self.classes_.size if self._softmax else n_runs, d)
         if first:
             self._n_iter_total = np.zeros(n_runs, dtype=np.int64)
             self._random_state = v.seed_from(self.random_state)
             for name in ("loss_curve_", "grad_norm_curve_", "step_norm_curve_"):
                 self.__dict__.pop(name, None)
         go_on = None if first else previous
-        fitted = hasattr(self, "coef_") and self.coef_.shape == (n_runs, d)
+        fitted = hasattr(self, "coef_") and self.coef_.shape == shape
         start = {} if go_on is not None or not fitted else {
             "coef_init": self.coef_,
             "intercept_init": self.intercept_ if self.fit_intercept else None}
@@ -286,7 +320,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
             result = fit(X, Y, self.rule, max_iter=1, resume=go_on, **start, **args)
         self._partial_result = result
         self._n_iter_total = self._n_iter_total + result.n_iter
-        self._store(result.coef, result.intercept, self._n_iter_total, None)
+        self._store(result, None, self._n_iter_total)
         h = result.history
         for name, trace in (("loss_curve_", h.loss), ("grad_norm_curve_", h.grad_norm),
                             ("step_norm_curve_", h.step_norm)):
@@ -306,16 +340,22 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
     # ---- prediction ------------------------------------------------------------------------
 
     def decision_function(self, X):
+        """Scores: (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         scores = X @ self.coef_.T + self.intercept_  # float64, also for float32 X
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict_proba(self, X):
+        """Class probabilities, (n_samples, n_classes): the softmax of the scores
+        (multinomial), or each class's sigmoid renormalized (one-vs-rest)."""
         scores = self.decision_function(X)
         if scores.ndim == 1:
             p = sigmoid(scores)
             return np.column_stack([1.0 - p, p])
+        if getattr(self, "_softmax", False):
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            return shifted / shifted.sum(axis=1, keepdims=True)
         p = sigmoid(scores)  # one-vs-rest: each class's probability, renormalized
         return p / p.sum(axis=1, keepdims=True)
 

@@ -29,6 +29,7 @@ one-pass kernels (C++, Numba or NumPy). Its ``lipschitz`` runs Lanczos on the He
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 import numpy as np
@@ -162,7 +163,13 @@ def data_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
     classes of a 1-D y when ``labels``. Each data format gradstep reads has its branch here
     (dense arrays: DenseOracle; SciPy sparse matrices and arrays: sparse.CSROracle, a CSR used
     without a copy, other formats converted to CSR once). ``finite=False`` leaves X's finiteness
-    to the caller's first pass (``first_pass``)."""
+    to the caller's first pass (``first_pass``). A dask array or DataFrame X gives a
+    ``gradstep.dask.DaskOracle`` (y and sample_weight dask or NumPy; dask imported only then)."""
+    if "dask" in sys.modules and hasattr(X, "__dask_graph__"):
+        from .dask import dask_oracle
+
+        return dask_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
+                           n_threads=n_threads, labels=labels, finite=finite)
     csr = _sparse.is_sparse(X)
     X = _sparse.check_csr(X, finite=finite) if csr else v.check_X(X, finite=finite)
     Y, classes = v.check_targets(y, X.shape[0], labels=labels)

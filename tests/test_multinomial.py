@@ -1,0 +1,155 @@
+"""The multinomial (softmax) loss: its gradient and Hessian against finite differences, the
+kernels against the specification, agreement with scikit-learn, and the estimator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import make_data
+from scipy.special import logsumexp, softmax
+from sklearn.datasets import load_iris, load_wine
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+import gradstep as gs
+from gradstep._backends import softmax_reference
+from gradstep.multinomial import multinomial_oracle
+
+
+def _objective(X, y, W, b, alpha, sw=None):
+    """Independent: mean weighted cross-entropy + alpha/2 ||W||^2 (scipy's logsumexp)."""
+    s = np.ones(len(y)) if sw is None else sw
+    Z = X @ W.T + b
+    ce = logsumexp(Z, axis=1) - Z[np.arange(len(y)), y]
+    return (s * ce).sum() / s.sum() + 0.5 * alpha * (W * W).sum()
+
+
+def _problem(n=120, d=4, C=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = rng.integers(0, C, n)
+    W = rng.standard_normal((C, d)) * 0.5
+    b = rng.standard_normal(C) * 0.3
+    return X, y, W, b
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cpp"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradient_and_hessian_match_finite_differences(backend, weighted):
+    if not gs.backends()[backend]:
+        pytest.skip(f"{backend} missing")
+    X, y, W, b = _problem()
+    sw = np.random.default_rng(1).uniform(0.2, 3, len(y)) if weighted else None
+    oracle, _ = multinomial_oracle(X, y, sample_weight=sw, alpha=0.1, backend=backend,
+                                   n_threads=2, fit_intercept=True)
+    P = oracle.pack(W, b, 1, "coef")
+    loss, G = oracle.loss_grad(P, np.ones(1, np.uint8))
+    assert loss[0] == pytest.approx(_objective(X, y, W, b, 0.1, sw), rel=1e-12)
+    h = 1e-6
+    for j in range(P.shape[1]):
+        e = np.zeros_like(P)
+        e[0, j] = h
+        up = oracle.loss_grad(P + e, np.ones(1, np.uint8))[0][0]
+        down = oracle.loss_grad(P - e, np.ones(1, np.uint8))[0][0]
+        assert G[0, j] == pytest.approx((up - down) / (2 * h), rel=1e-6, abs=1e-9)
+    V = np.random.default_rng(2).standard_normal(P.shape)
+    HV = oracle.hessp(P, V, np.ones(1, np.uint8))
+    gp = oracle.loss_grad(P + h * V, np.ones(1, np.uint8))[1]
+    gm = oracle.loss_grad(P - h * V, np.ones(1, np.uint8))[1]
+    np.testing.assert_allclose(HV, (gp - gm) / (2 * h), rtol=1e-6, atol=1e-8)
+
+
+def test_compiled_kernels_agree_with_the_specification():
+    if not gs.backends()["numba"]:
+        pytest.skip("numba missing")
+    from gradstep._backends import softmax_numba
+
+    X, y, W, b = _problem(n=3000, d=7, C=4)
+    rng = np.random.default_rng(3)
+    P = rng.standard_normal((3, 4 * 8)) * 0.3
+    SW = rng.uniform(0, 2, (3000, 3))
+    alpha = np.array([0.0, 0.1, 1.0])
+    rows = rng.permutation(3000)[:500].astype(np.int64)
+    for r in (np.empty(0, np.int64), rows):
+        args = (X, y.astype(np.int64), SW, P, alpha, r, np.array([1, 0, 1], np.uint8), 2, None)
+        ref = softmax_reference.loss_grad(*args, n_classes=4)
+        got = softmax_numba.loss_grad(*args, n_classes=4)
+        for a, e in zip(got, ref):
+            np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15)
+    V = rng.standard_normal(P.shape)
+    act = np.ones(3, np.uint8)
+    np.testing.assert_allclose(
+        softmax_numba.hessp(X, SW, P, V, alpha, act, 2, n_classes=4),
+        softmax_reference.hessp(X, SW, P, V, alpha, act, 2, n_classes=4), rtol=1e-12,
+        atol=1e-15)
+    one = softmax_numba.loss_grad(X, y.astype(np.int64), SW, P, alpha, np.empty(0, np.int64),
+                                  act, 1, None, n_classes=4)
+    two = softmax_numba.loss_grad(X, y.astype(np.int64), SW, P, alpha, np.empty(0, np.int64),
+                                  act, 2, None, n_classes=4)
+    np.testing.assert_array_equal(one[1], two[1])  # the same bits for any thread count
+
+
+def test_two_classes_equal_the_binary_loss_up_to_the_parametrization():
+    X, y = make_data(n=300, d=4)
+    binary = gs.fit(X, y, "lbfgs", alpha=0.01, tol=1e-10)
+    multi = gs.fit(X, y, "lbfgs", alpha=0.02, tol=1e-10, loss="multinomial")
+    # softmax of (w1 - w0): the difference of the two classes is the binary weight vector;
+    # at the optimum (w0, w1) = (-w/2, w/2), whose penalty alpha/2 |w|^2/2 needs twice alpha
+    np.testing.assert_allclose(multi.coef[1] - multi.coef[0], binary.coef, rtol=1e-6, atol=1e-8)
+    p_binary = 1 / (1 + np.exp(-(X @ binary.coef + binary.intercept)))
+    Z = X @ multi.coef.T + multi.intercept
+    np.testing.assert_allclose(softmax(Z, axis=1)[:, 1], p_binary, atol=1e-7)
+
+
+@pytest.mark.parametrize("load", [load_iris, load_wine])
+@pytest.mark.parametrize("rule", ["lbfgs", "newton"])
+def test_probabilities_equal_logistic_regression(load, rule):
+    X, y = load(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    ours = gs.GDClassifier(rule=rule, tol=1e-8).fit(X, y)
+    theirs = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(X, y)
+    assert ours.coef_.shape == theirs.coef_.shape
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-4)
+    assert ours.status_ == "converged"
+
+
+def test_multinomial_every_rule_and_minibatches():
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    rules = list(gs.rules.RULES)
+    res = gs.fit(X, y, rules, loss="multinomial", alpha=0.01, max_iter=30)
+    assert res.coef.shape == (len(rules), 3, 4) and res.intercept.shape == (len(rules), 3)
+    assert np.isfinite(res.loss).all() and (res.loss < np.log(3)).all()
+    mb = gs.fit(X, y, "adam", lr=0.05, batch_size=16, loss="multinomial", max_iter=20,
+                random_state=0)
+    assert mb.loss < 0.3
+
+
+def test_ovr_is_still_available_and_batched():
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    ovr = gs.GDClassifier(multi_class="ovr").fit(X, y)
+    assert ovr.n_iter_.shape == (3,)
+    multi = gs.GDClassifier().fit(X, y)
+    assert multi.n_iter_.shape == (1,)
+    assert multi.score(X, y) > ovr.score(X, y)  # 0.97 vs 0.87 at C=1 on iris
+
+
+def test_partial_fit_multinomial_with_a_batch_missing_a_class():
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    clf = gs.GDClassifier(rule="adam", lr=0.05)
+    clf.partial_fit(X[y != 2], y[y != 2], classes=[0, 1, 2])
+    assert clf.coef_.shape == (3, 4)
+    clf.partial_fit(X, y)
+    assert clf.predict_proba(X).shape == (150, 3)
+
+
+def test_bad_multinomial_input():
+    X, y, _, _ = _problem()
+    with pytest.raises(ValueError, match="loss must be"):
+        gs.fit(X, y, loss="softmax")
+    with pytest.raises(ValueError, match="not in classes"):
+        gs.fit(X, y, loss="multinomial", classes=[0, 1])
+    with pytest.raises(ValueError, match="classes is for loss='multinomial'"):
+        gs.fit(X, y % 2, classes=[0, 1])
