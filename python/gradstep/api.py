@@ -331,9 +331,9 @@ def lipschitz_constant(X, sample_weight=None, alpha=0.0, fit_intercept=True, *,
     >>> round(gs.lipschitz_constant(X, fit_intercept=False), 4)   # 4 / (4 * 4)
     0.25
     """
-    unlabelled = np.zeros(np.shape(X)[0]) if np.ndim(X) == 2 else X  # L needs no labels
-    oracle = DenseOracle(X, unlabelled, sample_weight=sample_weight, alpha=alpha,
-                         backend=backend, n_threads=n_threads)
+    unlabelled = np.zeros(np.shape(X)[0])  # L needs no labels
+    oracle, _ = data_oracle(X, unlabelled, sample_weight=sample_weight, alpha=alpha,
+                            backend=backend, n_threads=n_threads, labels=False)
     return float(oracle.lipschitz(1, bool(fit_intercept))[0])
 
 

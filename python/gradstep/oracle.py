@@ -89,6 +89,9 @@ class DenseOracle:
                  backend: str = "auto", n_threads: int | None = None) -> None:
         built, _ = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
                                n_threads=n_threads, labels=False)
+        if not isinstance(built, DenseOracle):
+            raise ValueError(f"DenseOracle takes a dense array; X is {type(X).__name__}: pass it "
+                             "to gs.fit directly (it picks the oracle for its format)")
         self.__dict__.update(built.__dict__)
 
     @classmethod

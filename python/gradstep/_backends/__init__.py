@@ -27,6 +27,10 @@ def _load(name: str) -> ModuleType | None:
 
 def _explain(name: str, exc: ImportError) -> str:
     if name == "cpp":
+        try:  # written into the wheel only by the pure-Python fallback install (pyproject.toml)
+            return str(importlib.import_module("gradstep._build_fallback").REASON)
+        except ImportError:
+            pass
         return (
             f"the compiled core gradstep._core could not be imported ({exc}); "
             "build it with `pip install .` from the source tree (needs a C++17 compiler)"
