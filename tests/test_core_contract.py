@@ -14,8 +14,8 @@ import pytest
 
 core = pytest.importorskip("gradstep._core", reason="the compiled core is not built")
 
-from gradstep._backends import cpp, reference
-from gradstep._backends.state import (
+from gradstep._backends import cpp, reference  # noqa: E402 (after the skip)
+from gradstep._backends.state import (  # noqa: E402
     H_DISTANCE,
     H_GRAD_NORM,
     H_LOSS,

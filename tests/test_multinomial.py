@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_data
 from scipy.special import logsumexp, softmax
 from sklearn.datasets import load_iris, load_wine
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import gradstep as gs
+from conftest import make_data
 from gradstep._backends import softmax_reference
 from gradstep.multinomial import multinomial_oracle
 

@@ -20,6 +20,7 @@
 #include "gradstep/fit.hpp"
 #include "gradstep/logistic.hpp"
 #include "gradstep/rules.hpp"
+#include "gradstep/thread_pool.hpp"
 
 namespace py = pybind11;
 using py::ssize_t;
@@ -262,6 +263,7 @@ void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
   auto epoch = array_attribute<std::int64_t>(state_obj, F, "epoch", true);
   auto history = array_attribute<double>(state_obj, F, "history", true);
   const auto reference = array_attribute<double>(state_obj, F, "reference");
+  const auto start_loss = array_attribute<double>(state_obj, F, "start_loss");
   require_shape(slots, "state.slots", {K, gradstep::kNSlots, D});
   require_shape(grad, "state.grad", {K, D});
   require_shape(loss, "state.loss", {K});
@@ -275,6 +277,7 @@ void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
           "state.history must have shape (" + std::to_string(gradstep::kNHistory) + ", " +
               std::to_string(K) + ", H), got " + shape_of(history));
   require_shape(reference, "state.reference", {K, D});
+  require_shape(start_loss, "state.start_loss", {K});
 
   gradstep::FitState st;
   st.P = P.mutable_data();
@@ -290,6 +293,7 @@ void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
   st.history = history.mutable_data();
   st.history_len = history.shape(2);
   st.reference = reference.data();
+  st.start_loss = start_loss.data();
 
   py::gil_scoped_release release;
   gradstep::run(data, K, spec, st, n_steps, n_threads);
@@ -327,6 +331,11 @@ PYBIND11_MODULE(_core, m) {
   m.doc() =
       "gradstep's compiled core: fused logistic loss + gradient and Hessian-vector products for "
       "K runs, and the first-order fit loops";
+  // Before any thread can use the core: the thread pool's fork handlers (a child forked while
+  // another thread is inside ThreadPool::instance() must not inherit its lock held), and the
+  // kernel choice (a function-local static, whose first initialization takes a lock too).
+  gradstep::ThreadPool::install_fork_handlers();
+  (void)gradstep::current_kernel();
   bind_dtype<float>(m, "float32");
   bind_dtype<double>(m, "float64");
   m.def("rule_codes", [] {
@@ -350,8 +359,30 @@ PYBIND11_MODULE(_core, m) {
           return py::make_tuple(l, s);
         },
         py::arg("z").noconvert(),
-        "log(1 + exp(z)) and sigmoid(z) for a 1-D float64 z, by the gradient kernel's own link "
-        "(vectorized exp and log1p); for accuracy tests.");
+        "log(1 + exp(z)) and sigmoid(z) for a 1-D float64 z, by the vectorized exp and log1p of "
+        "the gradient kernel's link; for accuracy tests (link_terms gives the kernel's own "
+        "per-row terms).");
+  m.def("link_terms", [](const carray<double>& z, const carray<double>& y) {
+          require(z.ndim() == 1 && y.ndim() == 1 && y.shape(0) == z.shape(0),
+                  "z and y must be 1-D arrays of the same length");
+          const ssize_t n = z.shape(0);
+          carray<double> l(n), r(n), h(n);
+          gradstep::run_terms(z.data(), y.data(), n, l.mutable_data(), r.mutable_data(),
+                              h.mutable_data());
+          return py::make_tuple(l, r, h);
+        },
+        py::arg("z").noconvert(), py::arg("y").noconvert(),
+        "The gradient kernel's per-row terms for 1-D float64 z and 0/1 targets y: the loss "
+        "log(1 + exp(z)) - y z, the residual sigmoid(z) - y and the Hessian weight "
+        "sigmoid(z)(1 - sigmoid(z)), four at a time by the vector link and the last n % 4 by the "
+        "scalar one, as in the kernel; for accuracy tests.");
+  m.def("_hold_pool_lock", [](double seconds) {
+          py::gil_scoped_release release;
+          gradstep::ThreadPool::hold_instance_lock_for(seconds);
+        },
+        py::arg("seconds"),
+        "For tests: holds the thread pool's instance lock for `seconds` (GIL released), as a "
+        "thread inside ThreadPool::instance() does for a moment.");
   m.def("set_kernel", [](const std::string& name) {
           const std::string before = gradstep::kernel_name(gradstep::current_kernel());
           try {

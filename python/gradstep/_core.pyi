@@ -116,6 +116,16 @@ def set_kernel(name: Literal["baseline", "avx2"]) -> str:
     """Selects the kernels for tests and benchmarks and returns the previous one; ValueError for
     a name this CPU or build cannot run. Not thread-safe: call it while no fit is running."""
 
+def link_terms(
+    z: NDArray[np.float64], y: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The kernel's own per-row terms for 1-D float64 z and 0/1 y: the loss
+    (max(z, 0) - y z) + log1p(exp(-|z|)), the residual sigmoid(z) - y and the Hessian weight
+    sigmoid(z) (1 - sigmoid(z)), all without cancellation; for accuracy tests."""
+
+def _hold_pool_lock(seconds: float) -> None:
+    """Test hook: holds the thread pool's instance lock for ``seconds`` (the fork test)."""
+
 def link(z: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """log(1 + exp(z)) and sigmoid(z) for a 1-D float64 z by the kernel's own vector link
     (vectorized exp and log1p); for accuracy tests."""

@@ -34,6 +34,7 @@ from .driver import init_state, make_driver
 from .multinomial import multinomial_oracle
 from .oracle import DenseOracle, data_oracle, first_pass
 from .rules import (
+    RULES,
     SCHEDULE_PARAMS,
     StepRule,
     default_lr,
@@ -46,7 +47,9 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 class DivergenceWarning(RuntimeWarning):
-    """A run's loss or weights stopped being finite; it kept its last finite weights."""
+    """A run diverged: its loss or weights stopped being finite, its loss rose above 1e6 times
+    max(its starting loss, log 2), or its weights' norm passed 1e150; it kept its last good
+    weights (``_backends.state`` states the rule; every backend applies it)."""
 
 
 class StallWarning(RuntimeWarning):
@@ -410,10 +413,11 @@ def _check_full_batch(rules: list[StepRule], batch: int) -> None:
         if not r.full_batch_only:
             continue
         if batch:
+            first_order = ", ".join(n for n, c in RULES.items() if not c.full_batch_only)
             raise ValueError(
                 f"rule {r.name!r} is a full-batch method (its line search or curvature needs the "
-                "whole objective); drop batch_size, or use a first-order rule (sgd, momentum, "
-                "nesterov, normalized, adagrad, rmsprop, adadelta, adam) for mini-batches"
+                "whole objective); drop batch_size, or use a first-order rule "
+                f"({first_order}) for mini-batches"
             )
         if r.schedule.code != 0:
             raise ValueError(
@@ -526,7 +530,9 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     Warns
     -----
     DivergenceWarning
-        A run's loss or weights stopped being finite (it keeps its last finite weights).
+        A run diverged (its loss or weights stopped being finite, its loss rose above 1e6 x
+        max(starting loss, log 2), or its weight norm passed 1e150); it keeps its last good
+        weights and the other runs go on.
     StallWarning
         A line search could not make progress before the gradient reached tol.
 
@@ -756,10 +762,13 @@ def _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d
             passes, oracle) -> FitResult:
     diverged = np.flatnonzero(state.status == DIVERGED)
     if diverged.size:
-        which = ", ".join(f"run {k} ({rules[k].name}, lr={rules[k].lr:g})" for k in diverged)
-        warn(f"{which} diverged: the loss or weights stopped being finite; the last finite "
+        which = ", ".join(
+            f"run {k} ({rules[k].name}" + ("" if rules[k].lr is None else f", lr={rules[k].lr:g}")
+            + ")" for k in diverged)
+        warn(f"{which} diverged: its loss or weights stopped being finite, its loss rose above "
+             "1e6 x max(starting loss, log 2), or its weight norm passed 1e150; the last good "
              "weights are returned. Try a smaller lr, lr='auto', a curvature rule such as "
-             "'lbfgs', or standardize X.", DivergenceWarning)
+             "'lbfgs', more regularization, or standardize X.", DivergenceWarning)
     stalled = np.flatnonzero(state.status == STALLED)
     if stalled.size:
         which = ", ".join(f"run {k} ({rules[k].name})" for k in stalled)

@@ -18,13 +18,14 @@ honour Ctrl-C between calls.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from ._backends.state import (
     CONVERGED,
     DIVERGED,
+    DIVERGENCE_WEIGHT_NORM,
     H_DISTANCE,
     H_GRAD_NORM,
     H_LOSS,
@@ -37,6 +38,7 @@ from ._backends.state import (
     STALLED,
     FitState,
     RunSpec,
+    divergence_limit,
     shuffle_order,
 )
 from .oracle import DenseOracle
@@ -52,6 +54,11 @@ def _finite(*arrays) -> bool:
     return all(bool(np.isfinite(a).all()) for a in arrays)
 
 
+def _weights_diverged(p: np.ndarray) -> bool:
+    """Weights that are not finite or whose norm exceeds DIVERGENCE_WEIGHT_NORM (state.py)."""
+    return not _finite(p) or float(np.sqrt(p @ p)) > DIVERGENCE_WEIGHT_NORM
+
+
 def init_state(oracle: Any, spec: RunSpec, state: FitState) -> None:
     """History entry 0 and the loss and gradient at the starting point (one pass)."""
     n_runs, D = state.P.shape
@@ -60,6 +67,7 @@ def init_state(oracle: Any, spec: RunSpec, state: FitState) -> None:
     if not spec.fit_intercept:
         grad[:, D - 1] = 0.0
     state.loss[:] = loss
+    state.start_loss[:] = loss  # the divergence test's scale (state.divergence_limit)
     state.grad[:] = grad
     if spec.record_history:
         state.history[:, :, 0] = 0.0
@@ -84,7 +92,7 @@ class ReferenceDriver:
         self.passes = np.ones(n_runs)  # init_state's pass
         self._iterations: dict[int, Any] = {}  # curvature runs: their generators ...
         self._pending: dict[int, Any] = {}  # ... and the request each is waiting on
-        self._mean_weight: Optional[np.ndarray] = None
+        self._mean_weight: np.ndarray | None = None
         if hasattr(oracle, "mean_weight"):
             self._mean_weight = np.asarray(oracle.mean_weight(n_runs), dtype=np.float64)
 
@@ -123,6 +131,10 @@ class ReferenceDriver:
             st.status[k] = CONVERGED
         elif st.n_iter[k] >= self.spec.max_iter:
             st.status[k] = MAX_ITER
+
+    def _loss_diverged(self, k: int, loss: float) -> bool:
+        """A finite loss above run k's divergence limit (state.divergence_limit)."""
+        return bool(loss > divergence_limit(self.state.start_loss[k]))
 
     def _zero_intercept(self, A: np.ndarray) -> np.ndarray:
         A = np.array(A, dtype=np.float64)
@@ -179,8 +191,9 @@ class ReferenceDriver:
 
         for k in first_order:
             loss_k, g = answers[k]
-            if not _finite(st.P[k], loss_k, g):
-                st.P[k] = P_old[k]  # keep the last finite weights
+            if (_weights_diverged(st.P[k]) or not _finite(loss_k, g)
+                    or self._loss_diverged(k, loss_k)):
+                st.P[k] = P_old[k]  # keep the last good weights
                 st.status[k] = DIVERGED
                 continue
             st.loss[k] = loss_k
@@ -209,8 +222,9 @@ class ReferenceDriver:
             if isinstance(event, Stall):
                 close_enough = np.max(np.abs(st.grad[k])) <= STALL_TOL_FACTOR * self.spec.tol
                 st.status[k] = CONVERGED if close_enough else STALLED
-            elif not _finite(event.p, event.loss, event.g):
-                st.status[k] = DIVERGED  # st.P[k] still holds the last finite weights
+            elif (_weights_diverged(event.p) or not _finite(event.loss, event.g)
+                  or self._loss_diverged(k, event.loss)):
+                st.status[k] = DIVERGED  # st.P[k] still holds the last good weights
             else:
                 step_norm = np.linalg.norm(event.p - st.P[k])
                 st.P[k] = event.p
@@ -249,7 +263,7 @@ class ReferenceDriver:
             loss, grad = oracle.loss_grad(st.P, in_epoch.astype(np.uint8), rows, denominator)
             grad = self._zero_intercept(grad)
             for k in map(int, np.flatnonzero(in_epoch)):
-                if not _finite(loss[k], grad[k]):
+                if not _finite(loss[k], grad[k]) or self._loss_diverged(k, loss[k]):
                     st.P[k] = P_prev[k]
                     st.status[k] = DIVERGED
                     in_epoch[k] = False
@@ -260,11 +274,11 @@ class ReferenceDriver:
                 lr_used[k] = self._lr_at(k, int(st.t[k]))
                 P_prev[k] = st.P[k]
                 self.rules[k].update(st.P[k], grad[k], st.slots[k], lr_used[k], int(st.t[k]))
-                if not _finite(st.P[k]):
+                if _weights_diverged(st.P[k]):
                     st.P[k] = P_prev[k]
                     st.status[k] = DIVERGED
                     in_epoch[k] = False
-        for k in np.flatnonzero(in_epoch):
+        for k in map(int, np.flatnonzero(in_epoch)):
             self.passes[k] += 1
             epoch_loss = loss_sum[k] / n
             st.loss[k] = epoch_loss

@@ -2,8 +2,9 @@
 
 Multiclass is multinomial (softmax) by default for more than two classes, as in
 LogisticRegression; ``multi_class="ovr"`` is one-vs-rest done as ONE batched engine call: the K
-binary runs share every pass over X, each with its own 0/1 target column. The estimator is built on the public functional
-API only (``gradstep.fit`` with ``callback``, ``verbose`` and ``resume``).
+binary runs share every pass over X, each with its own 0/1 target column. The estimator is
+built on the public functional API only (``gradstep.fit`` with ``callback``, ``verbose`` and
+``resume``).
 """
 
 from __future__ import annotations

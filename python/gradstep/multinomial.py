@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _backends
 from . import _validate as v
-from .oracle import DenseOracle, lanczos_top_eigenvalue
+from .oracle import DenseOracle, InMemoryOracle, lanczos_top_eigenvalue
 
 _NO_ROWS = np.empty(0, dtype=np.int64)
 
@@ -33,7 +33,7 @@ def _kernels(backend: str) -> tuple[str, Any]:
     return "numpy-softmax", softmax_reference
 
 
-class MultinomialOracle:
+class MultinomialOracle(InMemoryOracle):
     """The multinomial logistic loss of an in-memory array (see the module docstring).
 
     Built by ``gs.fit(..., loss="multinomial")``; the oracle contract is gradstep.oracle's,
@@ -54,10 +54,6 @@ class MultinomialOracle:
         # the intercept of class c sits at c (d + 1) + d
         self.intercept_columns = np.arange(self.n_classes) * (self.n_features + 1) + \
             self.n_features
-
-    alphas = DenseOracle.alphas
-    mean_weight = DenseOracle.mean_weight
-    check_finite = DenseOracle.check_finite
 
     def _no_intercept(self, A: np.ndarray) -> np.ndarray:
         if not self.fit_intercept:

@@ -57,7 +57,34 @@ _NO_ROWS = np.empty(0, dtype=np.int64)
 _NO_DENOMINATOR = np.empty(0, dtype=np.float64)
 
 
-class DenseOracle:
+class InMemoryOracle:
+    """What every oracle over in-memory arrays shares: per-run alphas, mean weights and the
+    exact finiteness test (the oracle holds X, SW and alpha)."""
+
+    X: Any
+    SW: np.ndarray
+    alpha: np.ndarray
+
+    def alphas(self, n_runs: int) -> np.ndarray:
+        """Each run's L2 strength, (n_runs,)."""
+        if self.alpha.size == n_runs:
+            return self.alpha
+        if self.alpha.size == 1:
+            return np.full(n_runs, self.alpha[0])
+        raise ValueError(f"alpha has {self.alpha.size} entries but {n_runs} runs were asked for")
+
+    def check_finite(self) -> None:
+        """Raises a ValueError naming the first NaN or infinity in X."""
+        v.check_finite_X(self.X)
+
+    def mean_weight(self, n_runs: int) -> np.ndarray:
+        if self.SW.shape[1] == 0:
+            return np.ones(n_runs)
+        means = self.SW.mean(axis=0)
+        return np.broadcast_to(means, (n_runs,)).copy() if means.size == 1 else means
+
+
+class DenseOracle(InMemoryOracle):
     """The logistic loss of an in-memory array, answered by a backend's one-pass kernels.
 
     Parameters
@@ -110,14 +137,6 @@ class DenseOracle:
         self.n_threads = n_threads
         self.n_samples, self.n_features = X.shape
 
-    def alphas(self, n_runs: int) -> np.ndarray:
-        """Each run's L2 strength, (n_runs,)."""
-        if self.alpha.size == n_runs:
-            return self.alpha
-        if self.alpha.size == 1:
-            return np.full(n_runs, self.alpha[0])
-        raise ValueError(f"alpha has {self.alpha.size} entries but {n_runs} runs were asked for")
-
     def loss_grad(self, P, active, rows=None, denominator=None):
         rows = _NO_ROWS if rows is None else rows
         denominator = _NO_DENOMINATOR if denominator is None else denominator
@@ -130,16 +149,6 @@ class DenseOracle:
         result: np.ndarray = self.module.hessp(
             self.X, self.SW, P, V, self.alphas(P.shape[0]), active, self.n_threads)
         return result
-
-    def check_finite(self) -> None:
-        """Raises a ValueError naming the first NaN or infinity in X."""
-        v.check_finite_X(self.X)
-
-    def mean_weight(self, n_runs: int) -> np.ndarray:
-        if self.SW.shape[1] == 0:
-            return np.ones(n_runs)
-        means = self.SW.mean(axis=0)
-        return np.broadcast_to(means, (n_runs,)).copy() if means.size == 1 else means
 
     def lipschitz(self, n_runs: int, fit_intercept: bool) -> np.ndarray:
         """Per run: the largest eigenvalue of X'SX / (4 sum s) (X with a ones column when the

@@ -8,6 +8,8 @@
 //              g_k    += s * (sigmoid(z) - y) * (x_i, 1)
 //   hessp:     z = x_i . w_k + b_k,  u = x_i . v_k + v_kd    (V's row k: the vector multiplied)
 //              h_k    += s * sigmoid(z) * (1 - sigmoid(z)) * u * (x_i, 1)
+// The per-row terms come from one e = exp(-|z|) in forms that neither overflow nor cancel (link1,
+// hess_weight1 and their vector versions in vector_math.hpp; reference.loss_and_residual).
 //
 // Sample weights (SW, (n, ks)): ks == 0 unit weights, ks == 1 one column shared by every run, ks == K
 // a column per run. The per-run case is a template parameter (PerRun) chosen once per tile, outside
@@ -75,18 +77,28 @@ struct BlockJob {
   double* out;
 };
 
-// log(1 + exp(z)) and 1 / (1 + exp(-z)) from one e = exp(-|z|): neither overflows for any z
-// (reference.log1pexp_and_sigmoid).
+// The link of one row with a 0/1 target y (reference.loss_and_residual; simd::link4 for four):
+// loss = log(1 + exp(z)) - y z and residual = sigmoid(z) - y, from one e = exp(-|z|), in forms
+// that neither overflow nor cancel for any z (see link4).
+GRADSTEP_INLINE void link1(double z, double y, double& loss, double& residual) {
+  const double e = std::exp(-std::fabs(z));
+  loss = (std::max(z, 0.0) - y * z) + std::log1p(e);  // like np.maximum, a NaN z stays NaN
+  const double q = 1.0 - y;
+  residual = (z >= 0.0 ? q - y * e : q * e - y) / (1.0 + e);
+}
+
+// sigmoid(z) (1 - sigmoid(z)) as e / (1 + e)^2 (reference.hess_weight; simd::hess_weight4).
+GRADSTEP_INLINE double hess_weight1(double z) {
+  const double e = std::exp(-std::fabs(z));
+  const double o = 1.0 + e;
+  return e / (o * o);
+}
+
+// log(1 + exp(z)) and 1 / (1 + exp(-z)) from one e = exp(-|z|) (gradstep._core.link only).
 GRADSTEP_INLINE void log1pexp_sigmoid(double z, double& log1pexp, double& sigmoid) {
   const double e = std::exp(-std::fabs(z));
   log1pexp = std::max(z, 0.0) + std::log1p(e);  // like np.maximum, a NaN z stays NaN
   sigmoid = z >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-}
-
-// sigmoid(z) alone, the same bits as log1pexp_sigmoid's.
-GRADSTEP_INLINE double sigmoid1(double z) {
-  const double e = std::exp(-std::fabs(z));
-  return z >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
 
 namespace simd {
@@ -227,20 +239,20 @@ GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const T* const x[NR],
       const v4d zv = v4d{z[q][r0], z[q][r0 + 1], z[q][r0 + 2], z[q][r0 + 3]} + splat(w[q][d]);
       const v4d yv = {y[r0], y[r0 + 1], y[r0 + 2], y[r0 + 3]};
       const v4d sv = {sq[r0], sq[r0 + 1], sq[r0 + 2], sq[r0 + 3]};
-      v4d l, sig;
-      link4(zv, l, sig);
-      const v4d terms = sv * (l - yv * zv);
-      const v4d rv = sv * (sig - yv);
+      v4d l, residual;
+      link4(zv, yv, l, residual);
+      const v4d terms = sv * l;
+      const v4d rv = sv * residual;
       for (std::size_t r = 0; r < 4; ++r) res[q][r0 + r] = rv[r];
       for (std::size_t r = 0; r < 4; ++r) lsum += terms[r];  // row order, as the scalar version
     }
 #else
     for (std::size_t r = 0; r < NR; ++r) {
       const double zr = z[q][r] + w[q][d];
-      double l, sig;
-      log1pexp_sigmoid(zr, l, sig);
-      lsum += sq[r] * (l - y[r] * zr);
-      res[q][r] = sq[r] * (sig - y[r]);
+      double l, residual;
+      link1(zr, y[r], l, residual);
+      lsum += sq[r] * l;
+      res[q][r] = sq[r] * residual;
     }
 #endif
     for (std::size_t r = 0; r < NR; ++r) gb += res[q][r];
@@ -272,13 +284,11 @@ GRADSTEP_INLINE void group_hessp(const BlockJob<T>& job, const T* const x[4],
     const v4d zv = v4d{zu[0][0], zu[0][1], zu[0][2], zu[0][3]} + splat(b);
     const v4d uv = v4d{zu[1][0], zu[1][1], zu[1][2], zu[1][3]} + splat(vb);
     const v4d sv = {sq[0], sq[1], sq[2], sq[3]};
-    const v4d sig = sigmoid4(zv);
-    const v4d rv = sv * sig * (splat(1.0) - sig) * uv;  // reference.hessp's order
+    const v4d rv = sv * hess_weight4(zv) * uv;  // reference.hessp's order
     for (std::size_t r = 0; r < 4; ++r) res[q][r] = rv[r];
 #else
     for (std::size_t r = 0; r < 4; ++r) {
-      const double sig = sigmoid1(zu[0][r] + b);
-      res[q][r] = sq[r] * sig * (1.0 - sig) * (zu[1][r] + vb);
+      res[q][r] = sq[r] * hess_weight1(zu[0][r] + b) * (zu[1][r] + vb);
     }
 #endif
     double hb = g[q][d];
@@ -362,14 +372,13 @@ GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job) {
       if constexpr (Hess) {
         const double* v = job.V + k * D;
         const double u = dot1(x, v, d) + v[d];
-        const double sig = sigmoid1(z);
-        r = s * sig * (1.0 - sig) * u;
+        r = s * hess_weight1(z) * u;
       } else {
         const double y = job.Y[i * ky + (ky == 1 ? 0 : k)];
-        double l, sig;
-        log1pexp_sigmoid(z, l, sig);
-        g[D] += s * (l - y * z);
-        r = s * (sig - y);
+        double l, res;
+        link1(z, y, l, res);
+        g[D] += s * l;
+        r = s * res;
       }
       axpy1(g, r, x, d);
       g[d] += r;
@@ -407,15 +416,15 @@ GRADSTEP_INLINE void hessp_tile(const BlockJob<T>& job) {
 #define GRADSTEP_NOINLINE
 #endif
 
-// log(1 + exp(z)) and sigmoid(z) of n values through the kernel's vector link (the last n % 4 by
-// the scalar one, as in the kernel); exposed for the accuracy tests of vector_math.hpp.
+// log(1 + exp(z)) and sigmoid(z) of n values through the vector exp and log1p of the kernel's
+// link (the last n % 4 by the scalar one); exposed for the accuracy tests of vector_math.hpp.
 GRADSTEP_INLINE void link_array(const double* z, std::ptrdiff_t n, double* log1pexp,
                                 double* sigmoid) {
   std::ptrdiff_t p = 0;
 #if defined(GRADSTEP_VECTOR_EXT)
   for (; p + 4 <= n; p += 4) {
     simd::v4d l, s;
-    simd::link4(simd::v4d{z[p], z[p + 1], z[p + 2], z[p + 3]}, l, s);
+    simd::log1pexp_sigmoid4(simd::v4d{z[p], z[p + 1], z[p + 2], z[p + 3]}, l, s);
     for (int r = 0; r < 4; ++r) {
       log1pexp[p + r] = l[r];
       sigmoid[p + r] = s[r];
@@ -425,15 +434,50 @@ GRADSTEP_INLINE void link_array(const double* z, std::ptrdiff_t n, double* log1p
   for (; p < n; ++p) log1pexp_sigmoid(z[p], log1pexp[p], sigmoid[p]);
 }
 
+// The kernel's own per-row terms of n rows: loss, residual (0/1 targets y) and Hessian weight,
+// four at a time by the vector link, the last n % 4 by the scalar one, as in the kernel; exposed
+// for the accuracy tests (gradstep._core.link_terms).
+GRADSTEP_INLINE void terms_array(const double* z, const double* y, std::ptrdiff_t n,
+                                 double* loss, double* residual, double* hess_weight) {
+  std::ptrdiff_t p = 0;
+#if defined(GRADSTEP_VECTOR_EXT)
+  for (; p + 4 <= n; p += 4) {
+    const simd::v4d zv{z[p], z[p + 1], z[p + 2], z[p + 3]};
+    simd::v4d l, r;
+    simd::link4(zv, simd::v4d{y[p], y[p + 1], y[p + 2], y[p + 3]}, l, r);
+    const simd::v4d h = simd::hess_weight4(zv);
+    for (int i = 0; i < 4; ++i) {
+      loss[p + i] = l[i];
+      residual[p + i] = r[i];
+      hess_weight[p + i] = h[i];
+    }
+  }
+#endif
+  for (; p < n; ++p) {
+    link1(z[p], y[p], loss[p], residual[p]);
+    hess_weight[p] = hess_weight1(z[p]);
+  }
+}
+
 GRADSTEP_NOINLINE inline void link_baseline(const double* z, std::ptrdiff_t n, double* l,
                                             double* s) {
   link_array(z, n, l, s);
+}
+
+GRADSTEP_NOINLINE inline void terms_baseline(const double* z, const double* y, std::ptrdiff_t n,
+                                             double* l, double* r, double* h) {
+  terms_array(z, y, n, l, r, h);
 }
 
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
 __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE inline void link_avx2(
     const double* z, std::ptrdiff_t n, double* l, double* s) {
   link_array(z, n, l, s);
+}
+
+__attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE inline void terms_avx2(
+    const double* z, const double* y, std::ptrdiff_t n, double* l, double* r, double* h) {
+  terms_array(z, y, n, l, r, h);
 }
 #endif
 
@@ -509,6 +553,17 @@ inline void run_link(const double* z, std::ptrdiff_t n, double* l, double* s) {
   }
 #endif
   link_baseline(z, n, l, s);
+}
+
+inline void run_terms(const double* z, const double* y, std::ptrdiff_t n, double* l, double* r,
+                      double* h) {
+#if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  if (current_kernel() == Kernel::avx2) {
+    terms_avx2(z, y, n, l, r, h);
+    return;
+  }
+#endif
+  terms_baseline(z, y, n, l, r, h);
 }
 
 template <class T>

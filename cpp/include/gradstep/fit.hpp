@@ -41,6 +41,14 @@ constexpr std::ptrdiff_t kNHistory = 6;
 // Epochs without an improvement of the epoch loss by tol before a mini-batch run stops.
 constexpr std::int64_t kNIterNoChange = 5;
 
+// Divergence (state.py): a run stops as diverged, keeping its last good weights, when its loss or
+// weights stop being finite, when its loss (a mini-batch's, in mini-batch runs) exceeds
+// kDivergenceLossFactor * max(its starting loss, log 2), or when the norm of its weights exceeds
+// kDivergenceWeightNorm.
+constexpr double kDivergenceLossFactor = 1e6;
+constexpr double kDivergenceWeightNorm = 1e150;
+constexpr double kLog2 = 0.693147180559945309417;
+
 // Everything fixed for the duration of a fit (state.RunSpec); arrays have K rows.
 struct RunSpec {
   const std::int64_t* rule_code = nullptr;  // (K,), each one a code of kRules (valid_rule)
@@ -71,7 +79,8 @@ struct FitState {
   std::int64_t* epoch = nullptr;       // (1,)
   double* history = nullptr;           // (kNHistory, K, history_len)
   std::ptrdiff_t history_len = 0;
-  const double* reference = nullptr;  // (K, D)
+  const double* reference = nullptr;   // (K, D)
+  const double* start_loss = nullptr;  // (K,) the full-batch loss at the starting point
 };
 
 namespace detail {
@@ -102,6 +111,19 @@ inline bool all_finite(const double* v, std::ptrdiff_t n) {
     if (!std::isfinite(v[j])) return false;
   }
   return true;
+}
+
+// Run k's loss above which it is diverged (state.divergence_limit): like np.maximum, a NaN
+// starting loss gives a NaN limit, which no loss exceeds. Without start_loss (a C++ caller that
+// did not set it) the limit is the one of a start at loss 0: 1e6 log 2.
+inline double loss_limit(const FitState& st, std::ptrdiff_t k) {
+  const double start = st.start_loss != nullptr ? st.start_loss[k] : 0.0;
+  return kDivergenceLossFactor * (start < kLog2 ? kLog2 : start);
+}
+
+// Weights that are not finite or too far out (the weight half of the divergence rule).
+inline bool weights_diverged(const double* p, std::ptrdiff_t D) {
+  return !all_finite(p, D) || norm2(p, D) > kDivergenceWeightNorm;
 }
 
 inline double lr_at(const RunSpec& spec, std::ptrdiff_t k, std::int64_t t) {
@@ -183,9 +205,9 @@ void run_full_batch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spe
     for (const std::ptrdiff_t k : running) {
       const double* g = grad.data() + k * D;
       const double lk = loss[to_size(k)];
-      if (!detail::all_finite(st.P + k * D, D) || !std::isfinite(lk) ||
-          !detail::all_finite(g, D)) {
-        detail::copy_run(P_old.data(), st.P, k, D);  // keep the last finite weights
+      if (detail::weights_diverged(st.P + k * D, D) || !std::isfinite(lk) ||
+          !detail::all_finite(g, D) || lk > detail::loss_limit(st, k)) {
+        detail::copy_run(P_old.data(), st.P, k, D);  // keep the last good weights
         st.status[k] = kDiverged;
         continue;
       }
@@ -267,7 +289,8 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
         const std::size_t uk = to_size(k);
         if (!in_epoch[uk]) continue;
         const double* g = grad.data() + k * D;
-        if (!std::isfinite(loss[uk]) || !detail::all_finite(g, D)) {
+        if (!std::isfinite(loss[uk]) || !detail::all_finite(g, D) ||
+            loss[uk] > detail::loss_limit(st, k)) {
           detail::copy_run(P_prev.data(), st.P, k, D);
           st.status[k] = kDiverged;
           in_epoch[uk] = 0;
@@ -279,7 +302,7 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
         lr_used[uk] = detail::lr_at(spec, k, st.t[k]);
         detail::copy_run(st.P, P_prev.data(), k, D);
         detail::take_step(spec, steps[uk], st, k, lr_used[uk], g, D);
-        if (!detail::all_finite(st.P + k * D, D)) {
+        if (detail::weights_diverged(st.P + k * D, D)) {
           detail::copy_run(P_prev.data(), st.P, k, D);
           st.status[k] = kDiverged;
           in_epoch[uk] = 0;

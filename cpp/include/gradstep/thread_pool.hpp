@@ -12,14 +12,22 @@
 // Robustness:
 // - A second job submitted while one is in flight (two Python threads calling the core with the GIL
 //   released, or a nested call) does not wait for the pool: it runs on its own calling thread.
-// - After fork() the child has none of the parent's worker threads; instance() notices the changed
-//   process id and starts a fresh pool (the old one is abandoned, never touched again).
+// - fork(): the child has none of the parent's worker threads and only the forking thread, so
+//   every lock another thread held at that moment stays locked in the child for ever. The child
+//   therefore never touches the parent's pool (abandoned, its locks included) and starts a fresh
+//   one on first use. The one lock it must take to get there, the lock of instance(), is made
+//   fork-safe with pthread_atfork handlers (install_fork_handlers, called when the Python module
+//   is loaded): before fork() the forking thread takes it (waiting the few instructions a
+//   thread inside instance() needs to finish), after fork() parent and child release it, and
+//   the child forgets the parent's pool. instance() also compares the process id, for a fork
+//   that bypasses the handlers (a raw clone/vfork system call).
 // - The pool is leaked on purpose: joining threads from a static destructor while the interpreter
 //   shuts down can deadlock; the OS reclaims the sleeping workers at exit.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
@@ -30,8 +38,10 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
 #include <unistd.h>
 #define GRADSTEP_HAVE_GETPID 1
+#define GRADSTEP_HAVE_FORK 1
 #endif
 
 namespace gradstep {
@@ -40,13 +50,31 @@ class ThreadPool {
  public:
   // The process-wide pool with one participant per hardware thread (the caller included).
   static ThreadPool& instance() {
-    static std::mutex guard;
-    static ThreadPool* pool = nullptr;
-    std::lock_guard<std::mutex> lock(guard);
-    if (pool == nullptr || pool->owner_pid_ != current_pid()) {
-      pool = new ThreadPool(hardware_threads());  // a pool inherited through fork() is abandoned
+    install_fork_handlers();
+    std::lock_guard<std::mutex> lock(instance_lock_);
+    if (pool_ == nullptr || pool_->owner_pid_ != current_pid()) {
+      pool_ = new ThreadPool(hardware_threads());  // a pool inherited through fork() is abandoned
     }
-    return *pool;
+    return *pool_;
+  }
+
+  // Registers the fork handlers of instance()'s lock, once per process (see the top of the file).
+  // The Python module calls it when it is loaded, before any thread can be inside instance();
+  // instance() calls it too, for C++ users.
+  static void install_fork_handlers() {
+#ifdef GRADSTEP_HAVE_FORK
+    static std::atomic<bool> installed{false};  // constant-initialized: no guard variable
+    if (!installed.exchange(true)) {
+      ::pthread_atfork(&lock_before_fork, &unlock_after_fork, &reset_after_fork_in_child);
+    }
+#endif
+  }
+
+  // For tests: holds instance()'s lock for `seconds`, as a thread inside instance() does for a
+  // moment, so that a test can fork while it is held.
+  static void hold_instance_lock_for(double seconds) {
+    std::lock_guard<std::mutex> lock(instance_lock_);
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   }
 
   static int hardware_threads() {
@@ -118,6 +146,16 @@ class ThreadPool {
     }
   }
 
+  // pthread_atfork handlers: the forking thread takes the lock before fork() and releases it after,
+  // in the parent and in the child (POSIX lets the thread that locked a mutex unlock it in the
+  // child); the child also forgets the parent's pool, whose workers do not exist there.
+  static void lock_before_fork() { instance_lock_.lock(); }
+  static void unlock_after_fork() { instance_lock_.unlock(); }
+  static void reset_after_fork_in_child() {
+    pool_ = nullptr;  // the parent's pool is leaked: its locks may be held by threads that are gone
+    instance_lock_.unlock();
+  }
+
   static long current_pid() {
 #ifdef GRADSTEP_HAVE_GETPID
     return static_cast<long>(::getpid());
@@ -156,6 +194,10 @@ class ThreadPool {
       if (--pending_ == 0) done_.notify_one();
     }
   }
+
+  // The process-wide pool and the lock of instance() (inline variables, constant-initialized).
+  static inline std::mutex instance_lock_;
+  static inline ThreadPool* pool_ = nullptr;
 
   long owner_pid_;
   std::vector<std::thread> workers_;  // never joined: see the note on leaking at the top

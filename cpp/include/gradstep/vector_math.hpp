@@ -11,8 +11,10 @@
 //   f = m - 1, s = f / (2 + f) and R the classic minimax polynomial of degree 7 in s^2 (error below
 //   2^-58.45, Cody and Waite's method as in fdlibm), then log1p(e) = log(u) + c / u. Error within
 //   1 ulp.
-// tests/test_kernels.py (test_vector_link_*) checks the link through gradstep._core.link, against
-// long double: at most 2 ulp over the whole range, special values included.
+// tests/test_kernels.py (test_vector_link_*) checks exp and log1p through gradstep._core.link,
+// against long double: at most 2 ulp over the whole range, special values included;
+// tests/test_trust.py checks the kernel's loss, residual and Hessian weight (link4,
+// hess_weight4) against mpmath, through the kernels and through gradstep._core.link_terms.
 // Against the C library the link differs by a few 1e-16 relative, far inside the 1e-9 agreement
 // of the backends.
 #pragma once
@@ -103,23 +105,43 @@ GRADSTEP_INLINE v4d log1p_unit(v4d e) {
   return log_u + c / u;
 }
 
-// log(1 + exp(z)) and sigmoid(z) for four z, as log1pexp_sigmoid does for one.
-GRADSTEP_INLINE void link4(v4d z, v4d& log1pexp, v4d& sigmoid) {
-  const v4d zero = splat(0.0);
+GRADSTEP_INLINE v4d abs4(v4d z) {
   const std::int64_t no_sign = 0x7FFFFFFFFFFFFFFFLL;
-  const v4d abs_z = from_bits(bits(z) & v4i{no_sign, no_sign, no_sign, no_sign});
-  const v4d e = exp_nonpositive(-abs_z);
-  const v4i positive = z > zero;
-  log1pexp = select(positive, z, zero) + log1p_unit(e);  // a NaN z gives NaN through log1p
-  sigmoid = select(z >= zero, splat(1.0), e) / (splat(1.0) + e);
+  return from_bits(bits(z) & v4i{no_sign, no_sign, no_sign, no_sign});
 }
 
-// sigmoid(z) alone for four z: the same bits as link4's (the Hessian-vector product needs no log).
-GRADSTEP_INLINE v4d sigmoid4(v4d z) {
-  const std::int64_t no_sign = 0x7FFFFFFFFFFFFFFFLL;
-  const v4d abs_z = from_bits(bits(z) & v4i{no_sign, no_sign, no_sign, no_sign});
-  const v4d e = exp_nonpositive(-abs_z);
-  return select(z >= splat(0.0), splat(1.0), e) / (splat(1.0) + e);
+// The kernel's link for four rows with 0/1 targets y, as link1 (block_kernel.hpp) for one: with
+// e = exp(-|z|) and q = 1 - y,
+//   loss     = log(1 + exp(z)) - y z = (max(z, 0) - y z) + log1p(e)
+//   residual = sigmoid(z) - y        = (z >= 0 ? q - y e : q e - y) / (1 + e)
+// For y in {0, 1}, max(z, 0) - y z is 0 or |z| exactly and one of the two products in each
+// bracket of the residual is exactly 0, so nothing cancels: the loss is the sum of two
+// non-negative terms and the residual one rounded quotient (for y = 1 and z >> 0 it is
+// -e / (1 + e), not 1 / (1 + e) - 1, which is 0 from z = 37 on). Both within a few ulp for every
+// finite z. A NaN z gives NaN.
+GRADSTEP_INLINE void link4(v4d z, v4d y, v4d& loss, v4d& residual) {
+  const v4d zero = splat(0.0), one = splat(1.0);
+  const v4d e = exp_nonpositive(-abs4(z));
+  loss = (select(z > zero, z, zero) - y * z) + log1p_unit(e);  // a NaN z: NaN through y z
+  const v4d q = one - y;
+  residual = select(z >= zero, q - y * e, q * e - y) / (one + e);
+}
+
+// sigmoid(z) (1 - sigmoid(z)) for four z, as e / (1 + e)^2 with e = exp(-|z|): the same for z and
+// -z, and never 1 - sigmoid(z) (which is 0 from z = 37 on). The Hessian-vector product's weight.
+GRADSTEP_INLINE v4d hess_weight4(v4d z) {
+  const v4d e = exp_nonpositive(-abs4(z));
+  const v4d o = splat(1.0) + e;
+  return e / (o * o);
+}
+
+// log(1 + exp(z)) and sigmoid(z) for four z (gradstep._core.link: the accuracy tests of exp and
+// log1p above), as log1pexp_sigmoid does for one.
+GRADSTEP_INLINE void log1pexp_sigmoid4(v4d z, v4d& log1pexp, v4d& sigmoid) {
+  const v4d zero = splat(0.0);
+  const v4d e = exp_nonpositive(-abs4(z));
+  log1pexp = select(z > zero, z, zero) + log1p_unit(e);  // a NaN z gives NaN through log1p
+  sigmoid = select(z >= zero, splat(1.0), e) / (splat(1.0) + e);
 }
 
 #endif  // GRADSTEP_VECTOR_EXT

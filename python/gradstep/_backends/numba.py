@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 
 import numba
 import numpy as np
@@ -32,6 +33,7 @@ from .numba_rules import RULE_CODES, _norm, _step
 from .state import (
     CONVERGED,
     DIVERGED,
+    DIVERGENCE_WEIGHT_NORM,
     GOLDEN,
     H_DISTANCE,
     H_GRAD_NORM,
@@ -45,6 +47,7 @@ from .state import (
     RUNNING,
     FitState,
     RunSpec,
+    divergence_limit,
 )
 
 _BLOCK_ELEMENTS = 2**17  # a row block holds about this many parameters' worth of rows ...
@@ -76,6 +79,25 @@ def _dot(X, i, P, k, d):
 
 
 @numba.njit(**_JIT)
+def _link(z, y):
+    """reference.loss_and_residual for one row: (log(1 + exp(z)) - y z, sigmoid(z) - y) without
+    overflow or cancellation, the same operations in the same order."""
+    e = math.exp(-abs(z))
+    loss = ((z if z > 0.0 else 0.0) - y * z) + math.log1p(e)  # a NaN z: NaN through y z
+    q = 1.0 - y
+    residual = (q - y * e if z >= 0.0 else q * e - y) / (1.0 + e)
+    return loss, residual
+
+
+@numba.njit(**_JIT)
+def _hess_weight(z):
+    """reference.hess_weight for one row: sigmoid(z) (1 - sigmoid(z)) = e / (1 + e)^2."""
+    e = math.exp(-abs(z))
+    o = 1.0 + e
+    return e / (o * o)
+
+
+@numba.njit(**_JIT)
 def _shared_weight(SW, i):
     """Row i's weight when every run shares it: 1 (no column) or the one column."""
     return 1.0 if SW.shape[1] == 0 else SW[i, 0]
@@ -99,11 +121,9 @@ def _block(X, Y, SW, P, rows, act, start, stop, acc):
             s = s_row if shared_s else SW[i, k]  # Ks == K: run k's own column
             z = _dot(X, i, P, k, d) + P[k, d]
             y = Y[i, 0] if shared_y else Y[i, k]
-            e = math.exp(-abs(z))  # reference.log1pexp_and_sigmoid, one element
-            log1pexp = (z if z > 0.0 else 0.0) + math.log1p(e)
-            sigmoid = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
-            acc[k, d + 1] += s * (log1pexp - y * z)
-            r = s * (sigmoid - y)
+            loss, residual = _link(z, y)
+            acc[k, d + 1] += s * loss
+            r = s * residual
             for j in range(d):
                 acc[k, j] += r * X[i, j]
             acc[k, d] += r
@@ -124,9 +144,7 @@ def _hv_block(X, SW, P, V, act, start, stop, acc):
             s = s_row if shared_s else SW[i, k]  # Ks == K: run k's own column
             z = _dot(X, i, P, k, d) + P[k, d]
             u = _dot(X, i, V, k, d) + V[k, d]
-            e = math.exp(-abs(z))
-            sigmoid = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
-            r = s * sigmoid * (1.0 - sigmoid) * u  # reference.hessp's operation order
+            r = s * _hess_weight(z) * u  # reference.hessp's operation order
             for j in range(d):
                 acc[k, j] += r * X[i, j]
             acc[k, d] += r
@@ -294,7 +312,7 @@ def _hessp_entry(X, SW, P, V, alpha, active, threads, out):
             out[k, j] += alpha[k] * V[k, j]
 
 
-# ---- schedules, small vector helpers, the mini-batch shuffle ------------------------------------------------------
+# ---- schedules, small vector helpers, the mini-batch shuffle -------------------------------------
 
 
 @numba.njit(**_JIT)
@@ -328,6 +346,12 @@ def _finite(v):
         if not math.isfinite(v[j]):
             return False
     return True
+
+
+@numba.njit(**_JIT)
+def _weights_diverged(p, max_norm):
+    """driver._weights_diverged: not finite, or a norm above max_norm."""
+    return not _finite(p) or _norm(p) > max_norm
 
 
 @numba.njit(**_JIT)
@@ -402,7 +426,8 @@ def _shuffle_order(n, seed, epoch):
 @numba.njit(**_JIT)
 def _run_full_batch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, max_iter,
                     total_updates, record, has_reference, P, slots, grad, loss, t, n_iter,
-                    status, hist, ref, n_steps, threads):
+                    status, hist, ref, n_steps, threads, limit, max_norm):
+    """limit (K,): each run's divergence limit of the loss; max_norm: of the weights (state.py)."""
     n_runs, n_params = P.shape
     d = n_params - 1
     all_rows = np.empty(0, dtype=np.int64)
@@ -432,8 +457,9 @@ def _run_full_batch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, max
                 continue
             if not fit_intercept:
                 new_grad[k, d] = 0.0
-            if not (_finite(P[k]) and math.isfinite(new_loss[k]) and _finite(new_grad[k])):
-                _copy(P[k], P_old[k])  # keep the last finite weights
+            if (_weights_diverged(P[k], max_norm) or not math.isfinite(new_loss[k])
+                    or not _finite(new_grad[k]) or new_loss[k] > limit[k]):
+                _copy(P[k], P_old[k])  # keep the last good weights
                 status[k] = DIVERGED
                 continue
             loss[k] = new_loss[k]
@@ -452,9 +478,10 @@ def _run_full_batch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, max
 def _run_minibatch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, batch_size, seed,
                    max_iter, total_updates, record, has_reference, P, slots, loss, t, n_iter,
                    status, best_loss, no_improve, epoch, hist, ref, n_steps, threads,
-                   mean_weight):
+                   mean_weight, limit, max_norm):
     """mean_weight (K,): each run's mean weight over all rows (1 for unit weights); run k's
-    sums over a batch of m rows are divided by m * mean_weight[k] (driver.ReferenceDriver)."""
+    sums over a batch of m rows are divided by m * mean_weight[k] (driver.ReferenceDriver).
+    limit (K,) and max_norm: the divergence limits of the loss and the weights (state.py)."""
     n = X.shape[0]
     n_runs, n_params = P.shape
     d = n_params - 1
@@ -487,7 +514,8 @@ def _run_minibatch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, batc
                     continue
                 if not fit_intercept:
                     b_grad[k, d] = 0.0
-                if not (math.isfinite(b_loss[k]) and _finite(b_grad[k])):
+                if (not math.isfinite(b_loss[k]) or not _finite(b_grad[k])
+                        or b_loss[k] > limit[k]):
                     _copy(P[k], P_prev[k])
                     status[k] = DIVERGED
                     in_epoch[k] = 0
@@ -499,7 +527,7 @@ def _run_minibatch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, batc
                 lr_used[k] = _schedule(sched[k], h[HYPER_LR], h[HYPER_SCHED], t[k], total_updates)
                 _copy(P_prev[k], P[k])
                 _step(rule[k], h, lr_used[k], t[k], b_grad[k], P[k], slots[k])
-                if not _finite(P[k]):
+                if _weights_diverged(P[k], max_norm):
                     _copy(P[k], P_prev[k])
                     status[k] = DIVERGED
                     in_epoch[k] = 0
@@ -527,19 +555,67 @@ def _run_minibatch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, batc
 # ---- the contract (state.py) ---------------------------------------------------------------
 
 
+# ---- threads and fork() ----------------------------------------------------------------------
+# numba launches its threading layer at the first parallel call: TBB when it is installed, else
+# OpenMP, else its own workqueue. The GNU OpenMP runtime does not survive fork(): in a child forked
+# from a process that has launched it, the first parallel region kills the process ("Terminating:
+# fork() called from a process already using GNU OpenMP, this is unsafe."), which also leaves a
+# multiprocessing.Pool (fork context) waiting for ever on the dead worker. TBB and workqueue are
+# fork-safe (numba's docs), but they are only used when present or chosen, and choosing a threading
+# layer is the application's business, not a library's. So a process forked after numba's threads
+# were launched (in it or an ancestor) runs the OpenMP layer's passes on one thread: the serial
+# loops never enter the threading layer, and the bits are the same (they never depend on the
+# thread count). A child forked before the layer was launched launches its own and stays parallel.
+_forked_after_launch = False
+
+
+def _note_fork_in_child() -> None:
+    global _forked_after_launch
+    if _layer_launched():
+        _forked_after_launch = True
+
+
+def _layer_launched() -> bool:
+    try:
+        from numba.np.ufunc import parallel
+    except ImportError:  # pragma: no cover - numba moved it: assume launched (the safe side)
+        return True
+    return bool(getattr(parallel, "_is_initialized", True))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_fork_in_child)
+
+
+def _serial_only() -> bool:
+    """True in a forked child whose inherited threading layer is OpenMP (see above)."""
+    if not _forked_after_launch:
+        return False
+    try:
+        return numba.threading_layer() == "omp"
+    except ValueError:  # pragma: no cover - not launched after all
+        return False
+
+
 class _Threads:
-    """numba.set_num_threads(n) for the duration of a call (None: NUMBA_NUM_THREADS)."""
+    """numba.set_num_threads(n) for the duration of a call (None: NUMBA_NUM_THREADS); one thread,
+    without touching the threading layer, where it is unsafe (_serial_only)."""
 
     def __init__(self, n_threads) -> None:
         top = numba.config.NUMBA_NUM_THREADS
         self.n = top if n_threads is None else max(1, min(int(n_threads), top))
+        self.serial = _serial_only()
+        if self.serial:
+            self.n = 1
 
     def __enter__(self) -> None:
-        self.previous = numba.get_num_threads()
-        numba.set_num_threads(self.n)
+        if not self.serial:
+            self.previous = numba.get_num_threads()
+            numba.set_num_threads(self.n)
 
     def __exit__(self, *exc) -> None:
-        numba.set_num_threads(self.previous)
+        if not self.serial:
+            numba.set_num_threads(self.previous)
 
 
 def _as_f64(a) -> np.ndarray:
@@ -614,6 +690,8 @@ def run(X, Y, SW, spec: RunSpec, state: FitState, n_steps: int, n_threads=None) 
     common = (rule_code, np.ascontiguousarray(spec.sched_code, np.int64),
               _as_f64(spec.hyper), _per_run(spec.alpha, n_runs, "alpha"),
               bool(spec.fit_intercept), float(spec.tol))
+    limit = np.array(np.broadcast_to(divergence_limit(s.start_loss), (n_runs,)), np.float64)
+    max_norm = float(DIVERGENCE_WEIGHT_NORM)
     threads = _Threads(n_threads)
     with threads:
         if spec.batch_size:
@@ -626,13 +704,14 @@ def run(X, Y, SW, spec: RunSpec, state: FitState, n_steps: int, n_threads=None) 
                 int(spec.max_iter), int(spec.total_updates), bool(spec.record_history),
                 bool(spec.has_reference), s.P, s.slots, s.loss, s.t, s.n_iter, s.status,
                 s.best_loss, s.no_improve, s.epoch, s.history, s.reference, int(n_steps), threads.n,
-                mean,
+                mean, limit, max_norm,
             )
         else:
             _run_full_batch(
                 X, Y, SW, *common, int(spec.max_iter), int(spec.total_updates),
                 bool(spec.record_history), bool(spec.has_reference), s.P, s.slots, s.grad,
                 s.loss, s.t, s.n_iter, s.status, s.history, s.reference, int(n_steps), threads.n,
+                limit, max_norm,
             )
 
 

@@ -10,6 +10,34 @@ from __future__ import annotations
 import numpy as np
 
 
+def loss_and_residual(z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, for 0/1 targets y: the loss log(1 + exp(z)) - y z and the residual sigmoid(z) - y,
+    from one e = exp(-|z|), without overflow and without cancellation:
+
+        loss     = (max(z, 0) - y z) + log1p(e)
+        residual = (z >= 0 ? (1 - y) - y e : (1 - y) e - y) / (1 + e)
+
+    For y in {0, 1}, max(z, 0) - y z is exactly 0 or |z| and one product in each bracket of the
+    residual is exactly 0: nothing is subtracted from a rounded value, so both are within a few
+    ulp for every finite z (log(1 + exp(z)) - z for y = 1 loses everything below the ulp of z:
+    at z = 37 it is 0 instead of 8.5e-17; sigmoid(z) - 1 likewise). Every kernel computes these
+    operations in this order.
+    """
+    e = np.exp(-np.abs(z))
+    loss = (np.maximum(z, 0.0) - y * z) + np.log1p(e)
+    q = 1.0 - y
+    residual = np.where(z >= 0, q - y * e, q * e - y) / (1.0 + e)
+    return loss, residual
+
+
+def hess_weight(z: np.ndarray) -> np.ndarray:
+    """sigmoid(z) (1 - sigmoid(z)) as e / (1 + e)^2, e = exp(-|z|): no overflow, and no 1 - sigmoid
+    (which is 0 from z = 37 on)."""
+    e = np.exp(-np.abs(z))
+    o = 1.0 + e
+    return e / (o * o)
+
+
 def log1pexp_and_sigmoid(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """log(1 + exp(z)) and 1 / (1 + exp(-z)) without overflow, from one exp(-|z|)."""
     e = np.exp(-np.abs(z))
@@ -57,9 +85,9 @@ def _loss_grad(X, Y, SW, P, alpha, rows, active, denominator):
         w, b = P[k, :d], P[k, d]
         y = Y[:, 0 if Y.shape[1] == 1 else k]
         z = Xf @ w + b
-        log1pexp, sig = log1pexp_and_sigmoid(z)
-        loss[k] = (s * (log1pexp - y * z)).sum() / total
-        r = s * (sig - y) / total
+        loss_rows, residual = loss_and_residual(z, y)
+        loss[k] = (s * loss_rows).sum() / total
+        r = s * residual / total
         grad[k, :d] = r @ Xf
         grad[k, d] = r.sum()
         if alpha[k] != 0.0:  # with alpha == 0 the penalty is not computed at all
@@ -81,9 +109,9 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None):
             total = s.sum()
             if m == 0 or total == 0.0:
                 continue
-            _, sig = log1pexp_and_sigmoid(Xf @ P[k, :d] + P[k, d])
+            h = hess_weight(Xf @ P[k, :d] + P[k, d])  # sigmoid (1 - sigmoid)
             u = Xf @ V[k, :d] + V[k, d]  # x_i . v_k + v_kd
-            r = s * sig * (1.0 - sig) * u / total
+            r = s * h * u / total
             out[k, :d] = r @ Xf + alpha[k] * V[k, :d]
             out[k, d] = r.sum()
     return out

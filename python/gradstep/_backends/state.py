@@ -28,6 +28,20 @@ Shapes: n rows, d features, K runs, D = d + 1 parameters per run (intercept last
     been initialized by ``driver.init_state`` (history entry 0, the loss and gradient at the
     starting point). Compiled drivers never write the H_PASSES row of the history: the Python
     layer fills it (a first-order iteration or epoch is one pass over X).
+
+Divergence (every driver: C++, Numba and the reference, full batch and mini-batch, first-order
+and curvature runs). A run stops with status DIVERGED, keeping its last good weights (those
+before the step that failed the test), when
+    - its loss, its gradient or its weights are not finite, or
+    - its loss exceeds ``divergence_limit(start_loss) = DIVERGENCE_LOSS_FACTOR * max(start_loss,
+      log 2)``, ``start_loss`` being the full-batch loss at the starting point (set by
+      ``driver.init_state``) and log 2 the loss of the zero model (so a start near the optimum,
+      loss ~ 0, does not make the test hair-trigger); full batch the loss tested is the loss at
+      the new weights, mini-batch each batch's loss at the weights it is computed at; or
+    - the Euclidean norm of its weights (w, b) exceeds ``DIVERGENCE_WEIGHT_NORM`` (separable
+      data has its loss go to 0 as the weights grow: without this a huge rate would "converge"
+      with weights of 1e300).
+A NaN starting loss gives a NaN limit, which no loss exceeds.
 """
 
 from __future__ import annotations
@@ -52,6 +66,17 @@ N_HISTORY = 6
 
 # Epochs without an improvement of the epoch loss by tol before a mini-batch run stops.
 N_ITER_NO_CHANGE = 5
+
+# Divergence (see the module docstring; fit.hpp has the same constants).
+DIVERGENCE_LOSS_FACTOR = 1e6
+DIVERGENCE_WEIGHT_NORM = 1e150
+LOG2 = 0.6931471805599453
+
+
+def divergence_limit(start_loss):
+    """The loss above which a run is diverged: DIVERGENCE_LOSS_FACTOR * max(start_loss, log 2)
+    (elementwise; NaN stays NaN)."""
+    return DIVERGENCE_LOSS_FACTOR * np.maximum(start_loss, LOG2)
 
 # Optimizer slots per run: momentum v | adagrad G | rmsprop v | adadelta E, D | adam m, v.
 N_SLOTS = 2
@@ -91,6 +116,7 @@ class FitState:
     epoch: np.ndarray  # (1,) int64 epochs shuffled so far (the shuffle's counter)
     history: np.ndarray  # (N_HISTORY, K, H) float64, NaN where not reached; H = 0 when off
     reference: np.ndarray  # (K, D) float64, zeros when no reference
+    start_loss: np.ndarray  # (K,) full-batch loss at the starting point (divergence test)
 
     @classmethod
     def empty(cls, n_runs: int, n_params: int, history_len: int) -> FitState:
@@ -107,6 +133,7 @@ class FitState:
             epoch=np.zeros(1, dtype=np.int64),
             history=np.full((N_HISTORY, n_runs, history_len), np.nan),
             reference=np.zeros((n_runs, n_params)),
+            start_loss=np.zeros(n_runs),
         )
 
 
