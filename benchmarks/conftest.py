@@ -6,22 +6,18 @@ import numpy as np
 import pytest
 
 import gradstep as gs
-from gradstep.bench import make_data
+from gradstep.bench import blas_threads, make_data
 
 ALL_THREADS = os.cpu_count() or 1
 BACKENDS = [name for name in ("cpp", "numba", "numpy") if gs.backends()[name]]
-COMPILED = [name for name in BACKENDS if name != "numpy"]  # the NumPy backend is the spec, not a contender
+# the NumPy backend is the spec, not a contender
+COMPILED = [name for name in BACKENDS if name != "numpy"]
 
 
 def pytest_report_header(config):
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = [f"{i['internal_api']} {i['version']} {i.get('architecture')}"
-                for i in threadpool_info() if i.get("user_api") == "blas"]
-    except ImportError:
-        blas = ["threadpoolctl not installed"]
-    return [f"gradstep backends: {BACKENDS}", f"BLAS: {', '.join(blas)}",
+    with blas_threads(ALL_THREADS) as blas:
+        pass
+    return [f"gradstep backends: {BACKENDS}", f"BLAS: {blas}",
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}"]
 
 
@@ -42,12 +38,6 @@ def data():
     return get
 
 
-def blas_limit(n_threads):
-    """A context that limits NumPy's BLAS to n_threads (no-op without threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=n_threads, user_api="blas")
+# A context that limits NumPy's BLAS to n threads (no-op without threadpoolctl): the one of
+# gradstep.bench, under the name the benchmark files use.
+blas_limit = blas_threads
