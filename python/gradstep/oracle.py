@@ -36,7 +36,6 @@ import numpy as np
 
 from . import _backends
 from . import _validate as v
-from . import sparse as _sparse
 
 
 class Oracle(Protocol):
@@ -116,7 +115,7 @@ class DenseOracle(InMemoryOracle):
                  backend: str = "auto", n_threads: int | None = None) -> None:
         built, _ = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
                                n_threads=n_threads, labels=False)
-        if not isinstance(built, DenseOracle):
+        if type(built) is not DenseOracle:
             raise ValueError(f"DenseOracle takes a dense array; X is {type(X).__name__}: pass it "
                              "to gs.fit directly (it picks the oracle for its format)")
         self.__dict__.update(built.__dict__)
@@ -135,7 +134,7 @@ class DenseOracle(InMemoryOracle):
         self.backend = backend_name
         self.module = module
         self.n_threads = n_threads
-        self.n_samples, self.n_features = X.shape
+        self.n_samples, self.n_features = (int(s) for s in X.shape)
 
     def loss_grad(self, P, active, rows=None, denominator=None):
         rows = _NO_ROWS if rows is None else rows
@@ -155,8 +154,8 @@ class DenseOracle(InMemoryOracle):
         intercept is fitted) plus alpha, from Lanczos on the Hessian at 0, rounded up by the
         Ritz residual so that 1/L never overshoots; at most 10 passes over X."""
         n_weights = max(1, self.SW.shape[1])  # runs sharing their weights share the eigenvalue
-        unpenalized = DenseOracle.from_validated(self.X, self.Y, self.SW, np.zeros(1),
-                                                 self.backend, self.module, self.n_threads)
+        unpenalized = type(self).from_validated(self.X, self.Y, self.SW, np.zeros(1),
+                                                self.backend, self.module, self.n_threads)
         top = lanczos_top_eigenvalue(unpenalized, n_weights, fit_intercept)
         if not np.all(np.isfinite(top)):
             self.check_finite()  # a NaN or inf in X: name it
@@ -182,6 +181,8 @@ def data_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
 
         return dask_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
                            n_threads=n_threads, labels=labels, finite=finite)
+    from . import sparse as _sparse  # here: gradstep.sparse builds on DenseOracle
+
     csr = _sparse.is_sparse(X)
     X = _sparse.check_csr(X, finite=finite) if csr else v.check_X(X, finite=finite)
     Y, classes = v.check_targets(y, X.shape[0], labels=labels)

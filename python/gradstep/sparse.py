@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as v
+from .oracle import DenseOracle
 
 # backend -> the module of its CSR kernels; "cpp" drops in as _backends/sparse_cpp.py
 KERNELS = {
@@ -184,9 +185,10 @@ _NO_ROWS = np.empty(0, dtype=np.int64)
 _NO_DENOMINATOR = np.empty(0, dtype=np.float64)
 
 
-class CSROracle:
-    """The logistic loss of a SciPy CSR matrix, answered by one-pass CSR kernels; the interface
-    of ``DenseOracle`` (see ``gradstep.oracle``).
+class CSROracle(DenseOracle):
+    """The logistic loss of a SciPy CSR matrix, answered by one-pass CSR kernels: a
+    DenseOracle (see ``gradstep.oracle``) whose kernels module and finiteness test are the
+    CSR ones.
 
     Parameters
     ----------
@@ -224,46 +226,9 @@ class CSROracle:
         name, module = kernels(backend)
         self._setup(X, Y, SW, alphas, name, module, threads)
 
-    @classmethod
-    def from_validated(cls, X: Any, Y: np.ndarray, SW: np.ndarray, alpha: np.ndarray,
-                       backend_name: str, module: Any, n_threads: int) -> CSROracle:
-        """An oracle over inputs already checked (X by ``check_csr``, the rest by _validate)."""
-        self = cls.__new__(cls)
-        self._setup(X, Y, SW, alpha, backend_name, module, n_threads)
-        return self
-
-    def _setup(self, X, Y, SW, alpha, backend_name, module, n_threads) -> None:
-        self.X, self.Y, self.SW = X, Y, SW
-        self.alpha = np.asarray(alpha, dtype=np.float64).reshape(-1)
-        self.backend = backend_name
-        self.module = module
-        self.n_threads = n_threads
-        self.n_samples, self.n_features = (int(s) for s in X.shape)
-
     def __repr__(self) -> str:
         return (f"CSROracle({self.n_samples} x {self.n_features}, nnz={int(self.X.indptr[-1])}, "
                 f"{self.X.data.dtype}, backend={self.backend!r})")
-
-    def alphas(self, n_runs: int) -> np.ndarray:
-        """Each run's L2 strength, (n_runs,)."""
-        if self.alpha.size == n_runs:
-            return self.alpha
-        if self.alpha.size == 1:
-            return np.full(n_runs, self.alpha[0])
-        raise ValueError(f"alpha has {self.alpha.size} entries but {n_runs} runs were asked for")
-
-    def loss_grad(self, P, active, rows=None, denominator=None):
-        rows = _NO_ROWS if rows is None else rows
-        denominator = _NO_DENOMINATOR if denominator is None else denominator
-        result: tuple[np.ndarray, np.ndarray] = self.module.loss_grad(
-            self.X, self.Y, self.SW, P, self.alphas(P.shape[0]), rows, active,
-            self.n_threads, denominator)
-        return result
-
-    def hessp(self, P, V, active):
-        result: np.ndarray = self.module.hessp(
-            self.X, self.SW, P, V, self.alphas(P.shape[0]), active, self.n_threads)
-        return result
 
     def check_finite(self) -> None:
         """Raises a ValueError naming the first NaN or infinity among X's stored values."""
@@ -279,27 +244,3 @@ class CSROracle:
                 "fitting"
             )
 
-    def mean_weight(self, n_runs: int) -> np.ndarray:
-        if self.SW.shape[1] == 0:
-            return np.ones(n_runs)
-        means = self.SW.mean(axis=0)
-        return np.broadcast_to(means, (n_runs,)).copy() if means.size == 1 else means
-
-    def lipschitz(self, n_runs: int, fit_intercept: bool) -> np.ndarray:
-        """Per run: the largest eigenvalue of X'SX / (4 sum s) (with a ones column when the
-        intercept is fitted) plus alpha, by ``oracle.lanczos_top_eigenvalue`` on the Hessian at
-        0 (as DenseOracle.lipschitz); at most 10 passes over the nonzeros."""
-        from .oracle import lanczos_top_eigenvalue
-
-        n_weights = max(1, self.SW.shape[1])  # runs sharing their weights share the eigenvalue
-        unpenalized = CSROracle.from_validated(self.X, self.Y, self.SW, np.zeros(1),
-                                               self.backend, self.module, self.n_threads)
-        top = lanczos_top_eigenvalue(unpenalized, n_weights, fit_intercept)
-        if not np.all(np.isfinite(top)):
-            self.check_finite()  # a NaN or inf in X: name it
-            raise ValueError(
-                "lr='auto' could not bound the curvature: X'X overflows (entries near 1e150 "
-                "or larger); scale X (e.g. MaxAbsScaler) or give lr as a number"
-            )
-        top = np.broadcast_to(top, (n_runs,)) if n_weights == 1 else top
-        return np.asarray(top + self.alphas(n_runs), dtype=np.float64)

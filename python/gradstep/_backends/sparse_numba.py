@@ -22,6 +22,7 @@ import math
 import numba
 import numpy as np
 
+from .numba import _weight_totals
 from .numba_rules import JIT as _JIT
 from .sparse_reference import INDEX_OUT_OF_RANGE, INDPTR_DECREASES, NOT_CANONICAL, OK
 
@@ -138,26 +139,6 @@ def _runs_to_do(active, total):
             act[n] = k
             n += 1
     return act
-
-
-@numba.njit(**_JIT)
-def _weight_totals(SW, rows, n_rows, out):
-    """out[k] = the sum of run k's weights over the rows used (rows, or the first n_rows)."""
-    n_runs = out.size
-    ks = SW.shape[1]
-    if ks == 0:
-        for k in range(n_runs):
-            out[k] = float(n_rows)
-        return
-    for k in range(ks):
-        out[k] = 0.0
-    for pos in range(n_rows):
-        i = rows[pos] if rows.size > 0 else pos
-        for k in range(ks):
-            out[k] += SW[i, k]
-    if ks == 1:
-        for k in range(1, n_runs):
-            out[k] = out[0]
 
 
 @numba.njit(**_JIT)
