@@ -510,3 +510,24 @@ def test_bench_unavailable_backend_is_a_usage_error(capsys, monkeypatch):
     monkeypatch.setattr(gradstep, "backends", backends)
     err = _usage_error(capsys, ["bench", "--backend", "numba"])
     assert "backend 'numba' is not available: not installed" in err
+
+
+
+@pytest.mark.parametrize("content,message", [
+    ("a,b,label\n1e300,1,1\n2,3,0\n1,1,1\n0,2,0\n", "too large to standardize"),
+    ("a,b,label\n1,1,1\n2,3,nan\n1,1,1\n0,2,nan\n", "label (last column) is empty or not"),
+])
+def test_hostile_csv_files_get_a_clear_error(tmp_path, capsys, content, message):
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    err = _usage_error(capsys, ["compare", "--data", str(path), "--rules", "sgd",
+                                "--max-iter", "3", "--no-plot"])
+    assert message in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--n", "1099511627776"], "GiB for X alone"),
+    (["--threads", "2147483648"], "an integer from 1 to 65536"),
+])
+def test_bench_refuses_impossible_sizes_before_any_work(capsys, args, message):
+    assert message in _usage_error(capsys, ["bench", *args])

@@ -256,6 +256,12 @@ def _csv(path: str):
                 )
             X[i, j] = value
         cells.append(row[-1])
+    missing = [i + first_line for i, c in enumerate(cells) if _missing_label(c)]
+    if missing:
+        raise DataError(
+            f"--data {path!r}: the label (last column) is empty or not a finite number in data "
+            f"row(s) {missing[:5]}{' ...' if len(missing) > 5 else ''}; drop those rows first"
+        )
     numeric = [_to_float(c) for c in cells]
     if all(v is not None for v in numeric):
         labels = np.array(numeric, dtype=np.float64)
@@ -272,6 +278,12 @@ def _csv(path: str):
 
 def _binary_labels(labels, spec: str):
     labels = np.asarray(labels)
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        rows = np.flatnonzero(~np.isfinite(labels))[:5].tolist()
+        raise DataError(
+            f"--data {spec!r}: the label (last column) is missing or not finite in rows {rows}"
+            f"{' ...' if (~np.isfinite(labels)).sum() > 5 else ''}; drop those rows first"
+        )
     classes = np.unique(labels)
     if classes.size != 2:
         shown = ", ".join(str(c) for c in classes[:5]) + (", ..." if classes.size > 5 else "")
@@ -290,7 +302,25 @@ def _standardize(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if not np.isfinite(X).all():
         raise DataError("the features contain NaN or infinity; remove or impute them first")
+    # a column whose squares overflow (entries past ~1e154) cannot be standardized
+    too_large = np.flatnonzero(np.abs(X).max(axis=0) > 1e150)
+    if too_large.size:
+        raise DataError(
+            f"feature column(s) {too_large[:5].tolist()} hold values above 1e150, too large to "
+            "standardize (their squares overflow); rescale them (e.g. take logs) first"
+        )
     return np.ascontiguousarray(StandardScaler().fit_transform(X))
+
+
+def _missing_label(cell: str) -> bool:
+    """An empty label, or one that reads as NaN or infinity ("nan", "NaN", "inf")."""
+    text = cell.strip()
+    if not text:
+        return True
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False  # a text label such as "spam"
 
 
 def _is_number(text: str) -> bool:

@@ -105,6 +105,8 @@ def _number(kind: Callable[[str], T], ok: Callable[[T], bool], expected: str,
 
 
 positive_int = _number(int, lambda v: v >= 1, "a positive integer", "positive_int")
+thread_count = _number(int, lambda v: 1 <= v <= 1 << 16, "an integer from 1 to 65536",
+                       "thread_count")
 nonneg_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0",
                        "nonneg_float")
 seed = _number(int, lambda v: v >= 0, "an integer >= 0", "seed")

@@ -24,7 +24,7 @@ def add_bench(subparsers) -> None:
     p.add_argument("--k", type=_args.positive_int, default=1,
                    help="runs sharing each pass over X (default: %(default)s)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    p.add_argument("--threads", type=_args.positive_int, nargs="+", default=None, metavar="N",
+    p.add_argument("--threads", type=_args.thread_count, nargs="+", default=None, metavar="N",
                    help="one table per thread count (default: all cores)")
     p.add_argument("--fit-iter", type=_args.positive_int, default=20, metavar="N",
                    help="iterations of the timed fit (default: %(default)s)")
@@ -47,6 +47,11 @@ def cmd_bench(args) -> int:
         reason = why.get(missing[0], "") if isinstance(why, dict) else ""
         raise UsageError(f"backend {missing[0]!r} is not available: {reason}")
     gib = args.n * args.d * (4 if args.dtype == "float32" else 8) / 2**30
+    available = _available_gib()
+    if available is not None and gib > 0.8 * available:
+        raise UsageError(
+            f"--n {args.n} x --d {args.d} {args.dtype} needs {gib:.3g} GiB for X alone, and this "
+            f"machine has {available:.3g} GiB available; choose a smaller --n or --d")
     print(f"gradstep bench: X {args.n} x {args.d} {args.dtype} ({gib:.2f} GiB), K={args.k}; "
           f"{bench.machine_description()}")
     for threads in args.threads or [os.cpu_count() or 1]:
@@ -55,3 +60,15 @@ def cmd_bench(args) -> int:
         print()
         print(bench.format_table(rows, f"threads={threads}; NumPy BLAS: {blas}"))
     return 0
+
+
+def _available_gib() -> float | None:
+    """Memory available now, in GiB (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
