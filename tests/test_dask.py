@@ -241,12 +241,17 @@ def test_ctrl_c_cancels_the_pass(client, problem):
     Xd = da.from_array(X, chunks=(1000, 6)).map_blocks(slow, dtype=X.dtype)
     oracle = gsd.dask_oracle(Xd, y, sample_weight=None, alpha=0.0, backend="auto",
                              n_threads=None, labels=False, finite=False, persist=False)[0]
+    # KeyboardInterrupt needs Python's handler: a background job inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     began = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        oracle.loss_grad(np.zeros((1, 7)), np.ones(1, np.uint8))
-    timer.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            oracle.loss_grad(np.zeros((1, 7)), np.ones(1, np.uint8))
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     assert time.perf_counter() - began < 1.5  # at once: no chunk of the pass had finished
     gc.collect()
     assert not client.futures  # the pass's futures were cancelled and released

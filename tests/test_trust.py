@@ -430,8 +430,12 @@ def test_backends_agree_on_the_extreme_rows():
 # ---- 6. Ctrl-C on a small problem --------------------------------------------------------------
 
 _CTRL_C = """
+import signal
 import sys
 import numpy as np
+# Python raises KeyboardInterrupt only if SIGINT was not ignored when it started, and a
+# background job (`cmd &` in a non-interactive shell, as CI may run) inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import gradstep as gs
 backend = sys.argv[1]
 rng = np.random.default_rng(0)
