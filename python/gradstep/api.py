@@ -286,7 +286,7 @@ def hessp(X, y, coef, intercept, vec_coef, vec_intercept=0.0, *, sample_weight=N
     ...     h, h0 = gs.hessp(X, y, p[:3], p[3], vec[:3], vec[3], alpha=0.1)
     ...     return np.append(h, h0)
     >>> res = minimize(f, np.zeros(4), jac=True, hessp=hp, method="trust-ncg",
-    ...                options={"gtol": 1e-10})
+    ...                options={"gtol": 1e-8})
     >>> res.success
     True
     """
