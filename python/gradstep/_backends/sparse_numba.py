@@ -22,7 +22,7 @@ import math
 import numba
 import numpy as np
 
-from .numba import _weight_totals
+from .numba import _runs_to_do, _weight_totals
 from .numba_rules import JIT as _JIT
 from .sparse_reference import INDEX_OUT_OF_RANGE, INDPTR_DECREASES, NOT_CANONICAL, OK
 
@@ -124,21 +124,6 @@ def _transposed(P, act):
         for j in range(n_params):
             PT[j, a] = P[k, j]
     return PT
-
-
-@numba.njit(**_JIT)
-def _runs_to_do(active, total):
-    """The runs that are active and whose divisor is not 0 (the others come back as zeros)."""
-    n = 0
-    for k in range(active.size):
-        n += active[k] != 0 and total[k] != 0.0
-    act = np.empty(n, dtype=np.int64)
-    n = 0
-    for k in range(active.size):
-        if active[k] != 0 and total[k] != 0.0:
-            act[n] = k
-            n += 1
-    return act
 
 
 @numba.njit(**_JIT)
