@@ -26,6 +26,9 @@ class Progress:
         "running", "converged", "max_iter", "diverged", "stalled" or "stopped" per run.
     elapsed : float
         Seconds since the fit started.
+    coef, intercept : ndarray or None
+        The current weights of every run (as ``FitResult.coef``/``intercept`` of a batched
+        fit), given to a ``monitor`` only; None for a ``callback``.
     """
 
     iteration: np.ndarray
@@ -33,6 +36,8 @@ class Progress:
     grad_norm: np.ndarray
     status: tuple
     elapsed: float
+    coef: np.ndarray | None = None
+    intercept: np.ndarray | None = None
 
     @property
     def running(self) -> int:

@@ -447,7 +447,7 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
         sample_weight=None, max_iter=1000, tol=1e-6, batch_size=None, random_state=None,
         coef_init=None, intercept_init=None, reference=None, backend="auto", n_threads=None,
         history=True, callback=None, verbose=0, resume=None, loss="logistic", classes=None,
-        **rule_params) -> FitResult:
+        monitor=None, **rule_params) -> FitResult:
     """Fit logistic regression by gradient descent with one or several step rules.
 
     A list of rules, a sequence of lr values, a sequence of alpha values, a 2-D 0/1 y or a 2-D
@@ -513,6 +513,13 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     classes : array-like, optional
         loss="multinomial" only: every class label (default: the labels in y), so that a
         batch that lacks a class still fits all C.
+    monitor : callable, optional
+        Called after every iteration (epoch with batch_size) that any run completes, with a
+        ``Progress`` that also carries every run's current ``coef`` and ``intercept``:
+        deterministic, unlike ``callback``'s time cadence (early stopping on a validation
+        set is built on it). It returns None or True to go on, False to stop every run, or
+        one bool per run (False stops that run; status "stopped"). It costs a Python call
+        and a copy of the weights per iteration.
     **rule_params
         The rule's own parameters (mu, rho, beta1, beta2, eps, m, c1, cg_tol, ...) and the
         schedule's (decay, power, gamma).
@@ -597,6 +604,8 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     n_runs = _count_runs(rule, lr, alpha_seq, n_columns)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable or None, got {callback!r}")
+    if monitor is not None and not callable(monitor):
+        raise ValueError(f"monitor must be callable or None, got {monitor!r}")
 
     def lipschitz() -> np.ndarray:
         if not hasattr(oracle, "lipschitz"):
@@ -661,7 +670,8 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
             oracle.check_finite()  # a NaN or inf in X: a clear error before any update
     driver = make_driver(oracle, spec, rules, state)
     report = _reporter(callback, verbose, max_iter, rules, started)
-    _drive(driver, state, report, spec)
+    watch = None if monitor is None else _watcher(monitor, oracle, fit_intercept, d, started)
+    _drive(driver, state, report, spec, watch)
     if batch:  # the exact objective at the returned weights (epoch losses are running means)
         state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
     passes = np.asarray(driver.passes, dtype=np.int64)
@@ -741,9 +751,49 @@ def _reserve_history(state: FitState, spec: RunSpec, entries: int) -> None:
     state.history = grown
 
 
-def _drive(driver, state: FitState, report, spec: RunSpec) -> None:
+def _watcher(monitor, oracle, fit_intercept, d, started) -> Callable[[FitState], None]:
+    """A function of the state that hands the monitor a Progress with the weights and applies
+    its answer (stop all, or stop some runs)."""
+
+    def watch(state: FitState) -> None:
+        if hasattr(oracle, "split"):
+            coef, intercept = oracle.split(state.P)
+        else:
+            coef = state.P[:, :d].copy()
+            intercept = state.P[:, d].copy() if fit_intercept else np.zeros(state.P.shape[0])
+        progress = Progress(
+            iteration=read_only(state.n_iter), loss=read_only(state.loss),
+            grad_norm=read_only(np.linalg.norm(state.grad, axis=1)),
+            status=tuple(STATUS_NAMES[int(s)] for s in state.status),
+            elapsed=time.perf_counter() - started,
+            coef=read_only(coef), intercept=read_only(intercept),
+        )
+        answer = monitor(progress)
+        if answer is None or answer is True:
+            return
+        go_on = np.broadcast_to(np.asarray(answer, dtype=bool), state.status.shape)
+        state.status[(state.status == RUNNING) & ~go_on] = STOPPED
+
+    return watch
+
+
+def _drive(driver, state: FitState, report, spec: RunSpec, watch=None) -> None:
     chunk = 1
+    last_report = time.perf_counter()
     while (state.status == RUNNING).any():
+        if watch is not None:  # one round (iteration, or line-search trial) at a time
+            done = state.n_iter.copy()
+            _reserve_history(state, spec, int(state.n_iter.max()) + 2)
+            driver.run(1)
+            if (state.n_iter != done).any():
+                watch(state)
+            now = time.perf_counter()
+            if (report is not None and (state.status == RUNNING).any()
+                    and now - last_report >= CHUNK_SECONDS):
+                last_report = now
+                if report(state) is False:
+                    state.status[state.status == RUNNING] = STOPPED
+            continue
         # a chunk adds at most `chunk` iterations (epochs) per run
         _reserve_history(state, spec, int(state.n_iter.max()) + chunk + 1)
         began = time.perf_counter()
