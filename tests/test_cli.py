@@ -274,8 +274,58 @@ def test_svmlight_file(tmp_path, capsys, name):
     assert cli.main(["compare", "--data", str(path), "--rules", "sgd,adam", *FAST,
                      "--no-plot"]) == 0
     text = capsys.readouterr().out
-    assert "120 samples x 3 features (LIBSVM" in text
+    assert "120 samples x 3 features (LIBSVM, sparse" in text
     assert _table_rules(text) == ["sgd", "adam"]
+
+
+def _sparse_problem():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    X = sp.random(400, 60, density=0.05, format="csr", random_state=3)
+    y = (X @ rng.standard_normal(60) > 0).astype(np.float64)
+    return X, y
+
+
+def test_sparse_files_stay_sparse_and_are_scaled_not_centered(tmp_path):
+    # a LIBSVM file and a save_npz file of [X | y] load as the same CSR matrix, never dense:
+    # each column divided by its standard deviation, zeros kept
+    import scipy.sparse as sp
+    from sklearn.datasets import dump_svmlight_file
+
+    X, y = _sparse_problem()
+    dump_svmlight_file(X, y, str(tmp_path / "d.svm"))
+    sp.save_npz(tmp_path / "d.npz", sp.hstack([X, sp.csr_matrix(y[:, None])]).tocsr())
+    expected = X.toarray() / np.where(X.toarray().std(axis=0) > 0, X.toarray().std(axis=0), 1)
+    for name in ("d.svm", "d.npz"):
+        data = _data.load(str(tmp_path / name))
+        assert sp.issparse(data.X) and data.X.format == "csr", name
+        assert data.X.nnz == X.nnz
+        np.testing.assert_allclose(data.X.toarray(), expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(data.y, y)
+        assert "sparse" in data.description
+
+
+def test_npz_file_runs_compare(tmp_path, capsys):
+    import scipy.sparse as sp
+
+    X, y = _sparse_problem()
+    path = tmp_path / "data.npz"
+    sp.save_npz(path, sp.hstack([X, sp.csr_matrix(y[:, None])]).tocsr())
+    assert cli.main(["compare", "--data", str(path), "--rules", "sgd,lbfgs", *FAST,
+                     "--no-plot"]) == 0
+    text = capsys.readouterr().out
+    assert "400 samples x 60 features (.npz, sparse" in text
+    assert _table_rules(text) == ["sgd", "lbfgs"]
+
+
+def test_npz_that_is_not_a_sparse_matrix(tmp_path, capsys):
+    path = tmp_path / "arrays.npz"
+    np.savez(path, X=np.ones((3, 2)))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["compare", "--data", str(path), "--no-plot"])
+    assert info.value.code == 2
+    assert "not a file saved by scipy.sparse.save_npz" in capsys.readouterr().err
 
 
 def test_diverged_run_in_table_not_a_crash(capsys):

@@ -165,3 +165,17 @@ def test_bad_input_raises_a_clear_value_error(change, expect):
     X, y = args.pop("X"), args.pop("y")
     with pytest.raises(ValueError, match=expect.replace("(", r"\(").replace(")", r"\)")):
         optimum.solve(X, y, **args)
+
+
+def test_sparse_X_gives_the_dense_solution_without_densifying():
+    # a CSR X runs L-BFGS-B on the sparse kernels (no Newton polish: that forms X densely)
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    Xs = sp.random(300, 40, density=0.1, format="csr", random_state=5)
+    y = (Xs @ rng.standard_normal(40) + 0.3 * rng.standard_normal(300) > 0).astype(float)
+    sparse = optimum.solve(Xs, y, alpha=1e-2)
+    dense = optimum.solve(Xs.toarray(), y, alpha=1e-2)
+    assert sparse.status == "converged"
+    np.testing.assert_allclose(sparse.coef, dense.coef, atol=1e-7)
+    assert sparse.loss == pytest.approx(dense.loss, rel=1e-12)

@@ -2,7 +2,9 @@
 
 Every source comes out the same way: X float64 (n, d) standardized column by column
 (StandardScaler: zero mean, unit variance; a constant column stays 0), y float64 of 0/1, and the
-names of the two classes (``classes[1]`` is the positive class, label 1).
+names of the two classes (``classes[1]`` is the positive class, label 1). Sparse sources (LIBSVM
+files, scipy.sparse ``.npz`` files) stay a CSR matrix, scaled to unit variance without centering
+(centering would make every entry nonzero).
 
 A user's mistake (a missing file, a malformed spec, a label column with three classes) raises
 ``DataError`` with a one-line message that names the fix; the command line turns it into an exit
@@ -15,6 +17,7 @@ import csv
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +26,7 @@ BUILTIN = ("breast_cancer", "digits")
 SVMLIGHT_EXTENSIONS = (".svm", ".libsvm", ".svmlight")
 CSV_EXTENSIONS = (".csv", ".tsv")
 SYNTHETIC_DEFAULTS = {"n": 1000, "d": 20}
-#: refuse to densify a LIBSVM file into more than this many bytes of float64
+#: the largest dense synthetic sample, in bytes of float64
 MAX_DENSE_BYTES = 4 * 2**30
 
 DATA_HELP = (
@@ -31,9 +34,10 @@ DATA_HELP = (
     "digits (scikit-learn's 8x8 digits made binary: 0-4 -> class 0, 5-9 -> class 1), "
     "synthetic:n=1000,d=20 (a seeded logistic sample: Gaussian X, labels drawn from "
     "sigmoid(X w + b); --seed sets it), a CSV file whose last column is the label (a header "
-    "row is detected), or a LIBSVM/svmlight file (.svm, .libsvm, .svmlight; other "
-    "extensions such as .txt are recognised by their 'index:value' content). "
-    "Features are always standardized"
+    "row is detected), a LIBSVM/svmlight file (.svm, .libsvm, .svmlight; other "
+    "extensions such as .txt are recognised by their 'index:value' content), or a .npz file "
+    "saved by scipy.sparse.save_npz whose last column is the label. LIBSVM and .npz data "
+    "stay sparse (CSR). Features are always scaled to unit variance (dense data also centered)"
 )
 
 
@@ -43,7 +47,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    X: np.ndarray  # (n, d) float64, standardized
+    X: Any  # (n, d) float64: an ndarray, standardized, or a CSR matrix scaled (not centered)
     y: np.ndarray  # (n,) float64 of 0/1
     name: str  # what the user asked for, e.g. "breast_cancer" or "data.csv"
     description: str  # one line for the report, e.g. "569 samples x 30 features"
@@ -77,6 +81,8 @@ def load(spec: str, seed: int = 0) -> Dataset:
             f"--data {spec!r}: no such file, and not one of {', '.join(BUILTIN)} "
             "or synthetic:n=...,d=..."
         )
+    elif spec.lower().endswith(".npz"):
+        X, labels, desc = _npz(spec)
     elif _is_svmlight(spec):
         X, labels, desc = _svmlight(spec)
     else:
@@ -195,13 +201,28 @@ def _svmlight(path: str):
     n, d = Xs.shape
     if n == 0 or d == 0:
         raise DataError(f"--data {path!r}: the LIBSVM file holds no samples or no features")
-    if n * d * 8 > MAX_DENSE_BYTES:
-        raise DataError(
-            f"--data {path!r}: {n} x {d} is too large to densify "
-            f"(more than {MAX_DENSE_BYTES // 2**30} GiB); gradstep needs a dense X"
-        )
-    X = Xs.toarray()
-    return X, y, f"{n} samples x {d} features (LIBSVM, densified, {Xs.nnz} nonzeros)"
+    return Xs.tocsr(), y, f"{n} samples x {d} features (LIBSVM, sparse, {Xs.nnz} nonzeros)"
+
+
+def _npz(path: str):
+    """A scipy.sparse.save_npz file: the features and, in the last column, the label."""
+    import scipy.sparse
+
+    try:
+        M = scipy.sparse.load_npz(path)
+    except OSError as exc:
+        raise DataError(f"--data {path!r}: cannot read the file ({exc.strerror or exc})") from None
+    except (ValueError, KeyError) as exc:
+        raise DataError(f"--data {path!r} is not a file saved by scipy.sparse.save_npz "
+                        f"({one_line(exc)}); save the matrix [X | y] with save_npz") from None
+    n, columns = M.shape
+    if n == 0 or columns < 2:
+        raise DataError(f"--data {path!r}: the matrix is {n} x {columns}; it needs at least one "
+                        "feature column and the label column (last)")
+    M = M.tocsc()
+    y = M[:, columns - 1].toarray().ravel()
+    X = M[:, : columns - 1].tocsr()
+    return X, y, f"{n} samples x {columns - 1} features (.npz, sparse, {X.nnz} nonzeros)"
 
 
 def _csv(path: str):
@@ -296,20 +317,32 @@ def _binary_labels(labels, spec: str):
                classes[1].item() if hasattr(classes[1], "item") else classes[1])
 
 
-def _standardize(X: np.ndarray) -> np.ndarray:
+def _standardize(X: Any) -> Any:
     from sklearn.preprocessing import StandardScaler
 
+    if hasattr(X, "tocsr"):  # sparse: unit variance, no centering (it would densify)
+        X = X.tocsr().astype(np.float64)
+        if not np.isfinite(X.data).all():
+            raise DataError("the features contain NaN or infinity; remove or impute them first")
+        X.sum_duplicates()
+        X.sort_indices()
+        too_large = np.flatnonzero(abs(X).max(axis=0).toarray().ravel() > 1e150)
+        _refuse_too_large(too_large)
+        return StandardScaler(with_mean=False).fit_transform(X).tocsr()
     X = np.asarray(X, dtype=np.float64)
     if not np.isfinite(X).all():
         raise DataError("the features contain NaN or infinity; remove or impute them first")
-    # a column whose squares overflow (entries past ~1e154) cannot be standardized
-    too_large = np.flatnonzero(np.abs(X).max(axis=0) > 1e150)
+    _refuse_too_large(np.flatnonzero(np.abs(X).max(axis=0) > 1e150))
+    return np.ascontiguousarray(StandardScaler().fit_transform(X))
+
+
+def _refuse_too_large(too_large: np.ndarray) -> None:
+    """A column whose squares overflow (entries past ~1e154) cannot be standardized."""
     if too_large.size:
         raise DataError(
             f"feature column(s) {too_large[:5].tolist()} hold values above 1e150, too large to "
             "standardize (their squares overflow); rescale them (e.g. take logs) first"
         )
-    return np.ascontiguousarray(StandardScaler().fit_transform(X))
 
 
 def _missing_label(cell: str) -> bool:

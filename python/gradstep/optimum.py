@@ -106,7 +106,10 @@ def solve(X, y, *, alpha=0.0, fit_intercept=True, sample_weight=None, backend="a
     >>> bool(np.abs(np.append(grad_coef, grad_intercept)).max() < 1e-12)
     True
     """
-    X = v.check_X(X).astype(np.float64, copy=False)
+    from .sparse import check_csr, is_sparse
+
+    sparse = is_sparse(X)
+    X = check_csr(X) if sparse else v.check_X(X).astype(np.float64, copy=False)
     n, d = X.shape
     if np.ndim(y) != 1:
         raise ValueError(f"y must be 1-D (n_samples,), got shape {np.shape(y)}")
@@ -138,7 +141,7 @@ def solve(X, y, *, alpha=0.0, fit_intercept=True, sample_weight=None, backend="a
                    options={"maxiter": 20000, "maxcor": 30})
     params = np.asarray(res.x, dtype=np.float64)
     n_iter = int(res.nit)
-    if newton_polishes(n, p):
+    if newton_polishes(n, p) and not sparse:  # the polish forms the dense design matrix
         params, steps = _newton_polish(fun, _design(X, fit_intercept), _unit_weights(sw, n),
                                        _penalty(alpha, d, fit_intercept), params)
         n_iter += steps

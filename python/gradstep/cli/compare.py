@@ -189,7 +189,7 @@ def find_optimum(X: np.ndarray, y: np.ndarray, alpha: float, backend: str = "aut
     lipschitz = gs.lipschitz_constant(X, None, alpha, True, backend=backend,
                                       n_threads=n_threads)
     method, mu = "L-BFGS-B", None
-    if optimum.newton_polishes(X.shape[0], X.shape[1] + 1):
+    if optimum.newton_polishes(X.shape[0], X.shape[1] + 1) and isinstance(X, np.ndarray):
         method += " + Newton"
         hessian = optimum.hessian(X, result.coef, result.intercept, alpha=alpha)
         mu = float(np.linalg.eigvalsh(hessian)[0])
