@@ -141,7 +141,7 @@ def solve(X, y, *, alpha=0.0, fit_intercept=True, sample_weight=None, backend="a
                    options={"maxiter": 20000, "maxcor": 30})
     params = np.asarray(res.x, dtype=np.float64)
     n_iter = int(res.nit)
-    if newton_polishes(n, p) and not sparse:  # the polish forms the dense design matrix
+    if newton_polishes(n, p):
         params, steps = _newton_polish(fun, _design(X, fit_intercept), _unit_weights(sw, n),
                                        _penalty(alpha, d, fit_intercept), params)
         n_iter += steps
@@ -233,9 +233,15 @@ def _check_weights(sample_weight, n: int) -> np.ndarray:
     return v.check_sample_weight(sample_weight, n).reshape(-1)
 
 
-def _design(X: np.ndarray, fit_intercept: bool) -> np.ndarray:
-    """X with a ones column appended when the intercept is a parameter."""
-    return np.hstack([X, np.ones((X.shape[0], 1))]) if fit_intercept else X
+def _design(X, fit_intercept: bool):
+    """X with a ones column appended when the intercept is a parameter (CSR stays CSR)."""
+    if not fit_intercept:
+        return X
+    if hasattr(X, "tocsr"):
+        import scipy.sparse as sp
+
+        return sp.hstack([X, np.ones((X.shape[0], 1))], format="csr")
+    return np.hstack([X, np.ones((X.shape[0], 1))])
 
 
 def _unit_weights(sw: np.ndarray, n: int) -> np.ndarray:
@@ -252,6 +258,11 @@ def _hessian(A: np.ndarray, unit_weights: np.ndarray, penalty: np.ndarray,
              params: np.ndarray) -> np.ndarray:
     z = A @ params
     curvature = 0.25 * (1.0 - np.tanh(0.5 * z) ** 2)  # sigmoid(z)(1 - sigmoid(z)), no overflow
+    if hasattr(A, "tocsr"):  # sparse A'DA: the (p, p) result is small (newton_polishes)
+        import scipy.sparse as sp
+
+        weighted = sp.diags(unit_weights * curvature) @ A
+        return np.asarray((A.T @ weighted).toarray()) + np.diag(penalty)
     return (A.T * (unit_weights * curvature)) @ A + np.diag(penalty)
 
 
