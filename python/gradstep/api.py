@@ -33,6 +33,7 @@ from ._progress import Progress, ProgressBar, read_only
 from .driver import init_state, make_driver
 from .multinomial import multinomial_oracle
 from .oracle import DenseOracle, data_oracle, first_pass
+from .penalty import check_l1_ratio, l1_norms, penalized_columns, resolve_l1_ratio
 from .rules import (
     RULES,
     SCHEDULE_PARAMS,
@@ -350,8 +351,9 @@ def _is_sequence(value) -> bool:
     return not isinstance(value, (str, bytes)) and isinstance(value, Sequence)
 
 
-def _count_runs(rule, lr, alpha, n_columns: dict) -> int:
-    """K from the sequences that pair up (rule, lr, alpha) and the 2-D arrays (y, weights)."""
+def _count_runs(rule, lr, alpha, n_columns: dict, l1_ratio=0.0) -> int:
+    """K from the sequences that pair up (rule, lr, alpha, l1_ratio) and the 2-D arrays (y,
+    weights)."""
     sizes = {}
     if isinstance(rule, (list, tuple)):
         sizes["rule"] = len(rule)
@@ -359,6 +361,8 @@ def _count_runs(rule, lr, alpha, n_columns: dict) -> int:
         sizes["lr"] = len(lr)
     if _is_sequence(alpha):
         sizes["alpha"] = len(alpha)
+    if _is_sequence(l1_ratio):
+        sizes["l1_ratio"] = len(l1_ratio)
     for name, size in sizes.items():
         if size == 0:
             raise ValueError(f"{name} is an empty sequence; give at least one value")
@@ -426,6 +430,16 @@ def _check_full_batch(rules: list[StepRule], batch: int) -> None:
             )
 
 
+def _check_l1_rules(rules: list[StepRule], l1: np.ndarray) -> None:
+    for r, strength in zip(rules, l1):
+        if strength > 0.0 and not r.supports_l1:
+            fitting = ", ".join(n for n, c in RULES.items() if c.supports_l1)
+            raise ValueError(
+                f"rule {r.name!r} cannot fit an L1 term (l1_ratio > 0, or penalty='l1' or "
+                f"'elasticnet'); use one of {fitting} (lbfgs becomes OWL-QN), or l1_ratio=0"
+            )
+
+
 def _reference_array(reference, n_runs: int, n_params_out: int, D: int) -> np.ndarray:
     if isinstance(reference, FitResult):
         coef = np.atleast_2d(reference.coef)
@@ -443,16 +457,16 @@ def _is_oracle(X) -> bool:
     return hasattr(X, "loss_grad") and hasattr(X, "n_features") and not isinstance(X, np.ndarray)
 
 
-def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_intercept=True,
-        sample_weight=None, max_iter=1000, tol=1e-6, batch_size=None, random_state=None,
-        coef_init=None, intercept_init=None, reference=None, backend="auto", n_threads=None,
-        history=True, callback=None, verbose=0, resume=None, loss="logistic", classes=None,
-        monitor=None, **rule_params) -> FitResult:
+def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ratio=0.0,
+        penalty="auto", fit_intercept=True, sample_weight=None, max_iter=1000, tol=1e-6,
+        batch_size=None, random_state=None, coef_init=None, intercept_init=None, reference=None,
+        backend="auto", n_threads=None, history=True, callback=None, verbose=0, resume=None,
+        loss="logistic", classes=None, monitor=None, **rule_params) -> FitResult:
     """Fit logistic regression by gradient descent with one or several step rules.
 
-    A list of rules, a sequence of lr values, a sequence of alpha values, a 2-D 0/1 y or a 2-D
-    sample_weight makes K runs that share every pass over X (sequences pair up and must have
-    equal lengths); each run stops on its own.
+    A list of rules, a sequence of lr values, a sequence of alpha or l1_ratio values, a 2-D 0/1
+    y or a 2-D sample_weight makes K runs that share every pass over X (sequences pair up and
+    must have equal lengths); each run stops on its own.
 
     Parameters
     ----------
@@ -473,8 +487,22 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
         "constant", "inverse_time" (decay), "inverse_power" (power), "exponential" (gamma),
         "cosine"; first-order rules only.
     alpha : float or sequence of float, default 0.0
-        L2 strength: the objective is the mean loss + (alpha/2) ||coef||^2. A sequence gives
-        each run its own alpha (a regularization path in one call).
+        The penalty's strength: the objective is the mean loss + alpha (l1_ratio ||coef||_1
+        + (1 - l1_ratio)/2 ||coef||^2), never on the intercept(s); with the default l1_ratio=0
+        the mean loss + (alpha/2) ||coef||^2. A sequence gives each run its own alpha (a
+        regularization path in one call).
+    l1_ratio : float in [0, 1] or sequence of them, default 0.0
+        The L1 share of the penalty (scikit-learn's): 0 is L2 (ridge), 1 is L1 (lasso),
+        between them the elastic net. A sequence gives each run its own. With l1_ratio > 0
+        the coefficients get exact zeros: first-order rules take a proximal (soft-
+        thresholding) step after each update, scaled by the rule's per-coordinate step;
+        "lbfgs" becomes OWL-QN and "armijo" proximal gradient with backtracking; "newton" and
+        "bb" do not support it. Such fits run on the Python driver over the compiled
+        kernels.
+    penalty : {"auto", "l2", "l1", "elasticnet", None}, default "auto"
+        The older scikit-learn spelling: "l2" means l1_ratio=0, "l1" l1_ratio=1,
+        "elasticnet" and "auto" take l1_ratio as given, None no penalty (alpha must then be
+        0). A contradicting pair (penalty="l2" with l1_ratio=0.5) is an error.
     fit_intercept : bool, default True
     sample_weight : array-like of shape (n_samples,) or (n_samples, K), optional
         Per-sample weights; a 2-D array gives each run its own (cross-validation folds as runs
@@ -482,8 +510,11 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     max_iter : int, default 1000
         Iterations (epochs with batch_size) per run at most.
     tol : float or None, default 1e-6
-        Full batch: a run stops when max |gradient| <= tol. Mini-batch: when its epoch loss has
-        not improved by tol for 5 epochs. None never stops early.
+        Full batch: a run stops when max |gradient| <= tol; with l1_ratio > 0 the test is on
+        the minimum-norm subgradient of the objective (g_j + l1 sign(w_j) where w_j != 0,
+        sign(g_j) max(|g_j| - l1, 0) where w_j == 0, g_j on the intercept, l1 = alpha
+        l1_ratio), which is 0 at the optimum, and history.grad_norm is its norm. Mini-batch:
+        when its epoch loss has not improved by tol for 5 epochs. None never stops early.
     batch_size : int, optional
         Mini-batches of this size in a seeded shuffled order; an iteration is an epoch.
     random_state : int, numpy Generator or None
@@ -568,12 +599,28 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     batch = v.check_positive_int(batch_size, "batch_size", allow_none=True) or 0
     fit_intercept = bool(fit_intercept)
     all_classes, classes = classes, None  # `classes` becomes the classes found in y
+    ratio, penalized = resolve_l1_ratio(penalty, l1_ratio)
+    if not penalized and np.any(v.check_alpha(alpha) != 0.0):
+        raise ValueError(f"penalty=None means no penalty, but alpha={alpha!r}: drop "
+                         "penalty=None, or set alpha=0")
+    # l1: each run's L1 strength (None: no L1 term, the plain L2 fit, unchanged); alpha becomes
+    # the L2 part, alpha (1 - l1_ratio), which the oracle's kernels compute
+    l1: np.ndarray | None = None
+    if penalized and np.any(ratio != 0.0) and not _is_oracle(X):
+        _count_runs(rule, lr, alpha, {}, l1_ratio)  # alpha and l1_ratio must pair up first
+        strength = v.check_alpha(alpha)
+        l1 = strength * ratio
+        alpha = strength * (1.0 - ratio)
+        alpha = alpha if alpha.size > 1 else float(alpha[0])
     if _is_oracle(X):
         if y is not None:
             raise ValueError("X is an oracle: it holds the data; pass y=None")
         if np.any(v.check_alpha(alpha) != 0.0):
             raise ValueError("X is an oracle: its loss_grad defines the objective, penalty "
                              "included; leave alpha at 0")
+        if np.any(check_l1_ratio(l1_ratio) != 0.0):
+            raise ValueError("X is an oracle: its loss_grad defines the objective, penalty "
+                             "included; leave l1_ratio at 0")
         if sample_weight is not None:
             raise ValueError("X is an oracle: put the sample weights into the oracle")
         oracle = X
@@ -601,7 +648,7 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
                                        if np.ndim(sample_weight) == 2 else 1)}
         alpha_seq = alpha
     seed = v.seed_from(random_state)
-    n_runs = _count_runs(rule, lr, alpha_seq, n_columns)
+    n_runs = _count_runs(rule, lr, alpha_seq, n_columns, l1_ratio)
     if callback is not None and not callable(callback):
         raise ValueError(f"callback must be callable or None, got {callback!r}")
     if monitor is not None and not callable(monitor):
@@ -621,8 +668,11 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
 
     rules = _build_rules(rule, lr, schedule, rule_params, n_runs, lipschitz)
     _check_full_batch(rules, batch)
+    if l1 is not None:
+        l1 = np.ascontiguousarray(np.broadcast_to(l1, (n_runs,)), dtype=np.float64)
+        _check_l1_rules(rules, l1)
     batched = (isinstance(rule, (list, tuple)) or _is_sequence(lr) or _is_sequence(alpha)
-               or np.ndim(y) == 2 or np.ndim(sample_weight) == 2)
+               or _is_sequence(l1_ratio) or np.ndim(y) == 2 or np.ndim(sample_weight) == 2)
     d = int(oracle.n_features)
     D = int(getattr(oracle, "n_params", d + 1))
     P0 = np.zeros((n_runs, D))
@@ -655,6 +705,8 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     )
     if hasattr(oracle, "alphas"):
         spec.alpha = oracle.alphas(n_runs)
+    if l1 is not None:
+        spec.l1 = l1
     # the history grows with the iterations actually run (see _drive): memory is O(n_iter)
     state = FitState.empty(n_runs, D, min(max_iter + 1, INITIAL_HISTORY) if history else 0)
     state.P[:] = P0
@@ -674,6 +726,8 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, fit_i
     _drive(driver, state, report, spec, watch)
     if batch:  # the exact objective at the returned weights (epoch losses are running means)
         state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
+        if l1 is not None:
+            state.loss += l1 * l1_norms(state.P, penalized_columns(oracle, D))
     passes = np.asarray(driver.passes, dtype=np.int64)
     return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d, passes,
                    oracle)

@@ -14,6 +14,15 @@ divergence and history. Two kinds:
 ``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
 stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
 honour Ctrl-C between calls.
+
+An L1 term (``spec.l1`` > 0 for some run: gs.fit's l1_ratio) runs on the reference driver. The
+oracle's loss and gradient stay the smooth part's (its alpha is the L2 part); the driver adds
+l1 ||w||_1 over the coefficient columns (penalty.penalized_columns) to every loss it records,
+so ``state.loss`` and the history hold the objective, and it tests convergence and records the
+gradient norm on the minimum-norm subgradient (penalty.l1_residual), which vanishes at the
+optimum. ``state.grad`` keeps the smooth gradient: the rules step from it. First-order rules
+take a proximal step after each update (soft-thresholding by the rule's ``step_scale`` * l1);
+the curvature rules that support L1 get l1 and the mask when started.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from ._backends.state import (
     shuffle_order,
 )
 from .oracle import DenseOracle
+from .penalty import l1_norms, l1_residual, penalized_columns, soft_threshold
 from .rules import StepRule
 from .rules.curvature import Grad, HessP, Stall, Step
 
@@ -66,13 +76,20 @@ def init_state(oracle: Any, spec: RunSpec, state: FitState) -> None:
     grad = np.array(grad, dtype=np.float64)
     if not spec.fit_intercept:
         grad[:, D - 1] = 0.0
+    l1 = spec.l1_strengths(n_runs)
+    residual = grad
+    if l1.any():  # the objective and its minimum-norm subgradient (module docstring)
+        mask = penalized_columns(oracle, D)
+        loss = loss + l1 * l1_norms(state.P, mask)
+        residual = np.array([l1_residual(state.P[k], grad[k], l1[k], mask)
+                             for k in range(n_runs)])
     state.loss[:] = loss
     state.start_loss[:] = loss  # the divergence test's scale (state.divergence_limit)
     state.grad[:] = grad
     if spec.record_history:
         state.history[:, :, 0] = 0.0
         state.history[H_LOSS, :, 0] = loss
-        state.history[H_GRAD_NORM, :, 0] = np.linalg.norm(grad, axis=1)
+        state.history[H_GRAD_NORM, :, 0] = np.linalg.norm(residual, axis=1)
         state.history[H_PASSES, :, 0] = 1.0
         state.history[H_DISTANCE, :, 0] = (
             np.linalg.norm(state.P - state.reference, axis=1) if spec.has_reference else np.nan
@@ -80,7 +97,7 @@ def init_state(oracle: Any, spec: RunSpec, state: FitState) -> None:
     if spec.batch_size:  # the starting loss is the first to improve on: 5 epochs without
         state.best_loss[:] = loss  # an improvement by tol stop a run at n_iter == 5
     else:
-        state.status[np.abs(grad).max(axis=1) <= spec.tol] = CONVERGED
+        state.status[np.abs(residual).max(axis=1) <= spec.tol] = CONVERGED
 
 
 class ReferenceDriver:
@@ -95,6 +112,8 @@ class ReferenceDriver:
         self._mean_weight: np.ndarray | None = None
         if hasattr(oracle, "mean_weight"):
             self._mean_weight = np.asarray(oracle.mean_weight(n_runs), dtype=np.float64)
+        self.l1 = spec.l1_strengths(n_runs)
+        self.penalized = penalized_columns(oracle, state.P.shape[1])
 
     def run(self, n_steps: int) -> None:
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected, not warned
@@ -125,9 +144,34 @@ class ReferenceDriver:
         if spec.has_reference:
             h[H_DISTANCE, k, i] = np.linalg.norm(st.P[k] - st.reference[k])
 
+    # ---- the L1 term (module docstring); a run with l1 == 0 never reaches these -------------
+    def _objective(self, k: int, loss: float, p: np.ndarray) -> float:
+        """Run k's objective from its smooth loss at p."""
+        if self.l1[k] == 0.0:
+            return loss
+        return loss + self.l1[k] * float(np.abs(p[self.penalized]).sum())
+
+    def _residual(self, k: int, p: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """What run k's stopping test and history see: g, or with L1 the minimum-norm
+        subgradient at p."""
+        if self.l1[k] == 0.0:
+            return g
+        return l1_residual(p, g, self.l1[k], self.penalized)
+
+    def _step(self, k: int, p: np.ndarray, g: np.ndarray, lr_t: float) -> None:
+        """Run k's first-order update in place on p, then its proximal L1 step."""
+        st, rule = self.state, self.rules[k]
+        t = int(st.t[k])
+        if self.l1[k] == 0.0:
+            rule.update(p, g, st.slots[k], lr_t, t)
+            return
+        scale = rule.step_scale(g, st.slots[k], lr_t, t)  # before update advances the slots
+        rule.update(p, g, st.slots[k], lr_t, t)
+        soft_threshold(p, scale * self.l1[k], self.penalized)
+
     def _stop_test(self, k: int) -> None:
         st = self.state
-        if np.max(np.abs(st.grad[k])) <= self.spec.tol:
+        if np.max(np.abs(self._residual(k, st.P[k], st.grad[k]))) <= self.spec.tol:
             st.status[k] = CONVERGED
         elif st.n_iter[k] >= self.spec.max_iter:
             st.status[k] = MAX_ITER
@@ -159,7 +203,7 @@ class ReferenceDriver:
         for k in first_order:
             st.t[k] += 1
             lr_used[k] = self._lr_at(k, int(st.t[k]))
-            self.rules[k].update(st.P[k], st.grad[k], st.slots[k], lr_used[k], int(st.t[k]))
+            self._step(k, st.P[k], st.grad[k], lr_used[k])
 
         grad_runs = list(first_order) + [k for k in curvature
                                          if isinstance(self._pending[k], Grad)]
@@ -191,6 +235,7 @@ class ReferenceDriver:
 
         for k in first_order:
             loss_k, g = answers[k]
+            loss_k = self._objective(k, loss_k, st.P[k])
             if (_weights_diverged(st.P[k]) or not _finite(loss_k, g)
                     or self._loss_diverged(k, loss_k)):
                 st.P[k] = P_old[k]  # keep the last good weights
@@ -200,14 +245,21 @@ class ReferenceDriver:
             st.grad[k] = g
             st.n_iter[k] += 1
             step_norm = np.linalg.norm(st.P[k] - P_old[k])
-            self._record(k, loss_k, np.linalg.norm(g), step_norm, lr_used[k])
+            self._record(k, loss_k, np.linalg.norm(self._residual(k, st.P[k], g)), step_norm,
+                         lr_used[k])
             self._stop_test(k)
         for k in curvature:
             self._resume(k, answers[k])
 
     def _start(self, k: int) -> None:
         st = self.state
-        gen = self.rules[k].iterate(st.P[k].copy(), float(st.loss[k]), st.grad[k].copy())
+        if self.l1[k] == 0.0:
+            gen = self.rules[k].iterate(st.P[k].copy(), float(st.loss[k]), st.grad[k].copy())
+        else:  # the generator works on the smooth loss (st.loss holds the objective)
+            p = st.P[k].copy()
+            smooth = float(st.loss[k]) - self.l1[k] * float(np.abs(p[self.penalized]).sum())
+            gen = self.rules[k].iterate(p, smooth, st.grad[k].copy(),  # type: ignore[call-arg]
+                                        l1=float(self.l1[k]), penalized=self.penalized)
         self._iterations[k] = gen
         self._handle(k, next(gen))
 
@@ -220,20 +272,24 @@ class ReferenceDriver:
         gen = self._iterations[k]
         while isinstance(event, (Step, Stall)):
             if isinstance(event, Stall):
-                close_enough = np.max(np.abs(st.grad[k])) <= STALL_TOL_FACTOR * self.spec.tol
+                residual = self._residual(k, st.P[k], st.grad[k])
+                close_enough = np.max(np.abs(residual)) <= STALL_TOL_FACTOR * self.spec.tol
                 st.status[k] = CONVERGED if close_enough else STALLED
-            elif (_weights_diverged(event.p) or not _finite(event.loss, event.g)
-                  or self._loss_diverged(k, event.loss)):
-                st.status[k] = DIVERGED  # st.P[k] still holds the last good weights
             else:
-                step_norm = np.linalg.norm(event.p - st.P[k])
-                st.P[k] = event.p
-                st.loss[k] = event.loss
-                st.grad[k] = event.g
-                st.n_iter[k] += 1
-                st.t[k] += 1
-                self._record(k, event.loss, np.linalg.norm(event.g), step_norm, event.t)
-                self._stop_test(k)
+                loss = self._objective(k, event.loss, event.p)
+                if (_weights_diverged(event.p) or not _finite(loss, event.g)
+                        or self._loss_diverged(k, loss)):
+                    st.status[k] = DIVERGED  # st.P[k] still holds the last good weights
+                else:
+                    step_norm = np.linalg.norm(event.p - st.P[k])
+                    st.P[k] = event.p
+                    st.loss[k] = loss
+                    st.grad[k] = event.g
+                    st.n_iter[k] += 1
+                    st.t[k] += 1
+                    self._record(k, loss, np.linalg.norm(self._residual(k, event.p, event.g)),
+                                 step_norm, event.t)
+                    self._stop_test(k)
             if st.status[k] != RUNNING:
                 gen.close()
                 self._pending.pop(k, None)
@@ -268,12 +324,14 @@ class ReferenceDriver:
                     st.status[k] = DIVERGED
                     in_epoch[k] = False
                     continue
-                loss_sum[k] += rows.size * loss[k]
-                grad_norm_sum[k] += rows.size * np.linalg.norm(grad[k])
+                batch_loss = self._objective(k, float(loss[k]), st.P[k])
+                loss_sum[k] += rows.size * batch_loss
+                grad_norm_sum[k] += rows.size * np.linalg.norm(
+                    self._residual(k, st.P[k], grad[k]))
                 st.t[k] += 1
                 lr_used[k] = self._lr_at(k, int(st.t[k]))
                 P_prev[k] = st.P[k]
-                self.rules[k].update(st.P[k], grad[k], st.slots[k], lr_used[k], int(st.t[k]))
+                self._step(k, st.P[k], grad[k], lr_used[k])
                 if _weights_diverged(st.P[k]):
                     st.P[k] = P_prev[k]
                     st.status[k] = DIVERGED
@@ -318,10 +376,12 @@ class CompiledDriver:
 
 
 def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
-    """The compiled driver when every rule has a compiled version and the oracle is an
-    in-memory dense one whose backend has a compiled loop; else the reference driver."""
+    """The compiled driver when every rule has a compiled version, the oracle is an
+    in-memory dense one whose backend has a compiled loop and no run has an L1 term; else the
+    reference driver (over the same compiled loss_grad kernels)."""
     compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
-                     and all(r.compiled for r in rules))
+                     and all(r.compiled for r in rules)
+                     and not spec.l1_strengths(len(rules)).any())  # no proximal step there
     if compiled_loop:
         return CompiledDriver(oracle, spec, state)
     return ReferenceDriver(oracle, spec, rules, state)

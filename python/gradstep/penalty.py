@@ -59,3 +59,42 @@ def resolve_l1_ratio(penalty, l1_ratio):
                              "penalty='elasticnet'")
         return np.ones_like(ratio), True
     return ratio, penalty is not None
+
+
+# ---- the L1 part in the drivers and rules ---------------------------------------------------
+
+
+def penalized_columns(oracle, n_params: int) -> np.ndarray:
+    """Which of an oracle's ``n_params`` parameter columns are coefficients (bool (D,)): the
+    L1 term covers them and never an intercept. An oracle with ``intercept_columns`` (the
+    multinomial one: one intercept per class) names its intercepts; any other oracle is the
+    binary layout of gradstep.oracle, intercept last."""
+    mask = np.ones(n_params, dtype=bool)
+    intercepts = getattr(oracle, "intercept_columns", None)
+    mask[np.arange(n_params - 1, n_params) if intercepts is None else intercepts] = False
+    return mask
+
+
+def l1_norms(P: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """||w||_1 of every row of P (K, D) over the penalized columns: (K,)."""
+    return np.abs(P[:, mask]).sum(axis=1)
+
+
+def soft_threshold(p: np.ndarray, threshold, mask: np.ndarray) -> None:
+    """The L1 proximal map in place on the penalized entries of p (D,): each moves toward 0 by
+    its threshold (a float or (D,) array) and stops at an exact 0."""
+    th = threshold[mask] if np.ndim(threshold) else threshold
+    w = p[mask]
+    p[mask] = np.sign(w) * np.maximum(np.abs(w) - th, 0.0)
+
+
+def l1_residual(p: np.ndarray, g: np.ndarray, l1: float, mask: np.ndarray) -> np.ndarray:
+    """The minimum-norm subgradient of f + l1 ||w||_1 at p from the smooth gradient g (the
+    proximal-gradient residual, OWL-QN's pseudo-gradient): g_j + l1 sign(w_j) where w_j != 0,
+    sign(g_j) max(|g_j| - l1, 0) where w_j == 0, g_j on the intercepts. It is 0 exactly at
+    the optimum, which the smooth gradient is not (there |g_j| <= l1 at the zeros)."""
+    r = np.array(g, dtype=np.float64)
+    w, gm = p[mask], r[mask]
+    r[mask] = np.where(w != 0.0, gm + l1 * np.sign(w),
+                       np.sign(gm) * np.maximum(np.abs(gm) - l1, 0.0))
+    return r

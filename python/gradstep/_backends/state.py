@@ -46,7 +46,7 @@ A NaN starting loss gives a NaN limit, which no loss exceeds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -98,6 +98,14 @@ class RunSpec:
     total_updates: int  # T of the cosine schedule
     record_history: bool
     has_reference: bool
+    # (K,) float64: each run's L1 strength, alpha * l1_ratio (empty: 0 for every run). Only the
+    # reference driver reads it (the compiled drivers read the named attributes above and never
+    # run a fit with an L1 term: driver.make_driver).
+    l1: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def l1_strengths(self, n_runs: int) -> np.ndarray:
+        """l1 as (n_runs,) (zeros when empty)."""
+        return self.l1 if self.l1.size else np.zeros(n_runs)
 
 
 @dataclass

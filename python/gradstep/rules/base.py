@@ -47,6 +47,9 @@ class StepRule:
     fixed_params: ClassVar[tuple[str, ...]] = ()
     # Rules whose lr may be None (they estimate their first step themselves).
     lr_optional: ClassVar[bool] = False
+    # Rules that fit an L1 term (gs.fit's l1_ratio > 0): first-order rules by a proximal step
+    # after each update (``step_scale``), curvature rules by an ``iterate`` that takes l1.
+    supports_l1: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.lr is not None or not self.lr_optional:
@@ -74,6 +77,18 @@ class StepRule:
         at the update counter t (already incremented: Adam's bias correction uses it)."""
         raise NotImplementedError(f"rule {self.name!r} has no single-gradient update")
 
+    def step_scale(self, g: np.ndarray, slots: np.ndarray, lr_t: float, t: int) -> Any:
+        """First-order rules with an L1 term: the step the next ``update`` takes per unit of
+        the direction it steps along (a float, or (D,) per coordinate for the adaptive rules),
+        called with the same arguments just BEFORE that update (slots not yet advanced; it does
+        not change them). The driver then soft-thresholds the coefficients by step_scale * l1:
+        the proximal step that matches the update's metric, so the L1 term is neither over-
+        nor under-applied where a coordinate's effective rate differs from lr_t."""
+        raise NotImplementedError(f"rule {self.name!r} has no proximal (L1) step")
+
     def iterate(self, p: np.ndarray, loss: float, g: np.ndarray) -> Any:
-        """Curvature rules: the generator the Python driver runs (see rules.curvature)."""
+        """Curvature rules: the generator the Python driver runs (see rules.curvature). Rules
+        with ``supports_l1`` also take the keywords ``l1`` (float > 0) and ``penalized``
+        (bool (D,)): loss and g (and every answer to a Grad request) are then the smooth
+        part's, and the rule minimizes loss + l1 * ||p[penalized]||_1."""
         raise NotImplementedError(f"rule {self.name!r} is a first-order rule")

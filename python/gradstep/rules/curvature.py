@@ -14,6 +14,11 @@ The driver (gradstep.driver) runs the generators of all K runs side by side and 
 request of one kind with ONE batched pass, so the trial points of different runs' line searches
 share the pass. It zeroes the intercept coordinate of gradients and Hessian products when the
 intercept is not fitted, stops a run on the usual criterion (max |g| <= tol), and counts passes.
+
+With an L1 term (``supports_l1`` rules: armijo, lbfgs) the generator is started with ``l1`` and
+``penalized`` (the coefficient columns); every loss and gradient it receives and reports stays
+the smooth part's (the driver adds l1 ||w||_1 to what it records), and the driver's stopping
+test is on the minimum-norm subgradient (penalty.l1_residual) instead of g.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
+from ..penalty import l1_residual, soft_threshold
 from ._checks import check_count, check_open_unit, check_positive
 from .base import StepRule
 
@@ -110,6 +116,10 @@ class Armijo(StepRule):
     Each iteration tries t (first ``lr``, then the last accepted t times ``grow``) and shrinks
     it by ``shrink`` until f(p - t g) <= f(p) - c1 t ||g||^2 (Armijo's sufficient decrease).
 
+    With an L1 term (l1 > 0) it is proximal gradient descent (ISTA) with Beck and Teboulle's
+    backtracking: p+ = soft_threshold(p - t g, t l1), t shrunk until
+    f(p+) <= f(p) + g.(p+ - p) + ||p+ - p||^2 / (2t).
+
     Parameters
     ----------
     lr : float, default 1.0
@@ -138,6 +148,7 @@ class Armijo(StepRule):
     grow: float = 2.0
     name: ClassVar[str] = "armijo"
     full_batch_only: ClassVar[bool] = True
+    supports_l1: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -147,7 +158,11 @@ class Armijo(StepRule):
         if self.grow < 1.0:
             raise ValueError(f"grow must be >= 1, got {self.grow!r}")
 
-    def iterate(self, p, loss, g) -> Iteration:
+    def iterate(self, p, loss, g, l1: float = 0.0,
+                penalized: np.ndarray | None = None) -> Iteration:
+        if l1 > 0.0:
+            yield from self._proximal(p, loss, g, l1, penalized)
+            return
         t = float(self.lr)
         while True:
             found = yield from _backtrack(p, loss, g, -g, t, self.c1, self.shrink)
@@ -157,6 +172,35 @@ class Armijo(StepRule):
             t, p, loss, g = found
             yield Step(p, loss, g, t)
             t *= self.grow
+
+    def _proximal(self, p, loss, g, l1, penalized) -> Iteration:
+        t = float(self.lr)
+        while True:
+            while True:
+                q = p - t * g
+                soft_threshold(q, t * l1, penalized)
+                step = q - p
+                if _negligible(step, p):
+                    yield Stall()
+                    return
+                fq, gq = yield Grad(q)
+                if math.isfinite(fq) and _prox_decrease(loss, g, fq, gq, step, t):
+                    break
+                t *= self.shrink
+            p, loss, g = q, fq, gq
+            yield Step(p, loss, g, t)
+            t *= self.grow
+
+
+def _prox_decrease(f0, g0, f, g, step, t) -> bool:
+    """Beck and Teboulle's test f(q) <= f(p) + g0.(q - p) + ||q - p||^2 / (2t), q - p = step:
+    the composite F = f + l1 ||w||_1 then decreases (the L1 terms of the bound on F cancel
+    against those of the proximal step). Where f's difference is lost in rounding (near the
+    optimum), its exact equivalent on a quadratic instead: (g(q) - g0).(q - p) <= ||q - p||^2/t."""
+    ss = float(step @ step)
+    if f <= f0 + float(g0 @ step) + ss / (2.0 * t):
+        return True
+    return bool(f <= f0 + _rounding(f0) and float((g - g0) @ step) <= ss / t)
 
 
 @dataclass(frozen=True)
@@ -319,6 +363,13 @@ class LBFGS(StepRule):
 
     The first trial step is 1 (the first iteration: 1/||g||); H0 = (s'y / y'y) I.
 
+    With an L1 term (l1 > 0) it is OWL-QN (Andrew and Gao 2007): the two-loop recursion on the
+    pseudo-gradient (the minimum-norm subgradient), the direction zeroed where it disagrees in
+    sign with minus the pseudo-gradient, and a backtracking line search on the full objective
+    whose trial points are projected onto the orthant of the current point (sign(w), or at a
+    zero the sign of the step it takes): a coefficient that would cross 0 stops at an exact 0.
+    The (s, y) pairs are built from the smooth gradients.
+
     Parameters
     ----------
     m : int, default 10
@@ -341,12 +392,17 @@ class LBFGS(StepRule):
     m: int = 10
     name: ClassVar[str] = "lbfgs"
     full_batch_only: ClassVar[bool] = True
+    supports_l1: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_count("m", self.m)
 
-    def iterate(self, p, loss, g) -> Iteration:
+    def iterate(self, p, loss, g, l1: float = 0.0,
+                penalized: np.ndarray | None = None) -> Iteration:
+        if l1 > 0.0:
+            yield from self._owlqn(p, loss, g, l1, penalized)
+            return
         pairs: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=self.m)
         first = True
         while True:
@@ -372,6 +428,59 @@ class LBFGS(StepRule):
             p, loss, g = q, fq, gq
             first = False
             yield Step(p, loss, g, t)
+
+    def _owlqn(self, p, loss, g, l1, penalized) -> Iteration:
+        pairs: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=self.m)
+        objective = loss + l1 * float(np.abs(p[penalized]).sum())
+        first = True
+        while True:
+            pg = l1_residual(p, g, l1, penalized)
+            d = _two_loop(pg, pairs)
+            d = np.where(d * pg > 0.0, -d, 0.0)  # -H pg where it agrees in sign with -pg
+            if not float(pg @ d) < 0.0:  # nothing left of it: restart from -pg
+                pairs.clear()
+                d = -pg
+            t0 = min(1.0, 1.0 / max(float(np.abs(pg).sum()), 1e-300)) if first else self.lr
+            found = yield from _orthant_backtrack(p, objective, pg, d, t0, l1, penalized)
+            if found is None and pairs:  # a stale memory: retry once along -pg
+                pairs.clear()
+                found = yield from _orthant_backtrack(
+                    p, objective, pg, -pg, 1.0 / max(float(np.linalg.norm(pg)), 1e-300), l1,
+                    penalized)
+            if found is None:
+                yield Stall()
+                return
+            t, q, fq, gq, objective = found
+            s, yv = q - p, gq - g  # the smooth gradients: the L1 term has no curvature
+            sy = float(s @ yv)
+            if sy > EPS * float(yv @ yv):
+                pairs.append((s, yv, 1.0 / sy))
+            p, loss, g = q, fq, gq
+            first = False
+            yield Step(p, loss, g, t)
+
+
+def _orthant_backtrack(p, objective, pg, d, t, l1, penalized, c1=1e-4, shrink=0.5):
+    """OWL-QN's line search: halve t until F(q) <= F(p) + c1 pg.(q - p) with q = p + t d
+    projected onto p's orthant (a coefficient that changes sign stops at 0). F is smooth on the
+    segment from p to q (one closed orthant), with slope pg.(q - p) at p and (g(q) + l1 xi).(q - p)
+    at q, so the rounding fallback of _sufficient_decrease applies to it. Returns (t, q, f(q),
+    g(q), F(q)) or None when the step becomes negligible."""
+    orthant = np.where(p != 0.0, np.sign(p), -np.sign(pg))
+    while True:
+        q = p + t * d
+        q[penalized & (np.sign(q) != orthant)] = 0.0
+        step = q - p
+        if _negligible(step, p):
+            return None
+        fq, gq = yield Grad(q)
+        value = fq + l1 * float(np.abs(q[penalized]).sum())
+        if math.isfinite(value):
+            slope_q = gq + np.where(penalized, l1 * orthant, 0.0)
+            if _sufficient_decrease(value, slope_q, step, 1.0, objective, objective,
+                                    float(pg @ step), c1):
+                return t, q, fq, gq, value
+        t *= shrink
 
 
 def _two_loop(g, pairs):

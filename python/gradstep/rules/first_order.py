@@ -38,9 +38,13 @@ class SGD(StepRule):
     lr: float = 0.1
     name: ClassVar[str] = "sgd"
     code: ClassVar[int] = 0
+    supports_l1: ClassVar[bool] = True
 
     def update(self, p, g, slots, lr_t, t):
         p -= lr_t * g
+
+    def step_scale(self, g, slots, lr_t, t):
+        return lr_t
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Momentum(StepRule):
     nesterov: bool = False
     slots: ClassVar[tuple[str, ...]] = ("velocity",)
     fixed_params: ClassVar[tuple[str, ...]] = ("nesterov",)
+    supports_l1: ClassVar[bool] = True
 
     @property
     def name(self) -> str:  # type: ignore[override]  # a ClassVar elsewhere: nesterov or not
@@ -89,6 +94,11 @@ class Momentum(StepRule):
         v = slots[0]
         v[:] = self.mu * v + g
         p -= lr_t * (g + self.mu * v) if self.nesterov else lr_t * v
+
+    def step_scale(self, g, slots, lr_t, t):
+        # The step per unit of GRADIENT once the velocity has settled, v = g / (1 - mu): with
+        # lr_t alone the fixed point would be the optimum of the penalty l1 (1 - mu), not l1.
+        return lr_t / (1.0 - self.mu)
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ class Normalized(StepRule):
     eps: float = 1e-12
     name: ClassVar[str] = "normalized"
     code: ClassVar[int] = 3
+    supports_l1: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -126,6 +137,10 @@ class Normalized(StepRule):
         norm = np.sqrt(np.sum(g * g))
         if norm > 0.0:
             p -= lr_t * g / max(norm, self.eps)
+
+    def step_scale(self, g, slots, lr_t, t):
+        norm = np.sqrt(np.sum(g * g))
+        return lr_t / max(norm, self.eps) if norm > 0.0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,7 @@ class AdaGrad(StepRule):
     eps: float = 1e-10
     name: ClassVar[str] = "adagrad"
     code: ClassVar[int] = 4
+    supports_l1: ClassVar[bool] = True
     slots: ClassVar[tuple[str, ...]] = ("sum_sq_grad",)
 
     def __post_init__(self) -> None:
@@ -162,6 +178,9 @@ class AdaGrad(StepRule):
         G = slots[0]
         G += g * g
         p -= lr_t * g / (np.sqrt(G) + self.eps)
+
+    def step_scale(self, g, slots, lr_t, t):
+        return lr_t / (np.sqrt(slots[0] + g * g) + self.eps)  # G as update leaves it
 
 
 @dataclass(frozen=True)
@@ -188,6 +207,7 @@ class RMSProp(StepRule):
     eps: float = 1e-8
     name: ClassVar[str] = "rmsprop"
     code: ClassVar[int] = 5
+    supports_l1: ClassVar[bool] = True
     slots: ClassVar[tuple[str, ...]] = ("mean_sq_grad",)
 
     def __post_init__(self) -> None:
@@ -202,6 +222,10 @@ class RMSProp(StepRule):
         v = slots[0]
         v[:] = self.rho * v + (1.0 - self.rho) * g * g
         p -= lr_t * g / (np.sqrt(v) + self.eps)
+
+    def step_scale(self, g, slots, lr_t, t):
+        v = self.rho * slots[0] + (1.0 - self.rho) * g * g  # v as update leaves it
+        return lr_t / (np.sqrt(v) + self.eps)
 
 
 @dataclass(frozen=True)
@@ -227,6 +251,7 @@ class AdaDelta(StepRule):
     eps: float = 1e-6
     name: ClassVar[str] = "adadelta"
     code: ClassVar[int] = 6
+    supports_l1: ClassVar[bool] = True
     slots: ClassVar[tuple[str, ...]] = ("mean_sq_grad", "mean_sq_step")
 
     def __post_init__(self) -> None:
@@ -244,6 +269,11 @@ class AdaDelta(StepRule):
         delta = np.sqrt(D + eps) / np.sqrt(E + eps) * g
         D[:] = a * D + (1.0 - a) * delta * delta
         p -= lr_t * delta
+
+    def step_scale(self, g, slots, lr_t, t):
+        a, eps = self.rho, self.eps
+        E = a * slots[0] + (1.0 - a) * g * g  # E as update leaves it; D as update reads it
+        return lr_t * np.sqrt(slots[1] + eps) / np.sqrt(E + eps)
 
 
 @dataclass(frozen=True)
@@ -271,6 +301,7 @@ class Adam(StepRule):
     eps: float = 1e-8
     name: ClassVar[str] = "adam"
     code: ClassVar[int] = 7
+    supports_l1: ClassVar[bool] = True
     slots: ClassVar[tuple[str, ...]] = ("first_moment", "second_moment")
 
     def __post_init__(self) -> None:
@@ -290,3 +321,8 @@ class Adam(StepRule):
         m_hat = m / (1.0 - a**t)
         v_hat = v / (1.0 - b**t)
         p -= lr_t * m_hat / (np.sqrt(v_hat) + self.eps)
+
+    def step_scale(self, g, slots, lr_t, t):
+        b = self.beta2  # per unit of m_hat, the gradient estimate it steps along
+        v_hat = (b * slots[1] + (1.0 - b) * g * g) / (1.0 - b**t)
+        return lr_t / (np.sqrt(v_hat) + self.eps)
