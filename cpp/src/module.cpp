@@ -15,11 +15,14 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "gradstep/fit.hpp"
 #include "gradstep/logistic.hpp"
 #include "gradstep/rules.hpp"
+#include "gradstep/sparse_kernel.hpp"
 #include "gradstep/thread_pool.hpp"
 
 namespace py = pybind11;
@@ -325,6 +328,232 @@ void bind_dtype(py::module_& m, const char* suffix) {
             .c_str());
 }
 
+
+// ---- CSR matrices (sparse_kernel.hpp) -----------------------------------------------------------
+//
+// data, indices and indptr come as they are in the SciPy matrix (gradstep.sparse.check_csr has
+// accepted it: float32/float64 data, int32/int64 indices and indptr, each C-contiguous, indices in
+// [0, n_cols) and sorted within rows, indptr non-decreasing): never copied. The cheap structural
+// facts are checked again here (sizes, indptr[0] == 0, indptr[n] <= len(indices)), and the
+// kernel's partition checks each used row's range, so no row is read outside the arrays; the
+// O(nnz) index checks are check_csr's (or csr_structure_error's).
+
+template <class T>
+bool is_carray(const py::array& a) {
+  return carray<T>::check_(a);
+}
+
+template <class T>
+carray<T> as_carray(const py::array& a) {
+  return py::reinterpret_borrow<carray<T>>(a);
+}
+
+// The indptr array as a Matrix's indptr32 / indptr64 (held by the caller's reference).
+template <class T, class I>
+gradstep::csr::Matrix<T, I> csr_matrix(const carray<T>& data, const carray<I>& indices,
+                                       const py::array& indptr, ssize_t n_cols) {
+  require(data.ndim() == 1 && indices.ndim() == 1 && indptr.ndim() == 1,
+          "data, indices and indptr must be 1-D");
+  require(data.shape(0) == indices.shape(0),
+          "data and indices must have the same length, got " + std::to_string(data.shape(0)) +
+              " and " + std::to_string(indices.shape(0)));
+  require(indptr.shape(0) >= 1, "indptr must have n_rows + 1 >= 1 entries");
+  require(n_cols >= 0, "n_cols must be >= 0");
+  gradstep::csr::Matrix<T, I> X;
+  X.data = data.data();
+  X.indices = indices.data();
+  if (is_carray<std::int64_t>(indptr)) {
+    X.indptr64 = as_carray<std::int64_t>(indptr).data();
+  } else if (is_carray<std::int32_t>(indptr)) {
+    X.indptr32 = as_carray<std::int32_t>(indptr).data();
+  } else {
+    throw py::type_error("indptr must be a C-contiguous int32 or int64 numpy array, got dtype " +
+                         std::string(py::str(indptr.dtype())));
+  }
+  X.n = indptr.shape(0) - 1;
+  X.d = n_cols;
+  const std::ptrdiff_t first = X.at(0), end = X.at(X.n);
+  require(first == 0 && end >= 0 && end <= indices.shape(0),
+          "indptr must start at 0 and end at most at len(indices) = " +
+              std::to_string(indices.shape(0)) + ", got " + std::to_string(first) + " ... " +
+              std::to_string(end));
+  return X;
+}
+
+// Calls fn(matrix) with the Matrix of the data's and indices' dtypes.
+template <class F>
+auto with_csr(const py::array& data, const py::array& indices, const py::array& indptr,
+              ssize_t n_cols, F&& fn) {
+  const bool f64 = is_carray<double>(data), f32 = is_carray<float>(data);
+  const bool i64 = is_carray<std::int64_t>(indices), i32 = is_carray<std::int32_t>(indices);
+  if (!f64 && !f32) {
+    throw py::type_error("data must be a C-contiguous float32 or float64 numpy array, got dtype " +
+                         std::string(py::str(data.dtype())));
+  }
+  if (!i64 && !i32) {
+    throw py::type_error("indices must be a C-contiguous int32 or int64 numpy array, got dtype " +
+                         std::string(py::str(indices.dtype())));
+  }
+  if (f64 && i32) {
+    return fn(csr_matrix(as_carray<double>(data), as_carray<std::int32_t>(indices), indptr, n_cols));
+  }
+  if (f64) {
+    return fn(csr_matrix(as_carray<double>(data), as_carray<std::int64_t>(indices), indptr, n_cols));
+  }
+  if (i32) {
+    return fn(csr_matrix(as_carray<float>(data), as_carray<std::int32_t>(indices), indptr, n_cols));
+  }
+  return fn(csr_matrix(as_carray<float>(data), as_carray<std::int64_t>(indices), indptr, n_cols));
+}
+
+// Y (n, 1 or K) and SW (n, 0, 1 or K) of a CSR matrix with n rows.
+void require_targets(const carray<double>* Y, const carray<double>& SW, ssize_t n, ssize_t K) {
+  if (Y != nullptr) {
+    require(Y->ndim() == 2 && Y->shape(0) == n && (Y->shape(1) == 1 || Y->shape(1) == K),
+            "Y must have shape (" + std::to_string(n) + ", 1) or (" + std::to_string(n) + ", " +
+                std::to_string(K) + "), got " + shape_of(*Y));
+  }
+  require(SW.ndim() == 2 && SW.shape(0) == n &&
+              (SW.shape(1) == 0 || SW.shape(1) == 1 || SW.shape(1) == K),
+          "SW must have shape (" + std::to_string(n) + ", Ks) with Ks in {0, 1, K = " +
+              std::to_string(K) + "}, got " + shape_of(SW));
+}
+
+ssize_t csr_runs(const carray<double>& P, ssize_t d, const char* name = "P") {
+  require(P.ndim() == 2 && P.shape(1) == d + 1,
+          std::string(name) + " must have shape (K, d + 1) = (K, " + std::to_string(d + 1) +
+              "), got " + shape_of(P));
+  return P.shape(0);
+}
+
+py::tuple csr_loss_grad(const py::array& data, const py::array& indices, const py::array& indptr,
+                        ssize_t n_cols, const carray<double>& Y, const carray<double>& SW,
+                        const carray<double>& P, const carray<double>& alpha,
+                        const carray<std::int64_t>& rows, const carray<std::uint8_t>& active,
+                        int n_threads, const carray<double>& denominator) {
+  return with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
+    using Matrix = std::decay_t<decltype(X)>;
+    const ssize_t K = csr_runs(P, X.d), D = P.shape(1);
+    require_targets(&Y, SW, X.n, K);
+    require_shape(alpha, "alpha", {K});
+    require_shape(active, "active", {K});
+    require(rows.ndim() == 1, "rows must be 1-D, got shape " + shape_of(rows));
+    require(denominator.ndim() == 1 && (denominator.shape(0) == 0 || denominator.shape(0) == K),
+            "denominator must have shape (0,) or (" + std::to_string(K) + ",), got " +
+                shape_of(denominator));
+    require_threads(n_threads);
+    const ssize_t n_rows = rows.shape(0);
+    const std::int64_t* rp = rows.data();
+    for (ssize_t j = 0; j < n_rows; ++j) {
+      require(rp[j] >= 0 && rp[j] < X.n, "rows[" + std::to_string(j) + "] = " +
+                                             std::to_string(rp[j]) + " is out of range [0, " +
+                                             std::to_string(X.n) + ")");
+    }
+    carray<double> loss(K);
+    carray<double> G({K, D});
+    double* lp = loss.mutable_data();
+    double* gp = G.mutable_data();
+    const double* pp = P.data();
+    const double* alp = alpha.data();
+    const std::uint8_t* ap = active.data();
+    const double* den = denominator.shape(0) ? denominator.data() : nullptr;
+    const double* sw = SW.shape(1) ? SW.data() : nullptr;
+    {
+      py::gil_scoped_release release;
+      gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
+          X, Y.data(), Y.shape(1), sw, SW.shape(1), K);
+      engine.loss_grad(pp, alp, n_rows ? rp : nullptr, n_rows, ap, n_threads, lp, gp, den);
+    }
+    return py::make_tuple(loss, G);
+  });
+}
+
+py::array csr_hessp(const py::array& data, const py::array& indices, const py::array& indptr,
+                    ssize_t n_cols, const carray<double>& SW, const carray<double>& P,
+                    const carray<double>& V, const carray<double>& alpha,
+                    const carray<std::uint8_t>& active, int n_threads) {
+  return with_csr(data, indices, indptr, n_cols, [&](const auto& X) -> py::array {
+    const ssize_t K = csr_runs(P, X.d), D = P.shape(1);
+    require_targets(nullptr, SW, X.n, K);
+    require_shape(V, "V", {K, D});
+    require_shape(alpha, "alpha", {K});
+    require_shape(active, "active", {K});
+    require_threads(n_threads);
+    carray<double> HV({K, D});
+    double* hp = HV.mutable_data();
+    const double* pp = P.data();
+    const double* vp = V.data();
+    const double* alp = alpha.data();
+    const std::uint8_t* ap = active.data();
+    const double* sw = SW.shape(1) ? SW.data() : nullptr;
+    {
+      py::gil_scoped_release release;
+      using Matrix = std::decay_t<decltype(X)>;
+      gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
+          X, nullptr, 1, sw, SW.shape(1), K);
+      engine.hessp(pp, vp, alp, ap, n_threads, hp);
+    }
+    return std::move(HV);
+  });
+}
+
+template <class I>
+py::tuple structure_error_of(const carray<I>& indices, const py::array& indptr, ssize_t n_cols) {
+  const ssize_t n_rows = indptr.shape(0) - 1;
+  std::pair<int, std::ptrdiff_t> result;
+  if (is_carray<std::int64_t>(indptr)) {
+    const std::int64_t* ip = as_carray<std::int64_t>(indptr).data();
+    py::gil_scoped_release release;
+    result = gradstep::csr::structure_error(ip, n_rows, indices.data(), n_cols);
+  } else {
+    const std::int32_t* ip = as_carray<std::int32_t>(indptr).data();
+    py::gil_scoped_release release;
+    result = gradstep::csr::structure_error(ip, n_rows, indices.data(), n_cols);
+  }
+  return py::make_tuple(result.first, result.second);
+}
+
+py::tuple csr_structure_error(const py::array& indptr, const py::array& indices, ssize_t n_cols) {
+  require(indptr.ndim() == 1 && indptr.shape(0) >= 1 && indices.ndim() == 1,
+          "indptr and indices must be 1-D, indptr with n_rows + 1 >= 1 entries");
+  if (!is_carray<std::int64_t>(indptr) && !is_carray<std::int32_t>(indptr)) {
+    throw py::type_error("indptr must be a C-contiguous int32 or int64 numpy array, got dtype " +
+                         std::string(py::str(indptr.dtype())));
+  }
+  auto first_last = [&](ssize_t i) -> std::int64_t {
+    return is_carray<std::int64_t>(indptr) ? as_carray<std::int64_t>(indptr).data()[i]
+                                           : as_carray<std::int32_t>(indptr).data()[i];
+  };
+  require(first_last(0) == 0 && first_last(indptr.shape(0) - 1) <= indices.shape(0),
+          "indptr must start at 0 and end at most at len(indices)");
+  if (is_carray<std::int64_t>(indices)) {
+    return structure_error_of(as_carray<std::int64_t>(indices), indptr, n_cols);
+  }
+  if (is_carray<std::int32_t>(indices)) {
+    return structure_error_of(as_carray<std::int32_t>(indices), indptr, n_cols);
+  }
+  throw py::type_error("indices must be a C-contiguous int32 or int64 numpy array, got dtype " +
+                       std::string(py::str(indices.dtype())));
+}
+
+void bind_csr(py::module_& m) {
+  m.def("csr_loss_grad", &csr_loss_grad, py::arg("data"), py::arg("indices"), py::arg("indptr"),
+        py::arg("n_cols"), py::arg("Y").noconvert(), py::arg("SW").noconvert(),
+        py::arg("P").noconvert(), py::arg("alpha").noconvert(), py::arg("rows").noconvert(),
+        py::arg("active").noconvert(), py::arg("n_threads"), py::arg("denominator").noconvert(),
+        "Loss (K,) and gradient (K, d + 1) of the active runs at P for the CSR matrix (data, "
+        "indices, indptr) with n_cols columns (see gradstep._backends.sparse_reference).");
+  m.def("csr_hessp", &csr_hessp, py::arg("data"), py::arg("indices"), py::arg("indptr"),
+        py::arg("n_cols"), py::arg("SW").noconvert(), py::arg("P").noconvert(),
+        py::arg("V").noconvert(), py::arg("alpha").noconvert(), py::arg("active").noconvert(),
+        py::arg("n_threads"),
+        "Hessian-vector products HV (K, d + 1) of the active runs at P times V for the CSR "
+        "matrix (data, indices, indptr) (see gradstep._backends.sparse_reference).");
+  m.def("csr_structure_error", &csr_structure_error, py::arg("indptr"), py::arg("indices"),
+        py::arg("n_cols"),
+        "(code, row): sparse_reference.structure_error without temporaries.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -338,6 +567,7 @@ PYBIND11_MODULE(_core, m) {
   (void)gradstep::current_kernel();
   bind_dtype<float>(m, "float32");
   bind_dtype<double>(m, "float64");
+  bind_csr(m);
   m.def("rule_codes", [] {
           py::dict codes;
           for (const gradstep::Rule& r : gradstep::kRules) codes[py::str(r.name)] = r.code;

@@ -129,3 +129,50 @@ def _hold_pool_lock(seconds: float) -> None:
 def link(z: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """log(1 + exp(z)) and sigmoid(z) for a 1-D float64 z by the kernel's own vector link
     (vectorized exp and log1p); for accuracy tests."""
+
+def csr_loss_grad(
+    data: NDArray[np.float32] | NDArray[np.float64],
+    indices: NDArray[np.int32] | NDArray[np.int64],
+    indptr: NDArray[np.int32] | NDArray[np.int64],
+    n_cols: int,
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    denominator: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Loss (K,) and gradient (K, D) of the active runs at P for the CSR matrix (data, indices,
+    indptr) with n = len(indptr) - 1 rows and n_cols columns, in one pass over the nonzeros for
+    all runs (cpp/include/gradstep/sparse_kernel.hpp); the other arguments as loss_grad_float64.
+    The arrays are read as they are (C-contiguous; float32/float64 data, int32/int64 indices and
+    indptr, each independently), never copied; the column indices must lie in [0, n_cols) and
+    indptr must not decrease (gradstep.sparse.check_csr proves both; the sizes, indptr[0] == 0,
+    indptr[-1] <= len(indices) and each used row's range are checked here). The same bits for any
+    n_threads, and for a run alone or among others."""
+
+def csr_hessp(
+    data: NDArray[np.float32] | NDArray[np.float64],
+    indices: NDArray[np.int32] | NDArray[np.int64],
+    indptr: NDArray[np.int32] | NDArray[np.int64],
+    n_cols: int,
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    V: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+) -> NDArray[np.float64]:
+    """HV (K, D) of the active runs for the CSR matrix (data, indices, indptr); as csr_loss_grad
+    for the matrix and hessp_float64 for the rest."""
+
+def csr_structure_error(
+    indptr: NDArray[np.int32] | NDArray[np.int64],
+    indices: NDArray[np.int32] | NDArray[np.int64],
+    n_cols: int,
+) -> tuple[int, int]:
+    """(code, first offending row) of a CSR structure, as sparse_reference.structure_error
+    (0 OK, 1 indptr decreases, 2 an index outside [0, n_cols), 3 unsorted or duplicate indices),
+    without temporaries. indptr must start at 0 and end at most at len(indices) (ValueError)."""

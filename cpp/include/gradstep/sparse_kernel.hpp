@@ -1,0 +1,668 @@
+// The logistic loss and gradient, and the Hessian-vector product, of K runs over a CSR matrix, in
+// one pass over the nonzeros for all runs (gradstep._backends.sparse_reference states the
+// contract; gradstep._backends.sparse_numba is the Numba version of the same pass).
+//
+// Per row i and active run k: z = sum_j data[j] P[k, indices[j]] + P[k, d], the link of the dense
+// kernels (link4 / link1 of vector_math.hpp and block_kernel.hpp: no log1p(exp(z)) - y z, which
+// cancels), and the residual s (sigmoid(z) - y) scattered back over the same nonzeros.
+//
+// Layout of the work, and why:
+// - The parameters are read transposed, PT (D, Ka) for the Ka active runs, and the sums are kept
+//   as (d + 2, Ka) (gradient, intercept, loss): one nonzero touches one contiguous row of Ka
+//   values in each, so the Ka dot products of a row take one walk over its nonzeros and the Ka
+//   residuals one more walk (the row is then in L1). Nothing of size n x d or d x K per row.
+// - Rows are taken four at a time: the four rows' dot products first, then each run's link over
+//   the four rows with the vector link (as the dense kernel does), then the four scatters. A run's
+//   link therefore never depends on how many runs share the pass.
+// - Every dot product keeps four partial sums, nonzero number q of the row in sum q % 4, added as
+//   (s0 + s1) + (s2 + s3): one chain of dependent multiply-adds would bound a single run by the
+//   multiply-add latency. Runs are taken 8 (gradient) or 4 at a time in vectors and the rest one
+//   at a time; each run's arithmetic is the same in every path, so a run's bits do not depend on
+//   the other runs either.
+// - Determinism across threads: rows are cut into blocks of about the same work (nonzeros + 1 per
+//   row, at least max(2^15, 32 D)); the cut depends on the matrix, the rows asked for and D only,
+//   never on the thread count. Each block sums into its own (d + 2) x Ka slot, and the slots are
+//   added into the result in block order. Blocks run in waves of at most 2 per thread (one slot
+//   each), so the scratch is at most 2 x threads slots whatever the matrix (sparse_numba's
+//   _partition/_n_slots do the same, with a byte cap instead). The work per block is at least 32
+//   nonzeros per parameter so that zeroing and adding a slot stays a few per cent of the pass; a
+//   matrix with fewer nonzeros than that is one block, summed straight into the result.
+// - Safety: gradstep.sparse.check_csr has proved every column index in [0, d) and indptr
+//   non-decreasing from 0 to at most len(indices); the bindings check the sizes, and the
+//   partition checks each used row's range again (it reads indptr anyway), so a row's nonzeros
+//   are always read inside the arrays.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "block_kernel.hpp"
+#include "logistic.hpp"
+#include "thread_pool.hpp"
+#include "vector_math.hpp"
+
+namespace gradstep {
+namespace csr {
+
+// A CSR matrix as the kernels read it. indptr is int32 or int64 independently of the indices (a
+// user may widen one of them), read through at(); exactly one of indptr32 / indptr64 is set.
+template <class T, class I>
+struct Matrix {
+  using value_type = T;
+  using index_type = I;
+  const T* data = nullptr;
+  const I* indices = nullptr;
+  const std::int32_t* indptr32 = nullptr;
+  const std::int64_t* indptr64 = nullptr;
+  std::ptrdiff_t n = 0;
+  std::ptrdiff_t d = 0;
+
+  std::ptrdiff_t at(std::ptrdiff_t i) const {
+    return indptr64 ? static_cast<std::ptrdiff_t>(indptr64[i])
+                    : static_cast<std::ptrdiff_t>(indptr32[i]);
+  }
+};
+
+// One block of rows for the Ka active runs: positions start .. stop of rows (rows of X when rows
+// is nullptr) into out (d + 2, Ka), which the kernel zeroes first. scratch holds 12 Ka doubles.
+template <class T, class I>
+struct Job {
+  Matrix<T, I> X;
+  const double* Y;  // (n, ky); not read by hessp
+  std::ptrdiff_t ky;
+  const double* SW;  // (n, ks); nullptr when ks == 0
+  std::ptrdiff_t ks;
+  const double* PT;  // (d + 1, Ka)
+  const double* VT;  // (d + 1, Ka): hessp's vectors; nullptr for the gradient
+  const std::ptrdiff_t* runs;  // run index of each of the Ka columns (Y's and SW's columns)
+  std::ptrdiff_t Ka;
+  const std::int64_t* rows;
+  std::ptrdiff_t start, stop;
+  double* out;
+  double* scratch;
+};
+
+namespace kernel {
+
+using simd::kPrefetchRows;
+
+GRADSTEP_INLINE std::ptrdiff_t col(std::int32_t c) { return static_cast<std::ptrdiff_t>(c); }
+GRADSTEP_INLINE std::ptrdiff_t col(std::int64_t c) { return static_cast<std::ptrdiff_t>(c); }
+
+// z = x . w over one row's nnz nonzeros (x their values, c their columns), w[c * stride] being
+// column c's parameter: four partial sums, nonzero q in sum q % 4.
+template <class T, class I>
+GRADSTEP_INLINE double dot1(const T* x, const I* c, std::ptrdiff_t nnz, const double* w,
+                            std::ptrdiff_t stride) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  std::ptrdiff_t q = 0;
+  for (; q + 4 <= nnz; q += 4) {
+    s0 += static_cast<double>(x[q]) * w[col(c[q]) * stride];
+    s1 += static_cast<double>(x[q + 1]) * w[col(c[q + 1]) * stride];
+    s2 += static_cast<double>(x[q + 2]) * w[col(c[q + 2]) * stride];
+    s3 += static_cast<double>(x[q + 3]) * w[col(c[q + 3]) * stride];
+  }
+  if (q < nnz) s0 += static_cast<double>(x[q]) * w[col(c[q]) * stride];
+  if (q + 1 < nnz) s1 += static_cast<double>(x[q + 1]) * w[col(c[q + 1]) * stride];
+  if (q + 2 < nnz) s2 += static_cast<double>(x[q + 2]) * w[col(c[q + 2]) * stride];
+  return (s0 + s1) + (s2 + s3);
+}
+
+// dot1 of two parameter vectors in the same walk (hessp: z and u).
+template <class T, class I>
+GRADSTEP_INLINE void dot1_pair(const T* x, const I* c, std::ptrdiff_t nnz, const double* w,
+                               const double* v, std::ptrdiff_t stride, double& z, double& u) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0}, t[4] = {0.0, 0.0, 0.0, 0.0};
+  std::ptrdiff_t q = 0;
+  for (; q + 4 <= nnz; q += 4) {
+    for (std::ptrdiff_t l = 0; l < 4; ++l) {
+      const double xv = static_cast<double>(x[q + l]);
+      const std::ptrdiff_t o = col(c[q + l]) * stride;
+      s[l] += xv * w[o];
+      t[l] += xv * v[o];
+    }
+  }
+  for (std::ptrdiff_t l = 0; q + l < nnz; ++l) {
+    const double xv = static_cast<double>(x[q + l]);
+    const std::ptrdiff_t o = col(c[q + l]) * stride;
+    s[l] += xv * w[o];
+    t[l] += xv * v[o];
+  }
+  z = (s[0] + s[1]) + (s[2] + s[3]);
+  u = (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+#if defined(GRADSTEP_VECTOR_EXT)
+using simd::splat;
+using simd::v4d;
+
+GRADSTEP_INLINE v4d load4(const double* p) {
+  v4d v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+GRADSTEP_INLINE void store4(double* p, v4d v) { std::memcpy(p, &v, sizeof v); }
+
+// dot1 for NV * 4 consecutive runs at once (w points at the first one's column): the same four
+// partial sums per run, each a vector lane, so every run gets dot1's bits.
+template <std::size_t NV, class T, class I>
+GRADSTEP_INLINE void dotv(const T* x, const I* c, std::ptrdiff_t nnz, const double* w,
+                          std::ptrdiff_t stride, double* z) {
+  v4d s[4][NV];
+  for (std::size_t l = 0; l < 4; ++l) {
+    for (std::size_t h = 0; h < NV; ++h) s[l][h] = splat(0.0);
+  }
+  std::ptrdiff_t q = 0;
+  for (; q + 4 <= nnz; q += 4) {
+    for (std::size_t l = 0; l < 4; ++l) {
+      const auto ql = q + static_cast<std::ptrdiff_t>(l);
+      const v4d xv = splat(static_cast<double>(x[ql]));
+      const double* p = w + col(c[ql]) * stride;
+      for (std::size_t h = 0; h < NV; ++h) s[l][h] += xv * load4(p + 4 * h);
+    }
+  }
+  for (std::size_t l = 0; q + static_cast<std::ptrdiff_t>(l) < nnz; ++l) {
+    const auto ql = q + static_cast<std::ptrdiff_t>(l);
+    const v4d xv = splat(static_cast<double>(x[ql]));
+    const double* p = w + col(c[ql]) * stride;
+    for (std::size_t h = 0; h < NV; ++h) s[l][h] += xv * load4(p + 4 * h);
+  }
+  for (std::size_t h = 0; h < NV; ++h) {
+    store4(z + 4 * h, (s[0][h] + s[1][h]) + (s[2][h] + s[3][h]));
+  }
+}
+
+// dot1_pair for 4 consecutive runs at once.
+template <class T, class I>
+GRADSTEP_INLINE void dotv_pair(const T* x, const I* c, std::ptrdiff_t nnz, const double* w,
+                               const double* v, std::ptrdiff_t stride, double* z, double* u) {
+  v4d s[4], t[4];
+  for (int l = 0; l < 4; ++l) s[l] = t[l] = splat(0.0);
+  std::ptrdiff_t q = 0;
+  for (; q + 4 <= nnz; q += 4) {
+    for (int l = 0; l < 4; ++l) {
+      const v4d xv = splat(static_cast<double>(x[q + l]));
+      const std::ptrdiff_t o = col(c[q + l]) * stride;
+      s[l] += xv * load4(w + o);
+      t[l] += xv * load4(v + o);
+    }
+  }
+  for (int l = 0; q + l < nnz; ++l) {
+    const v4d xv = splat(static_cast<double>(x[q + l]));
+    const std::ptrdiff_t o = col(c[q + l]) * stride;
+    s[l] += xv * load4(w + o);
+    t[l] += xv * load4(v + o);
+  }
+  store4(z, (s[0] + s[1]) + (s[2] + s[3]));
+  store4(u, (t[0] + t[1]) + (t[2] + t[3]));
+}
+#endif
+
+// z[a] = row . PT[:, a] for the Ka runs: 8, then 4 runs at a time in vectors, the rest one by one.
+template <class T, class I>
+GRADSTEP_INLINE void row_dots(const T* x, const I* c, std::ptrdiff_t nnz, const double* PT,
+                              std::ptrdiff_t Ka, double* z) {
+  std::ptrdiff_t a = 0;
+#if defined(GRADSTEP_VECTOR_EXT)
+  for (; a + 8 <= Ka; a += 8) dotv<2>(x, c, nnz, PT + a, Ka, z + a);
+  for (; a + 4 <= Ka; a += 4) dotv<1>(x, c, nnz, PT + a, Ka, z + a);
+#endif
+  for (; a < Ka; ++a) z[a] = dot1(x, c, nnz, PT + a, Ka);
+}
+
+// row_dots of PT into z and of VT into u, in one walk per run group.
+template <class T, class I>
+GRADSTEP_INLINE void row_dot_pairs(const T* x, const I* c, std::ptrdiff_t nnz, const double* PT,
+                                   const double* VT, std::ptrdiff_t Ka, double* z, double* u) {
+  std::ptrdiff_t a = 0;
+#if defined(GRADSTEP_VECTOR_EXT)
+  for (; a + 4 <= Ka; a += 4) dotv_pair(x, c, nnz, PT + a, VT + a, Ka, z + a, u + a);
+#endif
+  for (; a < Ka; ++a) dot1_pair(x, c, nnz, PT + a, VT + a, Ka, z[a], u[a]);
+}
+
+// acc[c * Ka + a] += r[a] x for every nonzero (x, c) of the row and every run a: one contiguous
+// row of Ka sums per nonzero.
+template <class T, class I>
+GRADSTEP_INLINE void scatter(const T* x, const I* c, std::ptrdiff_t nnz, const double* r,
+                             std::ptrdiff_t Ka, double* GRADSTEP_RESTRICT acc) {
+  if (Ka == 1) {  // one run: no inner loop
+    const double r0 = r[0];
+    for (std::ptrdiff_t q = 0; q < nnz; ++q) acc[col(c[q])] += r0 * static_cast<double>(x[q]);
+    return;
+  }
+  for (std::ptrdiff_t q = 0; q < nnz; ++q) {
+    const double xv = static_cast<double>(x[q]);
+    double* g = acc + col(c[q]) * Ka;
+    std::ptrdiff_t a = 0;
+#if defined(GRADSTEP_VECTOR_EXT)
+    const v4d xs = splat(xv);
+    for (; a + 4 <= Ka; a += 4) store4(g + a, load4(g + a) + load4(r + a) * xs);
+#endif
+    for (; a < Ka; ++a) g[a] += r[a] * xv;
+  }
+}
+
+// The link of four rows of one run (padded rows have y = 0 and are not used): loss terms and
+// residuals by the dense kernel's vector link, or its scalar one where vectors are not compiled.
+GRADSTEP_INLINE void link_rows(const double z[4], const double y[4], double l[4], double r[4]) {
+#if defined(GRADSTEP_VECTOR_EXT)
+  simd::v4d lv, rv;
+  simd::link4(simd::v4d{z[0], z[1], z[2], z[3]}, simd::v4d{y[0], y[1], y[2], y[3]}, lv, rv);
+  for (int q = 0; q < 4; ++q) {
+    l[q] = lv[q];
+    r[q] = rv[q];
+  }
+#else
+  for (int q = 0; q < 4; ++q) link1(z[q], y[q], l[q], r[q]);
+#endif
+}
+
+GRADSTEP_INLINE void hess_rows(const double z[4], double h[4]) {
+#if defined(GRADSTEP_VECTOR_EXT)
+  const simd::v4d hv = simd::hess_weight4(simd::v4d{z[0], z[1], z[2], z[3]});
+  for (int q = 0; q < 4; ++q) h[q] = hv[q];
+#else
+  for (int q = 0; q < 4; ++q) h[q] = hess_weight1(z[q]);
+#endif
+}
+
+// Asks for the first cache lines of a row's values and columns ahead of its use: full-batch
+// rows are sequential (the hardware prefetcher has them), mini-batch rows are scattered.
+template <class T, class I>
+GRADSTEP_INLINE void prefetch_row(const Matrix<T, I>& X, std::ptrdiff_t i) {
+#if defined(__GNUC__) || defined(__clang__)
+  const std::ptrdiff_t lo = X.at(i);
+  __builtin_prefetch(X.data + lo, 0, 3);
+  __builtin_prefetch(X.indices + lo, 0, 3);
+#else
+  (void)X;
+  (void)i;
+#endif
+}
+
+// Row i's weight for run k.
+template <bool PerRun, class T, class I>
+GRADSTEP_INLINE double weight(const Job<T, I>& job, std::ptrdiff_t i, std::ptrdiff_t k) {
+  if constexpr (PerRun) {
+    return job.SW[i * job.ks + k];
+  } else {
+    (void)k;
+    return job.SW ? job.SW[i] : 1.0;
+  }
+}
+
+// The block: rows four at a time (dot products, link per run, scatters); the last group may be
+// short, its missing rows padded with z = 0 and never used.
+template <bool Hess, bool PerRun, class T, class I>
+GRADSTEP_INLINE void block(const Job<T, I>& job) {
+  const Matrix<T, I>& X = job.X;
+  const std::ptrdiff_t d = X.d, Ka = job.Ka;
+  double* const out = job.out;
+  std::fill(out, out + (d + 2) * Ka, 0.0);
+  double* const gb = out + d * Ka;        // the intercept's sums
+  double* const gl = out + (d + 1) * Ka;  // the loss sums (gradient only)
+  double* const z = job.scratch;          // (4, Ka) dot products with PT
+  double* const u = z + 4 * Ka;           // (4, Ka) dot products with VT (hessp)
+  double* const res = u + 4 * Ka;         // (4, Ka) residuals s (sigmoid - y), or hessp's
+  const double* const b = job.PT + d * Ka;
+  const double* const vb = Hess ? job.VT + d * Ka : nullptr;
+  auto row = [&](std::ptrdiff_t p) -> std::ptrdiff_t {
+    return job.rows ? static_cast<std::ptrdiff_t>(job.rows[p]) : p;
+  };
+  for (std::ptrdiff_t p = job.start; p < job.stop; p += 4) {
+    const std::ptrdiff_t nr = std::min<std::ptrdiff_t>(4, job.stop - p);
+    std::ptrdiff_t i[4], lo[4], len[4];
+    for (std::ptrdiff_t q = 0; q < 4; ++q) {
+      if (q < nr) {
+        i[q] = row(p + q);
+        lo[q] = X.at(i[q]);
+        len[q] = X.at(i[q] + 1) - lo[q];
+      } else {
+        i[q] = lo[q] = len[q] = 0;
+      }
+    }
+    if (job.rows) {
+      const std::ptrdiff_t ahead = std::min(job.stop, p + kPrefetchRows + 4);
+      for (std::ptrdiff_t q = p + kPrefetchRows; q < ahead; ++q) prefetch_row(X, row(q));
+    }
+    for (std::ptrdiff_t q = 0; q < 4; ++q) {  // padded rows have no nonzeros: z = 0
+      if constexpr (Hess) {
+        row_dot_pairs(X.data + lo[q], X.indices + lo[q], len[q], job.PT, job.VT, Ka, z + q * Ka,
+                      u + q * Ka);
+      } else {
+        row_dots(X.data + lo[q], X.indices + lo[q], len[q], job.PT, Ka, z + q * Ka);
+      }
+    }
+    for (std::ptrdiff_t a = 0; a < Ka; ++a) {
+      const std::ptrdiff_t k = job.runs[a];
+      double zr[4], s[4], r[4];
+      for (std::ptrdiff_t q = 0; q < 4; ++q) {
+        zr[q] = z[q * Ka + a] + b[a];
+        s[q] = q < nr ? weight<PerRun>(job, i[q], k) : 0.0;
+      }
+      if constexpr (Hess) {
+        double h[4];
+        hess_rows(zr, h);
+        for (std::ptrdiff_t q = 0; q < 4; ++q) r[q] = s[q] * h[q] * (u[q * Ka + a] + vb[a]);
+      } else {
+        const std::ptrdiff_t yc = job.ky == 1 ? 0 : k;
+        double y[4], l[4], rr[4];
+        for (std::ptrdiff_t q = 0; q < 4; ++q) y[q] = q < nr ? job.Y[i[q] * job.ky + yc] : 0.0;
+        link_rows(zr, y, l, rr);
+        double loss = gl[a];
+        for (std::ptrdiff_t q = 0; q < nr; ++q) loss += s[q] * l[q];  // row order
+        gl[a] = loss;
+        for (std::ptrdiff_t q = 0; q < 4; ++q) r[q] = s[q] * rr[q];
+      }
+      double inter = gb[a];
+      for (std::ptrdiff_t q = 0; q < nr; ++q) {
+        res[q * Ka + a] = r[q];
+        inter += r[q];
+      }
+      gb[a] = inter;
+    }
+    for (std::ptrdiff_t q = 0; q < nr; ++q) {
+      scatter(X.data + lo[q], X.indices + lo[q], len[q], res + q * Ka, Ka, out);
+    }
+  }
+}
+
+template <bool Hess, class T, class I>
+GRADSTEP_INLINE void block_any(const Job<T, I>& job) {
+  if (job.ks > 1) {
+    block<Hess, true>(job);
+  } else {
+    block<Hess, false>(job);
+  }
+}
+
+}  // namespace kernel
+
+// The compiled versions of the block (baseline and, on x86-64 with GCC or Clang, AVX2 + FMA),
+// chosen at run time as the dense kernels are (current_kernel()).
+template <bool Hess, class T, class I>
+GRADSTEP_NOINLINE void block_baseline(const Job<T, I>& job) {
+  kernel::block_any<Hess>(job);
+}
+
+#if defined(GRADSTEP_HAS_AVX2_KERNEL)
+template <bool Hess, class T, class I>
+__attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void block_avx2(const Job<T, I>& job) {
+  kernel::block_any<Hess>(job);
+}
+#endif
+
+template <bool Hess, class T, class I>
+inline void run_block(const Job<T, I>& job) {
+#if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  if (current_kernel() == Kernel::avx2) {
+    block_avx2<Hess>(job);
+    return;
+  }
+#endif
+  block_baseline<Hess>(job);
+}
+
+// A pass below this much work ((nonzeros + rows) x runs) stays on the calling thread: waking a
+// sleeping worker costs tens of microseconds (logistic.hpp's kMinParallelWork, for the dense
+// kernels' cheaper multiply-adds). The result is the same either way.
+constexpr double kMinParallelWork = 1.0e5;
+// A block holds at least this much work (nonzeros + 1 per row) ...
+constexpr std::ptrdiff_t kMinBlockWork = std::ptrdiff_t{1} << 15;
+// ... and at least this much per parameter, so that zeroing its slot and adding it to the result
+// (2 D Ka values, streamed) stays small next to its gathers and scatters (2 per nonzero and run).
+constexpr std::ptrdiff_t kWorkPerParam = 32;
+
+// Checks each used row's range, [indptr[i], indptr[i + 1]) inside [0, indptr[n]], and cuts the
+// positions 0 .. used of rows (or the rows of X) into blocks of consecutive positions whose work
+// reaches the target: returns the block starts, (n_blocks + 1), and the total work. The cut
+// depends on the matrix, the rows and D only.
+template <class T, class I>
+std::vector<std::ptrdiff_t> partition(const Matrix<T, I>& X, const std::int64_t* rows,
+                                      std::ptrdiff_t used, double* total_work) {
+  const std::ptrdiff_t target = std::max(kMinBlockWork, kWorkPerParam * (X.d + 1));
+  const std::ptrdiff_t end = X.at(X.n);
+  std::vector<std::ptrdiff_t> starts{0};
+  std::ptrdiff_t work = 0;
+  double total = 0.0;
+  for (std::ptrdiff_t p = 0; p < used; ++p) {
+    const std::ptrdiff_t i = rows ? static_cast<std::ptrdiff_t>(rows[p]) : p;
+    const std::ptrdiff_t lo = X.at(i), hi = X.at(i + 1);
+    if (lo < 0 || hi < lo || hi > end) {
+      throw std::invalid_argument("X is not a valid CSR matrix: row " + std::to_string(i) +
+                                  " spans indptr " + std::to_string(lo) + " .. " +
+                                  std::to_string(hi) + " outside 0 .. " + std::to_string(end) +
+                                  " (check it with gradstep.sparse.check_csr)");
+    }
+    work += hi - lo + 1;
+    total += static_cast<double>(hi - lo + 1);
+    if (work >= target) {
+      starts.push_back(p + 1);
+      work = 0;
+    }
+  }
+  if (starts.back() < used) starts.push_back(used);
+  *total_work = total;
+  return starts;
+}
+
+// The loss and gradient, and the Hessian-vector product, of K runs over a CSR matrix (one call:
+// the scratch lives as long as the engine).
+template <class T, class I>
+class Engine {
+ public:
+  Engine(const Matrix<T, I>& X, const double* Y, std::ptrdiff_t ky, const double* SW,
+         std::ptrdiff_t ks, std::ptrdiff_t n_runs)
+      : X_(X), Y_(Y), ky_(ky), SW_(SW), ks_(ks), K_(n_runs) {}
+
+  // As GradientEngine::compute (logistic.hpp): loss (K,), G (K, D) at P over rows[0 .. n_rows)
+  // (rows == nullptr: all rows), active runs only, divided by each run's weight of the rows used
+  // or by denominator[k]; a run whose divisor is 0 comes back as zeros; alpha's L2 term added.
+  void loss_grad(const double* P, const double* alpha, const std::int64_t* rows,
+                 std::ptrdiff_t n_rows, const std::uint8_t* active, int n_threads, double* loss,
+                 double* G, const double* denominator) {
+    const std::ptrdiff_t d = X_.d, D = d + 1;
+    std::fill(loss, loss + K_, 0.0);
+    std::fill(G, G + K_ * D, 0.0);
+    const std::ptrdiff_t used = rows ? n_rows : X_.n;
+    if (used == 0) return;
+    if (denominator) {
+      totals_.assign(denominator, denominator + K_);
+    } else {
+      weight_totals(rows, used);
+    }
+    if (!select_runs(active)) return;
+    transpose(P, PT_);
+    sweep(false, rows, used, n_threads);
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    for (std::ptrdiff_t a = 0; a < m; ++a) {
+      const std::ptrdiff_t k = runs_[idx(a)];
+      const double total = totals_[idx(k)];
+      double* g = G + k * D;
+      for (std::ptrdiff_t j = 0; j < D; ++j) g[j] = out_[idx(j * m + a)] / total;
+      loss[k] = out_[idx((d + 1) * m + a)] / total;
+      const double ak = alpha[k];
+      if (ak != 0.0) {  // with alpha == 0 the penalty is not computed at all
+        const double* w = P + k * D;
+        double sq = 0.0;
+        for (std::ptrdiff_t j = 0; j < d; ++j) sq += w[j] * w[j];
+        loss[k] += 0.5 * ak * sq;
+        for (std::ptrdiff_t j = 0; j < d; ++j) g[j] += ak * w[j];
+      }
+    }
+  }
+
+  // HV (K, D): as GradientEngine::hessp, over all rows.
+  void hessp(const double* P, const double* V, const double* alpha, const std::uint8_t* active,
+             int n_threads, double* HV) {
+    const std::ptrdiff_t d = X_.d, D = d + 1;
+    std::fill(HV, HV + K_ * D, 0.0);
+    if (X_.n == 0) return;
+    weight_totals(nullptr, X_.n);
+    if (!select_runs(active)) return;
+    transpose(P, PT_);
+    transpose(V, VT_);
+    sweep(true, nullptr, X_.n, n_threads);
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    for (std::ptrdiff_t a = 0; a < m; ++a) {
+      const std::ptrdiff_t k = runs_[idx(a)];
+      const double total = totals_[idx(k)];
+      const double* v = V + k * D;
+      double* h = HV + k * D;
+      const double ak = alpha[k];
+      for (std::ptrdiff_t j = 0; j < d; ++j) h[j] = out_[idx(j * m + a)] / total + ak * v[j];
+      h[d] = out_[idx(d * m + a)] / total;
+    }
+  }
+
+ private:
+  static std::size_t idx(std::ptrdiff_t i) { return static_cast<std::size_t>(i); }
+
+  // totals_[k] = run k's weight of the rows used, each in row order.
+  void weight_totals(const std::int64_t* rows, std::ptrdiff_t used) {
+    totals_.assign(idx(K_), 0.0);
+    if (ks_ == 0) {
+      std::fill(totals_.begin(), totals_.end(), static_cast<double>(used));
+      return;
+    }
+    for (std::ptrdiff_t p = 0; p < used; ++p) {
+      const double* sw = SW_ + (rows ? static_cast<std::ptrdiff_t>(rows[p]) : p) * ks_;
+      for (std::ptrdiff_t c = 0; c < ks_; ++c) totals_[idx(c)] += sw[c];
+    }
+    if (ks_ == 1) std::fill(totals_.begin() + 1, totals_.end(), totals_[0]);
+  }
+
+  // runs_ = the active runs whose divisor is not 0, in run order; false when there is none.
+  bool select_runs(const std::uint8_t* active) {
+    runs_.clear();
+    for (std::ptrdiff_t k = 0; k < K_; ++k) {
+      if (active[k] && totals_[idx(k)] != 0.0) runs_.push_back(k);
+    }
+    return !runs_.empty();
+  }
+
+  // dst (D, Ka) = the active runs' rows of src (K, D), transposed, on a cache line (so that a
+  // group of 8 runs' values of one feature, 64 bytes, is one line when Ka is a multiple of 8).
+  void transpose(const double* src, std::vector<double>& dst) {
+    const std::ptrdiff_t D = X_.d + 1;
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    dst.resize(idx(D * m + detail::kLineDoubles));
+    double* t = detail::align_to_line(dst.data());
+    for (std::ptrdiff_t a = 0; a < m; ++a) {
+      const double* s = src + runs_[idx(a)] * D;
+      for (std::ptrdiff_t j = 0; j < D; ++j) t[j * m + a] = s[j];
+    }
+  }
+
+  // out_ ((d + 2), Ka) = the sum of the blocks' sums, in block order. Block 0 sums straight into
+  // out_ (0 + x == x, so the bits are those of a zeroed result plus block 0's slot).
+  void sweep(bool hess, const std::int64_t* rows, std::ptrdiff_t used, int n_threads) {
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    const std::ptrdiff_t slot = (X_.d + 2) * m;
+    double work = 0.0;
+    const std::vector<std::ptrdiff_t> starts = partition(X_, rows, used, &work);
+    const auto n_blocks = static_cast<std::ptrdiff_t>(starts.size()) - 1;
+    const double cost = work * static_cast<double>(m) * (hess ? 2.0 : 1.0);
+    const int participants =
+        (n_blocks > 1 && cost >= kMinParallelWork) ? std::max(1, n_threads) : 1;
+    // one slot per block of a wave: 1 on one thread, 2 per participant otherwise (so that a thread
+    // that finishes early has a block to take); any wave size gives the same bits, as the slots
+    // are added in block order
+    const std::ptrdiff_t wave =
+        std::min<std::ptrdiff_t>(n_blocks, participants == 1 ? 1 : 2 * participants);
+    out_.resize(idx(slot));
+    slots_.resize(idx((n_blocks > 1 ? wave : 0) * slot + detail::kLineDoubles));
+    scratch_.resize(idx(wave * 12 * m));
+    double* const slots = detail::align_to_line(slots_.data());
+    ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
+    const double* PT = detail::align_to_line(PT_.data());
+    const double* VT = hess ? detail::align_to_line(VT_.data()) : nullptr;
+
+    for (std::ptrdiff_t b0 = 0; b0 < n_blocks; b0 += wave) {
+      const std::ptrdiff_t nw = std::min(wave, n_blocks - b0);
+      // block b0 + t goes to out_ (block 0) or to slot t - 1 of the wave (then added in order)
+      auto target = [&](std::ptrdiff_t t) {
+        return b0 + t == 0 ? out_.data() : slots + (b0 == 0 ? t - 1 : t) * slot;
+      };
+      auto task = [&](std::ptrdiff_t t) {
+        const Job<T, I> job{X_, Y_, ky_, SW_, ks_, PT, VT, runs_.data(), m, rows,
+                            starts[idx(b0 + t)], starts[idx(b0 + t + 1)], target(t),
+                            scratch_.data() + t * 12 * m};
+        if (hess) {
+          run_block<true>(job);
+        } else {
+          run_block<false>(job);
+        }
+      };
+      if (pool) {
+        pool->parallel_for(nw, participants, task);
+      } else {
+        for (std::ptrdiff_t t = 0; t < nw; ++t) task(t);
+      }
+      // out_ += the wave's slots, in block order; chunks of columns in parallel
+      const std::ptrdiff_t first = b0 == 0 ? 1 : 0;
+      if (nw <= first) continue;
+      const std::ptrdiff_t n_chunks = pool ? 4 * participants : 1;
+      const std::ptrdiff_t chunk = (slot + n_chunks - 1) / n_chunks;
+      auto reduce = [&](std::ptrdiff_t ci) {
+        const std::ptrdiff_t lo = ci * chunk, hi = std::min(slot, lo + chunk);
+        double* GRADSTEP_RESTRICT acc = out_.data();
+        for (std::ptrdiff_t t = first; t < nw; ++t) {
+          const double* GRADSTEP_RESTRICT part = target(t);
+          for (std::ptrdiff_t e = lo; e < hi; ++e) acc[e] += part[e];
+        }
+      };
+      if (pool) {
+        pool->parallel_for(n_chunks, participants, reduce);
+      } else {
+        reduce(0);
+      }
+    }
+  }
+
+  Matrix<T, I> X_;
+  const double* Y_;
+  std::ptrdiff_t ky_;
+  const double* SW_;
+  std::ptrdiff_t ks_;
+  std::ptrdiff_t K_;
+  std::vector<std::ptrdiff_t> runs_;  // the active runs to compute, in run order
+  std::vector<double> totals_;        // each run's divisor (K,)
+  std::vector<double> PT_, VT_;       // (D, Ka), transposed, aligned inside
+  std::vector<double> out_;           // (d + 2, Ka): the result's sums
+  std::vector<double> slots_;         // the wave's other blocks' sums
+  std::vector<double> scratch_;       // 12 Ka per block of the wave
+};
+
+// The structural check of gradstep.sparse.check_csr without temporaries, as
+// sparse_reference.structure_error: (code, first offending row), code 0 OK, 1 indptr decreasing,
+// 2 a column index outside [0, n_cols), 3 unsorted or duplicate indices in a row. indptr has
+// n_rows + 1 entries, indptr[0] == 0 and indptr[n_rows] <= the number of indices (checked by the
+// caller).
+template <class I, class J>
+std::pair<int, std::ptrdiff_t> structure_error(const J* indptr, std::ptrdiff_t n_rows,
+                                               const I* indices, std::ptrdiff_t n_cols) {
+  for (std::ptrdiff_t i = 0; i < n_rows; ++i) {
+    if (indptr[i + 1] < indptr[i]) return {1, i};
+  }
+  for (std::ptrdiff_t i = 0; i < n_rows; ++i) {
+    std::ptrdiff_t previous = -1;
+    for (auto j = static_cast<std::ptrdiff_t>(indptr[i]); j < indptr[i + 1]; ++j) {
+      const auto c = static_cast<std::ptrdiff_t>(indices[j]);
+      if (c < 0 || c >= n_cols) return {2, i};
+      if (c <= previous) return {3, i};
+      previous = c;
+    }
+  }
+  return {0, -1};
+}
+
+}  // namespace csr
+}  // namespace gradstep

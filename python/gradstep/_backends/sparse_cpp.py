@@ -1,0 +1,75 @@
+"""C++ CSR kernels: sparse_reference.py's contract, run by gradstep._core (sparse_kernel.hpp).
+
+ONE pass over the nonzeros serves every active run, as in sparse_numba: per row the K dot products
+in one walk over the row's nonzeros (the parameters read transposed, (D, K), so the K values of a
+feature are contiguous), the dense kernels' cancellation-free link, then the K residuals scattered
+back in a second walk of the same row. Rows are cut into blocks of fixed work (independent of the
+thread count), each summed into its own slot, the slots added in block order: the same bits for
+any number of threads. The GIL is released for the whole pass.
+
+X's data, indices and indptr go to the core as they are (float32/float64 data, int32/int64
+indices and indptr, as ``gradstep.sparse.check_csr`` accepted them): never copied. This module has
+no ``run``: first-order fits on CSR go through the reference driver over these kernels.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .. import _core  # an ImportError here tells gradstep.sparse the C++ kernels are missing
+
+__all__ = ["hessp", "loss_grad", "structure_error"]
+
+_NO_DENOMINATOR = np.empty(0, dtype=np.float64)
+_NO_DENOMINATOR.flags.writeable = False
+
+
+def _threads(n_threads) -> int:
+    return (os.cpu_count() or 1) if n_threads is None else max(1, int(n_threads))
+
+
+def _f64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _per_run(value, n_runs: int, name: str) -> np.ndarray:
+    a = np.asarray(value, dtype=np.float64)
+    if a.ndim > 1 or (a.ndim == 1 and a.size != n_runs):
+        raise ValueError(f"{name} must have shape ({n_runs},), got {a.shape}")
+    return np.ascontiguousarray(np.broadcast_to(a, (n_runs,)))
+
+
+def _matrix(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(data, indices, indptr, n_cols) of a CSR matrix that check_csr accepted."""
+    return X.data, X.indices, X.indptr, int(X.shape[1])
+
+
+def structure_error(indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> tuple[int, int]:
+    """sparse_reference.structure_error without temporaries: (code, first offending row)."""
+    code, row = _core.csr_structure_error(np.ascontiguousarray(indptr),
+                                          np.ascontiguousarray(indices), int(n_cols))
+    return int(code), int(row)
+
+
+def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None):
+    """Loss (K,) and gradient (K, D) of the runs marked active (see sparse_reference.py)."""
+    P = _f64(P)
+    n_runs = P.shape[0] if P.ndim == 2 else 0
+    if denominator is None or np.size(denominator) == 0:
+        den = _NO_DENOMINATOR
+    else:
+        den = _per_run(denominator, n_runs, "denominator")
+    return _core.csr_loss_grad(
+        *_matrix(X), _f64(Y), _f64(SW), P, _per_run(alpha, n_runs, "alpha"),
+        np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(active, dtype=np.uint8),
+        _threads(n_threads), den)
+
+
+def hessp(X, SW, P, V, alpha, active, n_threads=None):
+    """Hessian-vector products (K, D) of the runs marked active (see sparse_reference.py)."""
+    P = _f64(P)
+    n_runs = P.shape[0] if P.ndim == 2 else 0
+    return _core.csr_hessp(*_matrix(X), _f64(SW), P, _f64(V), _per_run(alpha, n_runs, "alpha"),
+                           np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads))
