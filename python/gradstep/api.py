@@ -603,15 +603,16 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
     if not penalized and np.any(v.check_alpha(alpha) != 0.0):
         raise ValueError(f"penalty=None means no penalty, but alpha={alpha!r}: drop "
                          "penalty=None, or set alpha=0")
-    # l1: each run's L1 strength (None: no L1 term, the plain L2 fit, unchanged); alpha becomes
-    # the L2 part, alpha (1 - l1_ratio), which the oracle's kernels compute
+    # l1: each run's L1 strength (None: no L1 term, the plain L2 fit, unchanged); the oracle's
+    # kernels compute the L2 part, alpha (1 - l1_ratio)
     l1: np.ndarray | None = None
+    l2_alpha = alpha
     if penalized and np.any(ratio != 0.0) and not _is_oracle(X):
         _count_runs(rule, lr, alpha, {}, l1_ratio)  # alpha and l1_ratio must pair up first
         strength = v.check_alpha(alpha)
         l1 = strength * ratio
-        alpha = strength * (1.0 - ratio)
-        alpha = alpha if alpha.size > 1 else float(alpha[0])
+        l2 = strength * (1.0 - ratio)
+        l2_alpha = l2 if l2.size > 1 else float(l2[0])
     if _is_oracle(X):
         if y is not None:
             raise ValueError("X is an oracle: it holds the data; pass y=None")
@@ -634,12 +635,12 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         # passes of lr="auto"), before any update: no pass of its own
         if loss == "multinomial":
             oracle, classes = multinomial_oracle(X, y, sample_weight=sample_weight,
-                                                 alpha=alpha, backend=backend,
+                                                 alpha=l2_alpha, backend=backend,
                                                  n_threads=n_threads,
                                                  fit_intercept=fit_intercept, finite=False,
                                                  classes=all_classes)
         else:
-            oracle, classes = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha,
+            oracle, classes = data_oracle(X, y, sample_weight=sample_weight, alpha=l2_alpha,
                                           backend=backend, n_threads=n_threads,
                                           labels=np.ndim(y) == 1, finite=False)
         backend_name = oracle.backend
