@@ -338,3 +338,17 @@ def test_sparse_csr_equals_dense(sparse_csr):
     assert from_csr.backend.endswith("-csr")
     np.testing.assert_allclose(from_csr.coef, dense.coef, atol=1e-7)
     np.testing.assert_array_equal(from_csr.coef == 0.0, dense.coef == 0.0)
+
+
+def test_every_first_order_rule_has_its_proximal_step():
+    """A first-order rule fits L1 through its own step_scale (the base class raises)."""
+    g, slots = np.array([0.5, -2.0, 0.0]), np.zeros((2, 3))
+    for name, cls in RULES.items():
+        rule = cls(nesterov=True) if name == "nesterov" else cls()
+        if not rule.compiled:
+            continue
+        assert rule.supports_l1, name
+        before = slots.copy()
+        scale = np.broadcast_to(rule.step_scale(g, slots, 0.1, 1), (3,))
+        np.testing.assert_array_equal(slots, before)  # it reads the slots, never advances them
+        assert np.all(np.isfinite(scale)) and np.all(scale >= 0.0), name

@@ -5,9 +5,11 @@ NumPy: ``first_order.py`` for the rules that step from the current gradient, ``c
 for the line-search, secant, quasi-Newton and Newton rules). ``RULES`` maps every name that
 ``gs.fit`` takes to its class; tests, the CLI, the plots and the docs iterate over it.
 
-Adding a first-order rule: its class in first_order.py (with ``code`` = the next number) and
-``RULES`` below, ``step_<name>`` in cpp/include/gradstep/rules.hpp and ``_step_<name>`` in
-_backends/numba_rules.py. Adding a curvature rule: its class in curvature.py and ``RULES``.
+Adding a first-order rule: its class in first_order.py (with ``code`` = the next number, and
+``step_scale``, the step per unit gradient that scales its proximal L1 step) and ``RULES``
+below, ``step_<name>`` in cpp/include/gradstep/rules.hpp and ``_step_<name>`` in
+_backends/numba_rules.py. Adding a curvature rule: its class in curvature.py and ``RULES``
+(``supports_l1`` when its ``iterate`` takes ``l1`` and ``penalized``).
 """
 
 from __future__ import annotations
