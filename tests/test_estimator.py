@@ -27,12 +27,10 @@ def _expected_failed_checks(estimator):
     """No check fails for the default (full-batch) estimator; with mini-batches one does."""
     if estimator.batch_size is None:
         return {}
-    return {
-        "check_sample_weight_equivalence_on_dense_data": (
-            "mini-batches: a repeated row lands in different batches than one row with a "
-            "doubled weight, so the two paths differ (as for SGDClassifier)"
-        )
-    }
+    why = ("mini-batches: a repeated row lands in different batches than one row with a "
+           "doubled weight, so the two paths differ (as for SGDClassifier)")
+    return {"check_sample_weight_equivalence_on_dense_data": why,
+            "check_sample_weight_equivalence_on_sparse_data": why}
 
 
 # ConvergenceWarning is allowed: several checks fit tiny or unscaled problems with a capped

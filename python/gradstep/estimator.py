@@ -4,7 +4,11 @@ Multiclass is multinomial (softmax) by default for more than two classes, as in
 LogisticRegression; ``multi_class="ovr"`` is one-vs-rest done as ONE batched engine call: the K
 binary runs share every pass over X, each with its own 0/1 target column. The estimator is
 built on the public functional API only (``gradstep.fit`` with ``callback``, ``verbose`` and
-``resume``).
+``resume``), through ``engine_fit``, which GDClassifierCV shares.
+
+SciPy sparse X is used as CSR without a copy (other formats converted once): ``gs.fit`` takes it
+as it is, and scores are ``X @ coef_.T`` by SciPy. The multinomial loss on CSR goes through
+``_CSRMultinomialOracle`` until ``gs.fit(loss="multinomial")`` accepts CSR itself.
 """
 
 from __future__ import annotations
@@ -23,6 +27,61 @@ from . import _validate as v
 from ._backends.reference import sigmoid
 from ._progress import ProgressBar
 from .api import DivergenceWarning, fit, warn
+from .multinomial import MultinomialOracle
+from .sparse import is_sparse
+
+
+class _CSRMultinomialOracle(MultinomialOracle):
+    """The multinomial loss of a checked CSR matrix. ``gs.fit(loss="multinomial")`` refuses
+    sparse X (its input check is dense-only), but the NumPy softmax kernels are written with
+    ``X @ W.T`` and ``R.T @ X`` only, which SciPy answers for CSR without densifying: this
+    oracle runs them on the CSR (the Numba softmax kernels index dense rows, so they are not
+    used here). ``lipschitz`` (lr="auto") takes the binary bound from the CSR kernels."""
+
+    def __init__(self, X, codes, SW, alpha, n_classes, backend, n_threads, fit_intercept):
+        from .sparse import kernels
+
+        super().__init__(X, codes, SW, alpha, n_classes, "numpy", n_threads, fit_intercept)
+        self.backend = "numpy-softmax-csr"
+        self._csr_kernels = kernels(backend)  # the CSR backend the caller asked for
+
+    def lipschitz(self, n_runs: int, fit_intercept: bool) -> np.ndarray:
+        from .oracle import lanczos_top_eigenvalue
+        from .sparse import CSROracle
+
+        binary = CSROracle.from_validated(self.X, np.zeros((self.n_samples, 1)), self.SW,
+                                          np.zeros(1), *self._csr_kernels, self.n_threads)
+        n_weights = max(1, self.SW.shape[1])
+        top = lanczos_top_eigenvalue(binary, n_weights, fit_intercept)
+        top = np.broadcast_to(top, (n_runs,)) if n_weights == 1 else top
+        return np.asarray(2.0 * top + self.alphas(n_runs), dtype=np.float64)
+
+
+def engine_fit(X, target, rule, *, softmax: bool, n_classes: int, alpha, sample_weight,
+               backend="auto", n_threads=None, l1_ratio=0.0, **kwargs):
+    """``gs.fit`` for the estimators: the multinomial loss over class codes 0..C-1 (``softmax``,
+    target 1-D) or the logistic loss of 0/1 target columns (one per run); alpha a number or one
+    per run, sample_weight (n,) or (n, K). Always a batched result (a leading run axis).
+
+    l1_ratio reaches gs.fit only when it is not 0, so an L2 fit does not depend on gs.fit
+    having the parameter."""
+    penalty = {} if not np.any(np.asarray(l1_ratio) != 0.0) else {"l1_ratio": l1_ratio}
+    if not softmax:
+        return fit(X, target, rule, alpha=alpha, sample_weight=sample_weight, backend=backend,
+                   n_threads=n_threads, **penalty, **kwargs)
+    alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))  # a sequence: a batched call
+    if not is_sparse(X):
+        return fit(X, target, rule, loss="multinomial", classes=np.arange(n_classes),
+                   alpha=alpha, sample_weight=sample_weight, backend=backend,
+                   n_threads=n_threads, **penalty, **kwargs)
+    SW = v.check_sample_weight(sample_weight, X.shape[0])
+    n_runs = max(alpha.size, SW.shape[1])
+    oracle = _CSRMultinomialOracle(X, np.asarray(target, dtype=np.int64), SW,
+                                   np.broadcast_to(alpha, (n_runs,)).copy(), n_classes,
+                                   backend, v.check_n_threads(n_threads),
+                                   bool(kwargs.get("fit_intercept", True)))
+    # the oracle holds the penalty; an all-zero alpha sequence of K makes the call batched
+    return fit(oracle, None, rule, alpha=np.zeros(n_runs), **penalty, **kwargs)
 
 
 class GDClassifier(ClassifierMixin, BaseEstimator):
@@ -135,8 +194,10 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         return 0.0 if math.isinf(self.C) else 1.0 / (self.C * float(sw.sum()))
 
     def _prepare(self, X, y, sample_weight, *, reset: bool, classes=None):
+        # sparse X: a CSR of float32/float64 with int32/int64 indices is kept as it is (no
+        # copy); other formats become CSR once
         X, y = validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32],
-                             order="C", accept_large_sparse=False)
+                             order="C", accept_sparse="csr", accept_large_sparse=True)
         check_classification_targets(y)
         if reset:
             self.classes_ = np.unique(y) if classes is None else np.unique(classes)
@@ -170,15 +231,11 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         return True
 
     def _engine_args(self, sw: np.ndarray) -> dict:
-        """gs.fit's arguments; a batched call always (alpha as a sequence of one for the one
-        multinomial run), so every result has a leading run axis."""
-        alpha: object = self._strength(sw)
-        if self._multinomial():  # y is 1-D: alpha as a sequence of one makes the call batched
-            multinomial = dict(loss="multinomial", classes=np.arange(self.classes_.size))
-            alpha = [alpha]
-        else:  # a 2-D 0/1 y (one column per one-vs-rest problem) is always batched
-            multinomial = {}
-        return dict(**multinomial, lr=self.lr, schedule=self.schedule, alpha=alpha,
+        """engine_fit's arguments: a batched call always (a 2-D 0/1 y with one column per
+        one-vs-rest problem, or the one multinomial run), so every result has a leading run
+        axis."""
+        return dict(softmax=self._multinomial(), n_classes=self.classes_.size,
+                    lr=self.lr, schedule=self.schedule, alpha=self._strength(sw),
                     fit_intercept=self.fit_intercept, sample_weight=sw, tol=self.tol,
                     batch_size=self.batch_size, random_state=self.random_state,
                     backend=self.backend, n_threads=self.n_threads, callback=self._progress(),
@@ -261,7 +318,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)  # raised as ValueError below
-            result = fit(
+            result = engine_fit(
                 X, Y, self.rule, max_iter=self.max_iter,
                 coef_init=self.coef_ if warm else None,
                 intercept_init=self.intercept_ if warm and self.fit_intercept else None,
@@ -318,7 +375,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         args["random_state"] = self._random_state
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)  # raised as ValueError below
-            result = fit(X, Y, self.rule, max_iter=1, resume=go_on, **start, **args)
+            result = engine_fit(X, Y, self.rule, max_iter=1, resume=go_on, **start, **args)
         self._partial_result = result
         self._n_iter_total = self._n_iter_total + result.n_iter
         self._store(result, None, self._n_iter_total)
@@ -343,8 +400,10 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
     def decision_function(self, X):
         """Scores: (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        scores = X @ self.coef_.T + self.intercept_  # float64, also for float32 X
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                          accept_sparse="csr", accept_large_sparse=True)
+        # float64, also for float32 X; SciPy's CSR product for sparse X (no dense copy)
+        scores = np.asarray(X @ self.coef_.T) + self.intercept_
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict_proba(self, X):
@@ -371,7 +430,7 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
 
