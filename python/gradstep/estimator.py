@@ -49,8 +49,9 @@ class _CSRMultinomialOracle(MultinomialOracle):
         from .oracle import lanczos_top_eigenvalue
         from .sparse import CSROracle
 
+        name, module = self._csr_kernels
         binary = CSROracle.from_validated(self.X, np.zeros((self.n_samples, 1)), self.SW,
-                                          np.zeros(1), *self._csr_kernels, self.n_threads)
+                                          np.zeros(1), name, module, self.n_threads)
         n_weights = max(1, self.SW.shape[1])
         top = lanczos_top_eigenvalue(binary, n_weights, fit_intercept)
         top = np.broadcast_to(top, (n_runs,)) if n_weights == 1 else top
