@@ -72,15 +72,17 @@ def test_vector_link_tail_matches_scalar_path(kernel):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_kernel_agrees_with_numpy_reference(kernel, dtype):
-    # sizes that are not multiples of the row group (4) or of the vector width (4)
+@pytest.mark.parametrize("K, per_run_weights", [(5, False), (19, False), (19, True)])
+def test_kernel_agrees_with_numpy_reference(kernel, dtype, K, per_run_weights):
+    # sizes that are not multiples of the row group (4) or of the vector width (4); K = 19 takes
+    # two chunks of 8 runs (the run-vectorized path) and 3 runs in pairs
     rng = np.random.default_rng(1)
-    n, d, K = 1003, 37, 5
+    n, d = 1003, 37
     X = rng.standard_normal((n, d)).astype(dtype)
     Y = (rng.random((n, K)) < 0.4).astype(np.float64)
     W = rng.standard_normal((K, d)) * 0.5
     b = rng.standard_normal(K)
-    sw = rng.random(n) + 0.5
+    sw = rng.random((n, K) if per_run_weights else n) + 0.5
     got = gs.loss_and_grad(X, Y, W, b, sample_weight=sw, alpha=0.01, backend="cpp")
     ref = gs.loss_and_grad(X, Y, W, b, sample_weight=sw, alpha=0.01, backend="numpy")
     for g, r in zip(got, ref):
@@ -91,8 +93,9 @@ def test_kernel_mini_batch_fit_agrees_with_numpy(kernel):
     rng = np.random.default_rng(2)
     X = rng.standard_normal((517, 13))
     y = (X @ rng.standard_normal(13) + rng.standard_normal(517) > 0).astype(int)
-    kw = dict(rule=["adam", "momentum", "sgd"], lr=0.05, batch_size=32, max_iter=4, tol=None,
-              random_state=0)
+    # 12 runs: a chunk of 8 (run-vectorized) and two pairs, on the gathered rows of each batch
+    kw = dict(rule=["adam", "momentum", "sgd"] * 4, lr=0.05, batch_size=32, max_iter=4,
+              tol=None, random_state=0)
     got = gs.fit(X, y, backend="cpp", **kw)
     ref = gs.fit(X, y, backend="numpy", **kw)
     np.testing.assert_allclose(got.coef, ref.coef, rtol=1e-9, atol=1e-12)
@@ -103,11 +106,12 @@ def test_kernel_bits_do_not_depend_on_threads(kernel):
     rng = np.random.default_rng(3)
     X = rng.standard_normal((40_000, 30))
     y = (rng.random(40_000) < 0.5).astype(float)
-    W = rng.standard_normal((3, 30)) * 0.1
-    one = gs.loss_and_grad(X, y, W, np.zeros(3), backend="cpp", n_threads=1)
-    many = gs.loss_and_grad(X, y, W, np.zeros(3), backend="cpp", n_threads=3)
-    for a, b in zip(one, many):
-        np.testing.assert_array_equal(a, b)
+    for K in (3, 16):
+        W = rng.standard_normal((K, 30)) * 0.1
+        one = gs.loss_and_grad(X, y, W, np.zeros(K), backend="cpp", n_threads=1)
+        many = gs.loss_and_grad(X, y, W, np.zeros(K), backend="cpp", n_threads=3)
+        for a, b in zip(one, many):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_set_kernel_rejects_unknown_names():

@@ -67,9 +67,12 @@ inline std::ptrdiff_t block_rows(std::ptrdiff_t d) {
   return rows / 4 * 4;
 }
 
-// Runs per tile: their weights and gradient accumulators take about 24 KiB, inside L1.
+// Runs per tile: their weights and gradient accumulators take about 24 KiB, inside L1; from 8
+// runs on, a multiple of 8, the block kernel's run chunk (block_kernel.hpp, run_chunks), so that
+// 16 runs at d = 100 are two chunks and not a chunk plus 7 runs taken in pairs.
 inline std::ptrdiff_t runs_per_tile(std::ptrdiff_t D) {
-  return std::max<std::ptrdiff_t>(1, 24576 / (16 * std::max<std::ptrdiff_t>(D, 1)));
+  const std::ptrdiff_t fit = std::max<std::ptrdiff_t>(1, 24576 / (16 * std::max<std::ptrdiff_t>(D, 1)));
+  return fit >= 8 ? fit / 8 * 8 : fit;
 }
 
 namespace detail {
