@@ -352,3 +352,20 @@ def test_every_first_order_rule_has_its_proximal_step():
         scale = np.broadcast_to(rule.step_scale(g, slots, 0.1, 1), (3,))
         np.testing.assert_array_equal(slots, before)  # it reads the slots, never advances them
         assert np.all(np.isfinite(scale)) and np.all(scale >= 0.0), name
+
+
+def test_progress_reports_the_l1_residual_not_the_smooth_gradient():
+    # at an L1 optimum the smooth gradient is not 0 on the zero coefficients; what a callback
+    # and a monitor see is the residual the stopping test uses, which is
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    seen = []
+    res = gs.fit(X, y, "lbfgs", alpha=0.02, l1_ratio=1.0, tol=1e-9, max_iter=500,
+                 monitor=lambda p: seen.append(float(p.grad_norm[0])))
+    assert res.status == "converged"
+    assert np.count_nonzero(res.coef) < X.shape[1]  # zeros, so the two norms differ
+    assert seen[-1] == pytest.approx(res.history.grad_norm[-1], rel=1e-12)
+    assert seen[-1] < 1e-8

@@ -21,7 +21,8 @@ class Progress:
     loss : ndarray of float
         Each run's current loss.
     grad_norm : ndarray of float
-        The L2 norm of each run's current gradient (full batch; 0 for mini-batch runs).
+        The L2 norm of each run's current gradient (full batch; 0 for mini-batch runs); with
+        an L1 term, of its minimum-norm subgradient.
     status : tuple of str
         "running", "converged", "max_iter", "diverged", "stalled" or "stopped" per run.
     elapsed : float

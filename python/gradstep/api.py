@@ -33,7 +33,7 @@ from ._progress import Progress, ProgressBar, read_only
 from .driver import init_state, make_driver
 from .multinomial import multinomial_oracle
 from .oracle import DenseOracle, data_oracle, first_pass
-from .penalty import check_l1_ratio, l1_norms, penalized_columns, resolve_l1_ratio
+from .penalty import check_l1_ratio, l1_norms, l1_residual, penalized_columns, resolve_l1_ratio
 from .rules import (
     RULES,
     SCHEDULE_PARAMS,
@@ -79,7 +79,8 @@ class History:
     loss : ndarray
         The objective (full batch) or the mean loss over the epoch's batches (mini-batch).
     grad_norm : ndarray
-        L2 norm of the gradient over coef and intercept.
+        L2 norm of the gradient over coef and intercept; with l1_ratio > 0, of the minimum-norm
+        subgradient (the proximal-gradient residual the stopping test uses).
     step_norm : ndarray
         L2 length of the step taken (0 at entry 0).
     lr : ndarray
@@ -722,8 +723,10 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         if hasattr(oracle, "check_finite"):
             oracle.check_finite()  # a NaN or inf in X: a clear error before any update
     driver = make_driver(oracle, spec, rules, state)
-    report = _reporter(callback, verbose, max_iter, rules, started)
-    watch = None if monitor is None else _watcher(monitor, oracle, fit_intercept, d, started)
+    norms = _grad_norms(spec, oracle)
+    report = _reporter(callback, verbose, max_iter, rules, started, norms)
+    watch = (None if monitor is None
+             else _watcher(monitor, oracle, fit_intercept, d, started, norms))
     _drive(driver, state, report, spec, watch)
     if batch:  # the exact objective at the returned weights (epoch losses are running means)
         state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
@@ -759,7 +762,23 @@ def _start_and_reference(P0, resume, coef_init, intercept_init, reference, fit_i
     return ref
 
 
-def _reporter(callback, verbose, max_iter, rules, started) -> Callable[[FitState], bool] | None:
+def _grad_norms(spec: RunSpec, oracle) -> Callable[[FitState], np.ndarray]:
+    """Each run's gradient norm as the progress records show it: with an L1 term, the norm of
+    the minimum-norm subgradient (what the stopping test uses), not of the smooth gradient."""
+    l1 = spec.l1_strengths(len(spec.rule_code))
+
+    def norms(state: FitState) -> np.ndarray:
+        if not l1.any():
+            return np.linalg.norm(state.grad, axis=1)
+        mask = penalized_columns(oracle, state.P.shape[1])
+        return np.array([np.linalg.norm(l1_residual(state.P[k], state.grad[k], l1[k], mask))
+                         for k in range(state.P.shape[0])])
+
+    return norms
+
+
+def _reporter(callback, verbose, max_iter, rules, started,
+              norms) -> Callable[[FitState], bool] | None:
     """A function of the state that feeds the callback and the progress bar; returns False
     when the callback asks to stop."""
     sinks: list[Callable[[Progress], Any]] = []
@@ -774,7 +793,7 @@ def _reporter(callback, verbose, max_iter, rules, started) -> Callable[[FitState
     def report(state: FitState) -> bool:
         progress = Progress(
             iteration=read_only(state.n_iter), loss=read_only(state.loss),
-            grad_norm=read_only(np.linalg.norm(state.grad, axis=1)),
+            grad_norm=read_only(norms(state)),
             status=tuple(STATUS_NAMES[int(s)] for s in state.status),
             elapsed=time.perf_counter() - started,
         )
@@ -806,7 +825,7 @@ def _reserve_history(state: FitState, spec: RunSpec, entries: int) -> None:
     state.history = grown
 
 
-def _watcher(monitor, oracle, fit_intercept, d, started) -> Callable[[FitState], None]:
+def _watcher(monitor, oracle, fit_intercept, d, started, norms) -> Callable[[FitState], None]:
     """A function of the state that hands the monitor a Progress with the weights and applies
     its answer (stop all, or stop some runs)."""
 
@@ -818,7 +837,7 @@ def _watcher(monitor, oracle, fit_intercept, d, started) -> Callable[[FitState],
             intercept = state.P[:, d].copy() if fit_intercept else np.zeros(state.P.shape[0])
         progress = Progress(
             iteration=read_only(state.n_iter), loss=read_only(state.loss),
-            grad_norm=read_only(np.linalg.norm(state.grad, axis=1)),
+            grad_norm=read_only(norms(state)),
             status=tuple(STATUS_NAMES[int(s)] for s in state.status),
             elapsed=time.perf_counter() - started,
             coef=read_only(coef), intercept=read_only(intercept),
