@@ -3,8 +3,9 @@
 
 ONE pass over the nonzeros serves every active run. Per row i, for each active run k:
 z_k = sum_j data[j] P[k, indices[j]] + P[k, d] (the nonzeros in index order, one accumulator:
-the order of SciPy's mat-vec), the overflow-free link of reference.log1pexp_and_sigmoid, then the
-row's residuals scattered into the gradient sums. The parameters are read transposed, PT (D, Ka)
+the order of SciPy's mat-vec), the dense Numba kernels' link (numba._link and
+numba._hess_weight, the same compiled functions: no overflow, no cancellation), then the row's
+residuals scattered into the gradient sums. The parameters are read transposed, PT (D, Ka)
 for the Ka active runs, and the sums are kept as (D + 2, Ka) (gradient, intercept, loss), so one
 nonzero touches one contiguous row of Ka values in each: no dense n x d or d x K temporary.
 
@@ -17,12 +18,10 @@ any number of threads.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
-from .numba import _runs_to_do, _weight_totals
+from .numba import _hess_weight, _link, _runs_to_do, _weight_totals
 from .numba_rules import JIT as _JIT
 from .sparse_reference import INDEX_OUT_OF_RANGE, INDPTR_DECREASES, NOT_CANONICAL, OK
 
@@ -230,7 +229,7 @@ def _scatter(data, indices, lo, hi, r, acc):
 def _block(data, indices, indptr, Y, SW, PT, act, rows, start, stop, acc):
     """Positions start..stop-1 of rows (rows of X when rows is empty) into acc (d + 2, Ka):
     acc[:d] = sum s (sigmoid(z) - y) x, acc[d] = sum s (sigmoid(z) - y) (the intercept),
-    acc[d + 1] = sum s (log1pexp(z) - y z)."""
+    acc[d + 1] = sum s (log(1 + exp(z)) - y z), both terms from numba._link."""
     ka = act.size
     d = PT.shape[0] - 1
     use_rows = rows.size > 0
@@ -252,11 +251,9 @@ def _block(data, indices, indptr, Y, SW, PT, act, rows, start, stop, acc):
             s = s_row if ks <= 1 else SW[i, k]  # Ks == K: run k's own column
             zz = z[a] + PT[d, a]
             y = Y[i, 0] if shared_y else Y[i, k]
-            e = math.exp(-abs(zz))  # reference.log1pexp_and_sigmoid, one element
-            log1pexp = (zz if zz > 0.0 else 0.0) + math.log1p(e)
-            sigmoid = 1.0 / (1.0 + e) if zz >= 0.0 else e / (1.0 + e)
-            acc[d + 1, a] += s * (log1pexp - y * zz)
-            r[a] = s * (sigmoid - y)
+            loss, residual = _link(zz, y)  # reference.loss_and_residual, one element
+            acc[d + 1, a] += s * loss
+            r[a] = s * residual
             acc[d, a] += r[a]
         _scatter(data, indices, lo, hi, r, acc)
 
@@ -324,7 +321,8 @@ def _loss_grad_entry(data, indices, indptr, Y, SW, P, alpha, rows, active, denom
 
 @numba.njit(**_JIT)
 def _hv_block(data, indices, indptr, SW, PT, VT, act, start, stop, acc):
-    """Rows start..stop-1 into acc (d + 1, Ka): acc = sum s sigma (1 - sigma) u (x, 1) with
+    """Rows start..stop-1 into acc (d + 1, Ka): acc = sum s sigma (1 - sigma) u (x, 1) (the
+    weight from numba._hess_weight) with
     z = x . P[k, :d] + P[k, d], u = x . V[k, :d] + V[k, d]: both dot products in one walk."""
     ka = act.size
     d = PT.shape[0] - 1
@@ -342,9 +340,7 @@ def _hv_block(data, indices, indptr, SW, PT, VT, act, start, stop, acc):
         for a in range(ka):
             s = s_row if ks <= 1 else SW[i, act[a]]
             zz = z[a] + PT[d, a]
-            e = math.exp(-abs(zz))
-            sigmoid = 1.0 / (1.0 + e) if zz >= 0.0 else e / (1.0 + e)
-            u[a] = s * sigmoid * (1.0 - sigmoid) * (u[a] + VT[d, a])  # reference's order
+            u[a] = s * _hess_weight(zz) * (u[a] + VT[d, a])  # reference.hessp's order
             acc[d, a] += u[a]
         _scatter(data, indices, lo, hi, u, acc)
 

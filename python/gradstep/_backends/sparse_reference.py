@@ -10,9 +10,11 @@ indptr int32 or int64, indices sorted and unique within each row and in [0, n_fe
 Every kernel module (this one, ``sparse_numba``, a future C++ one) has these two functions, so the
 registry in ``gradstep.sparse`` (a dict backend -> module) can hand any of them to CSROracle.
 Each run's linear predictor is z_ik = sum_j data[j] P[k, indices[j]] + P[k, d] over row i's
-nonzeros in index order (SciPy's CSR mat-vec sums in that order too), then the link of
-reference.log1pexp_and_sigmoid. Here each run is one ``X @ w`` and one ``X.T @ r``; the compiled
-kernels make one pass over the nonzeros for every run instead.
+nonzeros in index order (SciPy's CSR mat-vec sums in that order too), then the dense kernels'
+link, the same functions (reference.loss_and_residual, reference.hess_weight): no overflow and no
+cancellation, so a confident row's tiny loss, residual and Hessian weight keep their relative
+accuracy, and the CSR and dense results of the same matrix agree. Here each run is one ``X @ w``
+and one ``X.T @ r``; the compiled kernels make one pass over the nonzeros for every run instead.
 
 ``structure_error(indptr, indices, n_cols)`` is the structural check of check_csr (the NumPy
 version; ``sparse_numba`` has a compiled one that needs no temporaries).
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reference import log1pexp_and_sigmoid
+from .reference import hess_weight, loss_and_residual
 
 # structure_error codes: (code, row) with row the first offending row (-1 for the whole array)
 OK, INDPTR_DECREASES, INDEX_OUT_OF_RANGE, NOT_CANONICAL = 0, 1, 2, 3
@@ -66,9 +68,9 @@ def _loss_grad(X, Y, SW, P, alpha, rows, active, denominator):
         w, b = P[k, :d], P[k, d]
         y = Y[:, 0 if Y.shape[1] == 1 else k]
         z = np.asarray(Xf @ w).reshape(-1) + b
-        log1pexp, sig = log1pexp_and_sigmoid(z)
-        loss[k] = (s * (log1pexp - y * z)).sum() / total
-        r = s * (sig - y) / total
+        loss_rows, residual = loss_and_residual(z, y)
+        loss[k] = (s * loss_rows).sum() / total
+        r = s * residual / total
         grad[k, :d] = np.asarray(Xf.T @ r).reshape(-1)
         grad[k, d] = r.sum()
         if alpha[k] != 0.0:  # with alpha == 0 the penalty is not computed at all
@@ -90,9 +92,9 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None):
             total = s.sum()
             if m == 0 or total == 0.0:
                 continue
-            _, sig = log1pexp_and_sigmoid(np.asarray(Xf @ P[k, :d]).reshape(-1) + P[k, d])
+            h = hess_weight(np.asarray(Xf @ P[k, :d]).reshape(-1) + P[k, d])
             u = np.asarray(Xf @ V[k, :d]).reshape(-1) + V[k, d]  # x_i . v_k + v_kd
-            r = s * sig * (1.0 - sig) * u / total
+            r = s * h * u / total  # reference.hessp's operation order
             out[k, :d] = np.asarray(Xf.T @ r).reshape(-1) + alpha[k] * V[k, :d]
             out[k, d] = r.sum()
     return out
