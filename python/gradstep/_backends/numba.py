@@ -25,6 +25,9 @@ import os
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from ..rules.base import HYPER_LR, HYPER_SCHED
 from . import numba_rules
@@ -103,30 +106,232 @@ def _shared_weight(SW, i):
     return 1.0 if SW.shape[1] == 0 else SW[i, 0]
 
 
+# ---- the loss/gradient kernel ---------------------------------------------------------------
+# numba gives LLVM's loop vectorizer only (its SLP vectorizer is off, NUMBA_SLP_VECTORIZE=0), and
+# without fastmath neither a sum nor a multiply-add may be vectorized or fused. So the kernel is
+# written as loops that the loop vectorizer takes as they are, with per-function fastmath flags:
+# - _JIT_FMA ("contract"): a * b + c may become one fused multiply-add (rounds once, as the C++
+#   AVX2 kernel does); nothing is reordered.
+# - _JIT_SUM ("contract", "reassoc"), only for _dot_fast: LLVM splits the sum over the features
+#   into vector partial sums (4 lanes x its interleave) added in a fixed order. The order is fixed
+#   by the compiled code, so the bits never depend on the thread count, the block or the other runs.
+#
+# Why not the C++ run_chunks layout (weights packed feature-major, per 4-row group the (4 x 8)
+# margins accumulated by broadcasting x[r, j] against the packed row j): measured here (numba
+# 0.68 / LLVM, Zen 3, d = 100, per 4 rows x 8 runs) the margins took 3090 ns with 8 packed runs
+# (LLVM's vectorized loop needs more than 8 iterations and the scalar remainder loop does all the
+# work) and 787 ns with 16 (the 32 accumulators cannot stay in registers: without SLP a loop over
+# 8 runs of constant length is unrolled to scalars, and with a run-time length they are loaded and
+# stored at every feature); the gradient gt[j, 0:8] += x[r, j] res[r, 0:8] took 1229 / 705 ns.
+# The layout below takes 428-525 ns for the margins (one vectorized dot product per row and run)
+# and 514-628 ns for the gradient (per run one pass over the features for four rows).
+# inspect_asm (numba 0.68, znver3): _dot_fast's loop is vfmadd231pd on %ymm (4 accumulators),
+# _group's gradient loop vfmadd231pd / vmulpd on %ymm, and _link_many's loop (exp, log1p,
+# division and selects) packed on %ymm (vfmadd...pd, vdivpd, vblendvpd, vroundpd: no libm call).
+_JIT_FMA = dict(_JIT, fastmath={"contract"})
+_JIT_SUM = dict(_JIT, fastmath={"contract", "reassoc"})
+
+
+@intrinsic
+def _f64_bits(typingctx, x):
+    """The bits of a float64 as an int64 (an LLVM bitcast, which vectorizes)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _bits_f64(typingctx, b):
+    """The float64 with the bits of an int64."""
+    if not isinstance(b, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+_SHIFTER = 6755399441055744.0  # 1.5 * 2^52: adding it rounds to an integer, held in the low bits
+
+
+@numba.njit(**_JIT_FMA)
+def _exp_nonpositive(x):
+    """exp(x) for x <= 0 (NaN stays NaN, -inf gives 0), as vector_math.hpp's exp_nonpositive:
+    x = n ln2 + r, exp(r) by its Taylor polynomial of degree 13, times 2^n in two factors (both
+    normal, so a subnormal result rounds once). math.exp is a libm call that stops the
+    vectorizer (numba has no SVML here); this is selects and arithmetic only. Within 1 ulp."""
+    x = -746.0 if x < -746.0 else x  # exp(-746) rounds to 0; a NaN compares false and stays
+    t = x * 1.4426950408889634 + _SHIFTER
+    n = t - _SHIFTER
+    r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    # 2^n1 2^n2 with n1 = floor(n / 2): the exponent fields built from t's integer bits (AVX2
+    # has no packed float64 -> int64 conversion nor 64-bit arithmetic shift; these vectorize)
+    n1 = math.floor(n * 0.5)
+    n2 = n - n1
+    one = np.int64(1023)
+    s1 = _bits_f64((_f64_bits(n1 + _SHIFTER) - _f64_bits(_SHIFTER) + one) << np.int64(52))
+    s2 = _bits_f64((_f64_bits(n2 + _SHIFTER) - _f64_bits(_SHIFTER) + one) << np.int64(52))
+    return p * s1 * s2
+
+
+@numba.njit(**_JIT_FMA)
+def _log1p_unit(e):
+    """log1p(e) for 0 <= e <= 1 (NaN stays NaN), as vector_math.hpp's log1p_unit: fdlibm's
+    log on u = 1 + e rounded, plus the rounding error c / u. Within 1 ulp."""
+    u = 1.0 + e
+    c = e - (u - 1.0)  # u + c == 1 + e exactly
+    high = u > 1.4142135623730951
+    k = 1.0 if high else 0.0
+    m = u * 0.5 if high else u
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
+                                              + w * 1.531383769920937332e-01))
+    t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 + w * (
+        1.818357216161805012e-01 + w * 1.479819860511658591e-01)))
+    R = t2 + t1
+    hfsq = 0.5 * f * f
+    log_u = k * 6.93147180369123816490e-01 - (
+        (hfsq - (s * (hfsq + R) + k * 1.90821492927058770002e-10)) - f)
+    return log_u + c / u
+
+
+@numba.njit(**_JIT_FMA)
+def _link_many(zb, yb, sb, lb, rb, n):
+    """lb[t] = sb[t] * loss, rb[t] = sb[t] * residual of (zb[t], yb[t]) for t < n: _link's
+    formulas (reference.loss_and_residual) with the exp and log1p above, in one loop that LLVM
+    vectorizes (each conditional is a select: both sides are computed)."""
+    for t in range(n):
+        z = zb[t]
+        y = yb[t]
+        s = sb[t]
+        e = _exp_nonpositive(-abs(z))
+        loss = ((z if z > 0.0 else 0.0) - y * z) + _log1p_unit(e)  # a NaN z: NaN through y z
+        q = 1.0 - y
+        a = q - y * e
+        b = q * e - y
+        lb[t] = s * loss
+        rb[t] = s * ((a if z >= 0.0 else b) / (1.0 + e))
+
+
+@numba.njit(**_JIT_SUM)
+def _dot_fast(X, i, P, k, d):
+    """X[i, :d] . P[k, :d] for a float64 X, vectorized by LLVM (reassoc: see above)."""
+    s = 0.0
+    for j in range(d):
+        s += X[i, j] * P[k, j]
+    return s
+
+
+@numba.njit(**_JIT_FMA)
+def _group(Xs, idx, ng, P, act, Y, SW, rows_i, zb, yb, sb, lb, rb, acc):
+    """ng rows (rows Xs[idx[r]]; their rows of X, Y and SW rows_i[r]) against the runs act into
+    acc: the margins (a dot product per row and run), the link of all ng * K values in one
+    vectorized loop, the loss and intercept sums in row order, then per run the gradient over
+    the rows four at a time (acc[k, :d] read and written once per four rows)."""
+    d = Xs.shape[1]
+    nq = act.size
+    shared_s = SW.shape[1] <= 1
+    shared_y = Y.shape[1] == 1
+    for r in range(ng):
+        ir = idx[r]
+        i = rows_i[r]
+        s_row = _shared_weight(SW, i)
+        for c in range(nq):
+            k = act[c]
+            t = r * nq + c
+            zb[t] = _dot_fast(Xs, ir, P, k, d) + P[k, d]
+            yb[t] = Y[i, 0] if shared_y else Y[i, k]
+            sb[t] = s_row if shared_s else SW[i, k]  # Ks == K: run k's own column
+    _link_many(zb, yb, sb, lb, rb, ng * nq)
+    for r in range(ng):  # row order, as the scalar path
+        for c in range(nq):
+            k = act[c]
+            acc[k, d + 1] += lb[r * nq + c]
+            acc[k, d] += rb[r * nq + c]
+    quads = ng - ng % 4
+    for c in range(nq):
+        k = act[c]
+        for r in range(0, quads, 4):
+            a0 = rb[r * nq + c]
+            a1 = rb[(r + 1) * nq + c]
+            a2 = rb[(r + 2) * nq + c]
+            a3 = rb[(r + 3) * nq + c]
+            i0, i1, i2, i3 = idx[r], idx[r + 1], idx[r + 2], idx[r + 3]
+            for j in range(d):
+                acc[k, j] += ((a0 * Xs[i0, j] + a1 * Xs[i1, j])
+                              + (a2 * Xs[i2, j] + a3 * Xs[i3, j]))
+        for r in range(quads, ng):
+            a = rb[r * nq + c]
+            ir = idx[r]
+            for j in range(d):
+                acc[k, j] += a * Xs[ir, j]
+
+
+@numba.njit(**_JIT)
+def _group_rows(act_size):
+    """Rows per group: 4, or more for fewer than 4 runs so that the link's loop has at least 16
+    values (LLVM's vectorized loop runs 4 x its interleave at a time; below that the scalar
+    remainder does the work). A multiple of 4: the gradient takes the rows four at a time."""
+    return 4 * max(1, (4 + act_size - 1) // act_size)
+
+
 @numba.njit(**_JIT)
 def _block(X, Y, SW, P, rows, act, start, stop, acc):
     """Rows start..stop-1 (positions in rows, or rows of X when rows is empty) into acc (K, D + 1):
-    acc[k, :D] = sum s (sigmoid(z) - y) (x, 1), acc[k, D] = sum s (log1pexp(z) - y z)."""
+    acc[k, :D] = sum s (sigmoid(z) - y) (x, 1), acc[k, D] = sum s (log1pexp(z) - y z).
+    Rows go in groups (_group_rows) from start on, then the last ones in a smaller group of whole
+    quads and one by one: how rows are grouped depends on start and stop only. A float32 X is
+    widened into a float64 buffer once per group (not once per multiply, per run)."""
     d = X.shape[1]
     use_rows = rows.size > 0
-    shared_s = SW.shape[1] <= 1
-    shared_y = Y.shape[1] == 1
+    widen = X.itemsize != 8  # a compile-time constant: LLVM drops the other branch
     for k in act:
         for j in range(d + 2):
             acc[k, j] = 0.0
-    for pos in range(start, stop):
-        i = rows[pos] if use_rows else pos
-        s_row = _shared_weight(SW, i)
-        for k in act:
-            s = s_row if shared_s else SW[i, k]  # Ks == K: run k's own column
-            z = _dot(X, i, P, k, d) + P[k, d]
-            y = Y[i, 0] if shared_y else Y[i, k]
-            loss, residual = _link(z, y)
-            acc[k, d + 1] += s * loss
-            r = s * residual
-            for j in range(d):
-                acc[k, j] += r * X[i, j]
-            acc[k, d] += r
+    nq = act.size
+    G = _group_rows(nq)
+    zb, yb, sb = np.empty(G * nq), np.empty(G * nq), np.empty(G * nq)
+    lb, rb = np.empty(G * nq), np.empty(G * nq)
+    rows_i = np.empty(G, dtype=np.int64)
+    local = np.arange(G)
+    xg = np.empty((G if widen else 0, d))
+    pos = start
+    while pos < stop:
+        left = stop - pos
+        ng = G if left >= G else (left - left % 4 if left >= 4 else 1)
+        for r in range(ng):
+            rows_i[r] = rows[pos + r] if use_rows else pos + r
+        if widen:
+            for r in range(ng):
+                i = rows_i[r]
+                for j in range(d):
+                    xg[r, j] = X[i, j]
+            _group(xg, local, ng, P, act, Y, SW, rows_i, zb, yb, sb, lb, rb, acc)
+        else:
+            _group(X, rows_i, ng, P, act, Y, SW, rows_i, zb, yb, sb, lb, rb, acc)
+        pos += ng
 
 
 @numba.njit(**_JIT)
