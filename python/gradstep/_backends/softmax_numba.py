@@ -2,8 +2,9 @@
 
 Rows are cut into fixed blocks (the size depends on the number of parameters only); each block
 sums into its own slot and the slots are added in block order, so the result has the same bits
-for any number of threads. Per row and run the C dot products are taken first, then the stable
-log-sum-exp link, then the gradient update of the C classes with the row still in cache.
+for any number of threads. Per row and run the C dot products are taken first, then the link of
+softmax_reference.softmax_link (no overflow, no cancellation: the same operations in the same
+order), then the gradient update of the C classes with the row still in cache.
 """
 
 from __future__ import annotations
@@ -39,19 +40,46 @@ def _scores(X, i, P, k, n_classes, d, z):
 
 
 @numba.njit(**JIT)
-def _softmax(z, n_classes, p):
-    """p = softmax(z) in place; returns log-sum-exp(z)."""
-    m = z[0]
+def _lead(z, n_classes):
+    """The first largest score's class, or the first NaN's (numpy's argmax)."""
+    j = 0
+    if math.isnan(z[0]):
+        return j
     for c in range(1, n_classes):
-        if z[c] > m or math.isnan(z[c]):
-            m = z[c]
+        if math.isnan(z[c]):
+            return c
+        if z[c] > z[j]:
+            j = c
+    return j
+
+
+@numba.njit(**JIT)
+def _softmax_from(z, j, n_classes, p):
+    """softmax_reference.softmax_from for one row: p = softmax(z) measured from pivot j; returns
+    T = sum_{c != j} exp(z_c - z_j) (kept apart from the 1 of the pivot)."""
+    zj = z[j]
     total = 0.0
     for c in range(n_classes):
-        p[c] = math.exp(z[c] - m)
-        total += p[c]
+        if c != j:
+            p[c] = math.exp(z[c] - zj)
+            total += p[c]
+    s = 1.0 + total
     for c in range(n_classes):
-        p[c] /= total
-    return m + math.log(total)
+        p[c] = 1.0 / s if c == j else p[c] / s
+    return total
+
+
+@numba.njit(**JIT)
+def _softmax_link(z, y, n_classes, p):
+    """softmax_reference.softmax_link for one row: p = softmax(z) - onehot(y) in place; returns
+    the loss logsumexp(z) - z_y = (z_j - z_y) + log1p(T), j the label when it leads."""
+    j = _lead(z, n_classes)
+    if z[y] >= z[j]:
+        j = y
+    t = _softmax_from(z, j, n_classes, p)
+    # the label's residual: -sum_{c != y} p_c when it leads, else p_y - 1 with p_y <= 1/2
+    p[y] = -t / (1.0 + t) if j == y else p[y] - 1.0
+    return (z[j] - z[y]) + math.log1p(t)
 
 
 @numba.njit(**JIT)
@@ -69,11 +97,10 @@ def _grad_block(X, labels, SW, P, rows, act, n_classes, start, stop, acc):
         for k in act:
             s = _weight(SW, i, k)
             _scores(X, i, P, k, n_classes, d, z)
-            lse = _softmax(z, n_classes, p)
-            acc[k, D] += s * (lse - z[y])
+            acc[k, D] += s * _softmax_link(z, y, n_classes, p)  # p: the residual
             acc[k, D + 1] += s
             for c in range(n_classes):
-                r = s * (p[c] - (1.0 if c == y else 0.0))
+                r = s * p[c]
                 base = c * (d + 1)
                 for j in range(d):
                     acc[k, base + j] += r * X[i, j]
@@ -94,7 +121,7 @@ def _hv_block(X, SW, P, V, act, n_classes, start, stop, acc):
         for k in act:
             s = _weight(SW, i, k)
             _scores(X, i, P, k, n_classes, d, z)
-            _softmax(z, n_classes, p)
+            _softmax_from(z, _lead(z, n_classes), n_classes, p)
             _scores(X, i, V, k, n_classes, d, u)
             mean = 0.0
             for c in range(n_classes):
