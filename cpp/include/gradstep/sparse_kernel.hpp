@@ -231,45 +231,74 @@ GRADSTEP_INLINE void row_dot_pairs(const T* x, const I* c, std::ptrdiff_t nnz, c
   for (; a < Ka; ++a) dot1_pair(x, c, nnz, PT + a, VT + a, Ka, z[a], u[a]);
 }
 
-// acc[c * Ka + a] += r[a] x for every nonzero (x, c) of the row and every run a: one contiguous
-// row of Ka sums per nonzero.
+// acc[c * stride] += r x for every nonzero (x, c) of the row: one run's column of the sums.
+// Four nonzeros at a time, all four loads before the four stores: a row's columns are distinct,
+// so they cannot alias, and the processor need not order each load after the store before it (a
+// frequent column stored by the previous row taught it to wait on every store: measured 2 x
+// slower, one nonzero at a time).
+template <class T, class I>
+GRADSTEP_INLINE void scatter1(const T* x, const I* c, std::ptrdiff_t nnz, double r,
+                              std::ptrdiff_t stride, double* GRADSTEP_RESTRICT acc) {
+  std::ptrdiff_t q = 0;
+  for (; q + 4 <= nnz; q += 4) {
+    double* g0 = acc + col(c[q]) * stride;
+    double* g1 = acc + col(c[q + 1]) * stride;
+    double* g2 = acc + col(c[q + 2]) * stride;
+    double* g3 = acc + col(c[q + 3]) * stride;
+    const double v0 = *g0 + r * static_cast<double>(x[q]);
+    const double v1 = *g1 + r * static_cast<double>(x[q + 1]);
+    const double v2 = *g2 + r * static_cast<double>(x[q + 2]);
+    const double v3 = *g3 + r * static_cast<double>(x[q + 3]);
+    *g0 = v0;
+    *g1 = v1;
+    *g2 = v2;
+    *g3 = v3;
+  }
+  for (; q < nnz; ++q) acc[col(c[q]) * stride] += r * static_cast<double>(x[q]);
+}
+
+#if defined(GRADSTEP_VECTOR_EXT)
+// scatter1 for four consecutive runs (acc points at the first one's column), one vector each.
+template <class T, class I>
+GRADSTEP_INLINE void scatter4(const T* x, const I* c, std::ptrdiff_t nnz, v4d r,
+                              std::ptrdiff_t stride, double* GRADSTEP_RESTRICT acc) {
+  std::ptrdiff_t q = 0;
+  for (; q + 4 <= nnz; q += 4) {
+    double* g0 = acc + col(c[q]) * stride;
+    double* g1 = acc + col(c[q + 1]) * stride;
+    double* g2 = acc + col(c[q + 2]) * stride;
+    double* g3 = acc + col(c[q + 3]) * stride;
+    const v4d v0 = load4(g0) + r * splat(static_cast<double>(x[q]));
+    const v4d v1 = load4(g1) + r * splat(static_cast<double>(x[q + 1]));
+    const v4d v2 = load4(g2) + r * splat(static_cast<double>(x[q + 2]));
+    const v4d v3 = load4(g3) + r * splat(static_cast<double>(x[q + 3]));
+    store4(g0, v0);
+    store4(g1, v1);
+    store4(g2, v2);
+    store4(g3, v3);
+  }
+  for (; q < nnz; ++q) {
+    double* g = acc + col(c[q]) * stride;
+    store4(g, load4(g) + r * splat(static_cast<double>(x[q])));
+  }
+}
+#endif
+
+// acc[c * Ka + a] += r[a] x for every nonzero (x, c) of the row and every run a: runs 4 at a
+// time in vectors, the rest one by one, each a walk over the row (in L1); every sum gets the same
+// single multiply-add per nonzero in any path.
 template <class T, class I>
 GRADSTEP_INLINE void scatter(const T* x, const I* c, std::ptrdiff_t nnz, const double* r,
                              std::ptrdiff_t Ka, double* GRADSTEP_RESTRICT acc) {
-  if (Ka == 1) {  // one run: no inner loop
-    // Four nonzeros at a time, all four loads before the four stores: a row's columns are
-    // distinct, so they cannot alias, and the processor need not order each load after the
-    // store before it (a hot column stored by the previous row made it wait on every store:
-    // measured 2 x slower, one nonzero at a time).
-    const double r0 = r[0];
-    std::ptrdiff_t q = 0;
-    for (; q + 4 <= nnz; q += 4) {
-      double* g0 = acc + col(c[q]);
-      double* g1 = acc + col(c[q + 1]);
-      double* g2 = acc + col(c[q + 2]);
-      double* g3 = acc + col(c[q + 3]);
-      const double v0 = *g0 + r0 * static_cast<double>(x[q]);
-      const double v1 = *g1 + r0 * static_cast<double>(x[q + 1]);
-      const double v2 = *g2 + r0 * static_cast<double>(x[q + 2]);
-      const double v3 = *g3 + r0 * static_cast<double>(x[q + 3]);
-      *g0 = v0;
-      *g1 = v1;
-      *g2 = v2;
-      *g3 = v3;
-    }
-    for (; q < nnz; ++q) acc[col(c[q])] += r0 * static_cast<double>(x[q]);
+  if (Ka == 1) {  // one run: a constant stride
+    scatter1(x, c, nnz, r[0], 1, acc);
     return;
   }
-  for (std::ptrdiff_t q = 0; q < nnz; ++q) {
-    const double xv = static_cast<double>(x[q]);
-    double* g = acc + col(c[q]) * Ka;
-    std::ptrdiff_t a = 0;
+  std::ptrdiff_t a = 0;
 #if defined(GRADSTEP_VECTOR_EXT)
-    const v4d xs = splat(xv);
-    for (; a + 4 <= Ka; a += 4) store4(g + a, load4(g + a) + load4(r + a) * xs);
+  for (; a + 4 <= Ka; a += 4) scatter4(x, c, nnz, load4(r + a), Ka, acc + a);
 #endif
-    for (; a < Ka; ++a) g[a] += r[a] * xv;
-  }
+  for (; a < Ka; ++a) scatter1(x, c, nnz, r[a], Ka, acc + a);
 }
 
 // The link of four rows of one run (padded rows have y = 0 and are not used): loss terms and
@@ -307,21 +336,6 @@ GRADSTEP_INLINE void prefetch_row(const Matrix<T, I>& X, std::ptrdiff_t i) {
 #else
   (void)X;
   (void)i;
-#endif
-}
-
-// Asks for every cache line of the values and columns of nonzeros lo .. hi.
-template <class T, class I>
-GRADSTEP_INLINE void prefetch_span(const Matrix<T, I>& X, std::ptrdiff_t lo, std::ptrdiff_t hi) {
-#if defined(__GNUC__) || defined(__clang__)
-  constexpr std::ptrdiff_t kValues = 64 / static_cast<std::ptrdiff_t>(sizeof(T));
-  constexpr std::ptrdiff_t kColumns = 64 / static_cast<std::ptrdiff_t>(sizeof(I));
-  for (std::ptrdiff_t j = lo; j < hi; j += kValues) __builtin_prefetch(X.data + j, 0, 3);
-  for (std::ptrdiff_t j = lo; j < hi; j += kColumns) __builtin_prefetch(X.indices + j, 0, 3);
-#else
-  (void)X;
-  (void)lo;
-  (void)hi;
 #endif
 }
 
@@ -369,13 +383,8 @@ GRADSTEP_INLINE void block(const Job<T, I>& job) {
     if (job.rows) {
       const std::ptrdiff_t ahead = std::min(job.stop, p + kPrefetchRows + 4);
       for (std::ptrdiff_t q = p + kPrefetchRows; q < ahead; ++q) prefetch_row(X, row(q));
-    } else if (p + kPrefetchRows < job.stop) {
-      // Rows in order: the nonzeros of the group kPrefetchRows rows ahead are one contiguous
-      // span; asking for all of its lines keeps the stream from memory going while this group's
-      // link and scatters compute (the hardware prefetcher alone runs too short ahead).
-      const std::ptrdiff_t q0 = p + kPrefetchRows, q1 = std::min(job.stop, q0 + 4);
-      prefetch_span(X, X.at(q0), X.at(q1));
-    }
+    }  // (rows in order: the hardware prefetcher has them; asking for the lines of the group
+       // ahead as well was measured slower)
     for (std::ptrdiff_t q = 0; q < 4; ++q) {  // padded rows have no nonzeros: z = 0
       if constexpr (Hess) {
         row_dot_pairs(X.data + lo[q], X.indices + lo[q], len[q], job.PT, job.VT, Ka, z + q * Ka,
