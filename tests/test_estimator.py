@@ -20,12 +20,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from gradstep import GDClassifier
+from gradstep import GDClassifier, GDClassifierCV
 
 
 def _expected_failed_checks(estimator):
     """No check fails for the default (full-batch) estimator; with mini-batches one does."""
-    if estimator.batch_size is None:
+    if getattr(estimator, "batch_size", None) is None:
         return {}
     why = ("mini-batches: a repeated row lands in different batches than one row with a "
            "doubled weight, so the two paths differ (as for SGDClassifier)")
@@ -39,7 +39,8 @@ def _expected_failed_checks(estimator):
 # a noisy epoch loss otherwise stops it before extreme class weights have moved the intercept.
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @parametrize_with_checks(
-    [GDClassifier(), GDClassifier(rule="sgd", lr="auto", batch_size=16, tol=None)],
+    [GDClassifier(), GDClassifier(rule="sgd", lr="auto", batch_size=16, tol=None),
+     GDClassifierCV(Cs=3, cv=3)],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_estimator_checks(estimator, check):

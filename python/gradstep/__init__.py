@@ -6,8 +6,8 @@ The fit loop runs in a compiled C++ core (``gradstep._core``), in Numba when the
 missing, or in plain NumPy (the executable specification). ``gradstep.backends()`` tells which
 are available and why one is not. The layout: ``rules`` (every step rule, one class each),
 ``oracle`` (what a driver asks of the data), ``driver`` (the fit loops), ``api`` (``fit``,
-``loss_and_grad``, ``hessp``), ``estimator`` (``GDClassifier``), ``optimum`` (the exact
-minimizer), ``plot`` and ``cli``.
+``loss_and_grad``, ``hessp``), ``estimator`` (``GDClassifier``), ``cv`` (``GDClassifierCV``),
+``optimum`` (the exact minimizer), ``plot`` and ``cli``.
 """
 
 __version__ = "0.1.0"
@@ -51,7 +51,8 @@ from .rules import (
 
 __all__ = [
     "BB", "LBFGS", "SGD", "AdaDelta", "AdaGrad", "Adam", "Armijo", "Constant", "Cosine",
-    "DenseOracle", "DivergenceWarning", "Exponential", "FitResult", "GDClassifier", "History",
+    "DenseOracle", "DivergenceWarning", "Exponential", "FitResult", "GDClassifier",
+    "GDClassifierCV", "History",
     "InversePower", "InverseTime", "Momentum", "Newton", "Normalized", "Progress", "RMSProp",
     "RuleState", "StallWarning", "StepRule", "backends", "fit", "hessp", "lipschitz_constant",
     "loss_and_grad", "rules",
@@ -64,6 +65,10 @@ def __getattr__(name: str):
         from .estimator import GDClassifier
 
         return GDClassifier
+    if name == "GDClassifierCV":
+        from .cv import GDClassifierCV
+
+        return GDClassifierCV
     if name == "optimum":  # import_module: `from . import optimum` would call __getattr__ again
         return importlib.import_module(".optimum", __name__)
     raise AttributeError(f"module 'gradstep' has no attribute {name!r}")

@@ -13,6 +13,7 @@ as it is, and scores are ``X @ coef_.T`` by SciPy. The multinomial loss on CSR g
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -85,7 +86,49 @@ def engine_fit(X, target, rule, *, softmax: bool, n_classes: int, alpha, sample_
     return fit(oracle, None, rule, alpha=np.zeros(n_runs), **penalty, **kwargs)
 
 
-class GDClassifier(ClassifierMixin, BaseEstimator):
+class LinearClassifierMixin:
+    """Prediction from ``coef_``, ``intercept_``, ``classes_`` and ``_softmax`` (whether the
+    scores are one multinomial model or one-vs-rest problems): GDClassifier's and
+    GDClassifierCV's. Sparse X is scored as CSR by SciPy, never densified."""
+
+    def decision_function(self, X):
+        """Scores: (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
+                          accept_sparse="csr", accept_large_sparse=True)
+        # float64, also for float32 X; SciPy's CSR product for sparse X (no dense copy)
+        scores = np.asarray(X @ self.coef_.T) + self.intercept_
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict_proba(self, X):
+        """Class probabilities, (n_samples, n_classes): the softmax of the scores
+        (multinomial), or each class's sigmoid renormalized (one-vs-rest)."""
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            p = sigmoid(scores)
+            return np.column_stack([1.0 - p, p])
+        if getattr(self, "_softmax", False):
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            return shifted / shifted.sum(axis=1, keepdims=True)
+        p = sigmoid(scores)  # one-vs-rest: each class's probability, renormalized
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X):
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        scores = self.decision_function(X)
+        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[index]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
     """Logistic regression trained by gradient descent with a chosen step rule.
 
     The default, L-BFGS at C=1, fits the same model as scikit-learn's
@@ -129,6 +172,15 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
     rule_params : dict or None
         The rule's own parameters (mu, rho, beta1, beta2, eps, m, c1, cg_tol, ...) and the
         schedule's (decay, power, gamma).
+    early_stopping : bool, default False
+        As SGDClassifier: hold out a stratified ``validation_fraction`` of the data (split by
+        ``random_state``), fit on the rest, score the held-out part after every iteration
+        (epoch with batch_size) — the accuracy of each binary problem, or the multiclass
+        accuracy of the multinomial model — and stop a run once its score has not improved by
+        ``tol`` for ``n_iter_no_change`` iterations (tol=None: never). The weights kept are
+        those of the best score. ``fit`` only (``partial_fit`` ignores it).
+    validation_fraction : float in (0, 1), default 0.1
+    n_iter_no_change : int, default 5
 
     Attributes
     ----------
@@ -142,7 +194,13 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
     loss_curve_, grad_norm_curve_, step_norm_curve_ : ndarray
         Per-iteration traces (one row per class for multiclass).
     status_ : str or ndarray of str
-        "converged", "max_iter", ... per binary problem.
+        "converged", "max_iter", ... per binary problem; "stopped" when early stopping
+        ended the run.
+    validation_scores_ : ndarray
+        With early_stopping: the held-out score after each iteration (one row per class for
+        one-vs-rest, NaN after a class's run ended).
+    best_validation_score_ : float or ndarray of shape (n_classes,)
+        With early_stopping: the best of validation_scores_ (per class for one-vs-rest).
 
     Examples
     --------
@@ -161,7 +219,8 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, rule="lbfgs", lr=None, schedule="constant", C=1.0, alpha=None,
                  fit_intercept=True, max_iter=1000, tol=1e-6, batch_size=None,
                  class_weight=None, random_state=None, warm_start=False, backend="auto",
-                 n_threads=None, verbose=0, multi_class="auto", rule_params=None):
+                 n_threads=None, verbose=0, multi_class="auto", rule_params=None,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=5):
         self.rule = rule
         self.lr = lr
         self.schedule = schedule
@@ -179,6 +238,9 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.multi_class = multi_class
         self.rule_params = rule_params
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
 
     # ---- shared preparation ----------------------------------------------------------------
 
@@ -222,6 +284,37 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         else:
             Y = (y[:, None] == self.classes_[None, :]).astype(np.float64)
         return X, Y, sw
+
+    def _check_early_stopping(self) -> None:
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise ValueError(f"early_stopping must be True or False, got "
+                             f"{self.early_stopping!r}")
+        fraction = self.validation_fraction
+        if (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating))
+                or not 0.0 < fraction < 1.0):
+            raise ValueError(f"validation_fraction must be a number in (0, 1) (the share of "
+                             f"the samples held out by early_stopping), got {fraction!r}")
+        v.check_positive_int(self.n_iter_no_change, "n_iter_no_change")
+
+    def _validation_split(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(training rows, held-out rows): a stratified split as SGDClassifier's, seeded by
+        random_state."""
+        from sklearn.model_selection import train_test_split
+
+        codes = Y if Y.ndim == 1 else (Y[:, 0] if Y.shape[1] == 1 else Y.argmax(axis=1))
+        n = codes.shape[0]
+        seed = v.seed_from(self.random_state) % 2**32  # train_test_split takes 32 bits
+        try:
+            train, held = train_test_split(np.arange(n), test_size=self.validation_fraction,
+                                           stratify=codes, random_state=seed)
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping=True holds out validation_fraction={self.validation_fraction!r}"
+                f" of the {n} samples, stratified by class, and that split is impossible here "
+                f"({exc}). Use a validation_fraction that leaves every class on both sides, "
+                "more samples, or early_stopping=False."
+            ) from None
+        return np.sort(train), np.sort(held)
 
     def _multinomial(self) -> bool:
         if self.multi_class not in ("auto", "multinomial", "ovr"):
@@ -304,10 +397,21 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        self._check_early_stopping()
         previous = getattr(self, "coef_", None)
         X, Y, sw = self._prepare(X, y, sample_weight, reset=True)
         self._softmax = self._multinomial()
         n_runs = 1 if self._softmax else Y.shape[1]
+        monitor = None
+        for name in ("validation_scores_", "best_validation_score_"):
+            self.__dict__.pop(name, None)
+        if self.early_stopping:
+            user_sw = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            train, held = self._validation_split(Y)
+            monitor = _HeldOutAccuracy(X[held], Y[held], user_sw[held], self._softmax,
+                                       -np.inf if self.tol is None else float(self.tol),
+                                       int(self.n_iter_no_change), n_runs)
+            X, Y, sw = X[train], Y[train], sw[train]
         shape = (self.classes_.size if self._softmax else n_runs, X.shape[1])
         warm = self.warm_start and previous is not None
         if warm and previous.shape != shape:
@@ -323,8 +427,14 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
                 X, Y, self.rule, max_iter=self.max_iter,
                 coef_init=self.coef_ if warm else None,
                 intercept_init=self.intercept_ if warm and self.fit_intercept else None,
-                **self._engine_args(sw),
+                monitor=monitor, **self._engine_args(sw),
             )
+        if monitor is not None:
+            result = monitor.keep_best(result)
+            scores = monitor.table()
+            self.validation_scores_ = scores[0] if scores.shape[0] == 1 else scores
+            best = np.nanmax(np.where(np.isnan(scores), -np.inf, scores), axis=1)
+            self.best_validation_score_ = float(best[0]) if best.size == 1 else best
         self._partial_result = None  # a later partial_fit starts afresh from these weights
         h = result.history
         self._store(result, (h.loss, h.grad_norm, h.step_norm))
@@ -396,43 +506,75 @@ class GDClassifier(ClassifierMixin, BaseEstimator):
                             [r.lr for r in result.rules])
         return self
 
-    # ---- prediction ------------------------------------------------------------------------
 
-    def decision_function(self, X):
-        """Scores: (n_samples,) for two classes, (n_samples, n_classes) otherwise."""
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32],
-                          accept_sparse="csr", accept_large_sparse=True)
-        # float64, also for float32 X; SciPy's CSR product for sparse X (no dense copy)
-        scores = np.asarray(X @ self.coef_.T) + self.intercept_
-        return scores[:, 0] if scores.shape[1] == 1 else scores
+class _HeldOutAccuracy:
+    """gs.fit's monitor for early stopping: after every iteration, each run's accuracy on the
+    held-out rows (each one-vs-rest run on its own 0/1 column; the multinomial run over the
+    classes), SGDClassifier's patience rule (a score below best + tol counts as no
+    improvement; n_iter_no_change of them in a row stop the run) and the best weights so far.
+    """
 
-    def predict_proba(self, X):
-        """Class probabilities, (n_samples, n_classes): the softmax of the scores
-        (multinomial), or each class's sigmoid renormalized (one-vs-rest)."""
-        scores = self.decision_function(X)
-        if scores.ndim == 1:
-            p = sigmoid(scores)
-            return np.column_stack([1.0 - p, p])
-        if getattr(self, "_softmax", False):
-            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-            return shifted / shifted.sum(axis=1, keepdims=True)
-        p = sigmoid(scores)  # one-vs-rest: each class's probability, renormalized
-        return p / p.sum(axis=1, keepdims=True)
+    def __init__(self, X, target, weights, softmax: bool, tol: float, patience: int,
+                 n_runs: int):
+        self.X, self.target, self.softmax = X, target, softmax
+        # unnormalized, so that equal counts of right answers give bit-equal scores (a tie is
+        # then no improvement, whatever the rounding of normalized weights)
+        self.weights = weights if weights.sum() > 0 else np.ones(weights.shape)
+        self.total = float(self.weights.sum())
+        self.tol, self.patience = tol, patience
+        self.scores: list[list[float]] = [[] for _ in range(n_runs)]
+        self.best = np.full(n_runs, -np.inf)
+        self.without_gain = np.zeros(n_runs, dtype=np.int64)
+        self.seen = np.zeros(n_runs, dtype=np.int64)
+        self.best_coef: np.ndarray | None = None
+        self.best_intercept: np.ndarray | None = None
 
-    def predict_log_proba(self, X):
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
+    def accuracy(self, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+        if self.softmax:  # coef (1, C, d): one multiclass accuracy
+            Z = np.asarray(self.X @ coef[0].T) + intercept[0]
+            return np.array([self.weights @ (Z.argmax(axis=1) == self.target)]) / self.total
+        Z = np.asarray(self.X @ coef.T) + intercept  # (m, K): each binary problem's accuracy
+        return (self.weights @ ((Z > 0) == (self.target == 1))) / self.total
 
-    def predict(self, X):
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
-        return self.classes_[index]
+    def __call__(self, progress) -> np.ndarray:
+        moved = progress.iteration > self.seen
+        self.seen = np.array(progress.iteration)
+        if self.best_coef is None:
+            self.best_coef = np.array(progress.coef)
+            self.best_intercept = np.array(progress.intercept)
+        assert self.best_intercept is not None
+        score = self.accuracy(progress.coef, progress.intercept)
+        go_on = np.ones(score.size, dtype=bool)
+        for k in np.flatnonzero(moved):
+            self.scores[k].append(float(score[k]))
+            if score[k] < self.best[k] + self.tol:
+                self.without_gain[k] += 1
+            else:
+                self.without_gain[k] = 0
+            if score[k] > self.best[k]:
+                self.best[k] = score[k]
+                self.best_coef[k] = progress.coef[k]
+                self.best_intercept[k] = progress.intercept[k]
+            go_on[k] = self.without_gain[k] < self.patience
+        return go_on
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
+    def keep_best(self, result):
+        """The result with each run's best-scoring weights (a run that never iterated keeps
+        its own)."""
+        if self.best_coef is None:
+            return result
+        scored = np.isfinite(self.best)
+        coef, intercept = np.array(result.coef), np.array(result.intercept)
+        coef[scored] = self.best_coef[scored]
+        intercept[scored] = np.asarray(self.best_intercept)[scored]
+        return dataclasses.replace(result, coef=coef, intercept=intercept)
+
+    def table(self) -> np.ndarray:
+        """(runs, iterations) of scores, NaN after a run ended."""
+        out = np.full((len(self.scores), max(1, max(map(len, self.scores)))), np.nan)
+        for k, row in enumerate(self.scores):
+            out[k, :len(row)] = row
+        return out
 
 
 def _this_call(trace: np.ndarray) -> np.ndarray:
