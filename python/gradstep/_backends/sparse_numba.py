@@ -21,7 +21,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .numba import _hess_weight, _link, _runs_to_do, _weight_totals
+from . import numba as _dense
+from .numba import _hess_weight, _link, _runs_to_do, _source_hash, _weight_totals
 from .numba_rules import JIT as _JIT
 from .sparse_reference import INDEX_OUT_OF_RANGE, INDPTR_DECREASES, NOT_CANONICAL, OK
 
@@ -476,3 +477,24 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None):
         _hessp_entry(*_arrays(X), SW, P, V, _per_run(alpha, P.shape[0], "alpha"),
                      np.ascontiguousarray(active, np.uint8), threads.n, out)
     return out
+
+
+# ---- numba's cache and numba.py -------------------------------------------------------------
+# numba's cache only checks the file a function is defined in, but the kernels above compile in
+# numba.py's functions (_link, _hess_weight: the link itself; _weight_totals, _runs_to_do): cached
+# here, they would keep an older numba.py's link after numba.py changed. A cached constant
+# records which numba.py the cache was built from; when the file has changed since, every kernel
+# that reaches into numba.py has its cache dropped (numba.py's own guard does the same for
+# numba_rules.py).
+_DENSE_SOURCE = _source_hash(_dense)
+
+
+@numba.njit(**_JIT)
+def _dense_source_compiled():
+    return _DENSE_SOURCE  # a global is frozen into the compiled (and cached) code
+
+
+if _dense_source_compiled() != _DENSE_SOURCE:
+    for _fn in (_dense_source_compiled, _block, _blocks_parallel, _blocks_serial, _hv_block,
+                _hv_blocks_parallel, _hv_blocks_serial, _loss_grad_entry, _hessp_entry):
+        _fn.recompile()  # drops the function's cache entries; recompiled on the next call
