@@ -34,7 +34,7 @@ KERNELS = {
     "numba": "._backends.sparse_numba",
     "numpy": "._backends.sparse_reference",
 }
-ORDER = ("cpp", "numba", "numpy")  # what "auto" (and "cpp", until its CSR kernel exists) takes
+ORDER = ("cpp", "numba", "numpy")  # what "auto" takes, fastest first
 _loaded: dict[str, ModuleType] = {}
 _why_missing: dict[str, str] = {}
 
@@ -82,8 +82,8 @@ def kernels(backend: str) -> tuple[str, ModuleType]:
 
 
 def _structure_error(indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> tuple[int, int]:
-    """The compiled structure check when numba is there (no temporaries), else NumPy's."""
-    module = _load("numba") or _load("numpy")
+    """A compiled structure check (C++, else Numba: no temporaries), else NumPy's."""
+    module = _load("cpp") or _load("numba") or _load("numpy")
     assert module is not None
     code, row = module.structure_error(indptr, indices, n_cols)
     return int(code), int(row)
