@@ -226,3 +226,87 @@ def test_keyboard_interrupt_stops_cleanly(binary_data, monkeypatch):
         GDClassifier(rule="sgd", lr=0.01, max_iter=10**7, tol=0, verbose=1).fit(X, y)
     # the compiled loop returned after its first ~0.1 s chunk and the fit stopped there
     assert len(seen) == 1 and 0 < seen[0] < 10**7
+
+
+# ---- the penalty's spelling: l1_ratio and penalty --------------------------------------------
+
+
+def _kkt_violation(X, y01, coef, intercept, alpha, l1_ratio):
+    """The largest violation of the optimality conditions of the mean loss plus
+    alpha (l1_ratio ||w||_1 + (1 - l1_ratio)/2 ||w||^2): the smooth gradient plus
+    alpha l1_ratio sign(w_j) is 0 where w_j != 0, at most alpha l1_ratio in size where
+    w_j = 0; the intercept's gradient is 0."""
+    import gradstep as gs
+
+    _, g, g0 = gs.loss_and_grad(X, y01, coef, intercept, alpha=alpha * (1 - l1_ratio))
+    bound = alpha * l1_ratio
+    nonzero = coef != 0
+    worst = np.abs(g[nonzero] + bound * np.sign(coef[nonzero]))
+    slack = np.maximum(np.abs(g[~nonzero]) - bound, 0.0)
+    return max(worst.max(initial=0.0), slack.max(initial=0.0), abs(g0))
+
+
+@pytest.mark.parametrize("l1_ratio", [1.0, 0.5])
+def test_l1_ratio_is_scikit_learns_elastic_net(l1_ratio):
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    C = 0.1
+    clf = GDClassifier(l1_ratio=l1_ratio, C=C, tol=1e-10).fit(X, y)
+    assert clf.status_ == "converged"
+    assert (clf.coef_ == 0).sum() >= 10  # exact zeros, not merely small weights
+    alpha = 1.0 / (C * len(y))  # scikit-learn's objective divided by C * sum(s)
+    assert _kkt_violation(X, y, clf.coef_[0], clf.intercept_[0], alpha, l1_ratio) < 1e-8
+    # the old spelling gives the same model
+    old = "l1" if l1_ratio == 1.0 else "elasticnet"
+    same = GDClassifier(penalty=old, l1_ratio=l1_ratio if old == "elasticnet" else 0.0,
+                        C=C, tol=1e-10).fit(X, y)
+    np.testing.assert_array_equal(same.coef_, clf.coef_)
+
+
+def test_l1_one_vs_rest_on_csr_and_multinomial():
+    import scipy.sparse as sp
+
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    ovr = GDClassifier(l1_ratio=1.0, C=0.05, tol=1e-10, multi_class="ovr")
+    dense = ovr.fit(X, y).coef_.copy()
+    sparse = ovr.fit(sp.csr_array(X), y).coef_
+    np.testing.assert_allclose(sparse, dense, atol=1e-9)
+    alpha = 1.0 / (0.05 * len(y))
+    for k in range(3):
+        assert _kkt_violation(X, (y == k) * 1, ovr.coef_[k], ovr.intercept_[k], alpha,
+                              1.0) < 1e-8
+    multinomial = GDClassifier(l1_ratio=1.0, C=0.05, tol=1e-10).fit(X, y)
+    assert (multinomial.coef_ == 0).any() and multinomial.status_ == "converged"
+    with pytest.raises(ValueError, match="l1_ratio.*dense X.*multi_class='ovr'"):
+        GDClassifier(l1_ratio=1.0).fit(sp.csr_array(X), y)
+
+
+def test_penalty_none_and_contradictions(binary_data):
+    X, y = binary_data
+    none = GDClassifier(penalty=None, C=0.01, tol=1e-10).fit(X, y)
+    unpenalized = GDClassifier(C=np.inf, tol=1e-10).fit(X, y)
+    np.testing.assert_array_equal(none.coef_, unpenalized.coef_)
+    l2 = GDClassifier(penalty="l2", C=0.5, tol=1e-10).fit(X, y)
+    np.testing.assert_array_equal(l2.coef_, GDClassifier(C=0.5, tol=1e-10).fit(X, y).coef_)
+    for params, match in ((dict(penalty="l2", l1_ratio=0.5), "penalty='l2'.*l1_ratio"),
+                          (dict(penalty="ridge"), "penalty"),
+                          (dict(l1_ratio=1.5), "l1_ratio"),
+                          (dict(l1_ratio=[0.0, 1.0]), "l1_ratio")):
+        with pytest.raises(ValueError, match=match):
+            GDClassifier(**params).fit(X, y)
+
+
+def test_cv_with_l1_scores_separate_fits():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    from sklearn.model_selection import StratifiedKFold
+
+    from gradstep import GDClassifierCV
+
+    cv = GDClassifierCV(Cs=[0.05, 0.5], cv=3, l1_ratio=1.0, tol=1e-10,
+                        scoring="neg_log_loss").fit(X, y)
+    train, test = next(iter(StratifiedKFold(3).split(X, y)))
+    one = GDClassifier(C=0.5, l1_ratio=1.0, tol=1e-10).fit(X[train], y[train])
+    np.testing.assert_allclose(cv.coefs_paths_[1][0, 1, :-1], one.coef_[0], atol=1e-7)
+    assert (cv.coef_ == 0).any()

@@ -29,6 +29,7 @@ from ._backends.reference import sigmoid
 from ._progress import ProgressBar
 from .api import DivergenceWarning, fit, warn
 from .multinomial import MultinomialOracle
+from .penalty import resolve_l1_ratio
 from .sparse import is_sparse
 
 
@@ -76,6 +77,13 @@ def engine_fit(X, target, rule, *, softmax: bool, n_classes: int, alpha, sample_
         return fit(X, target, rule, loss="multinomial", classes=np.arange(n_classes),
                    alpha=alpha, sample_weight=sample_weight, backend=backend,
                    n_threads=n_threads, **penalty, **kwargs)
+    if penalty:
+        # gs.fit applies the L1 step only to the data it validates itself, not to an oracle
+        raise ValueError(
+            "l1_ratio > 0 (penalty='l1' or 'elasticnet') with the multinomial loss needs a "
+            "dense X until gs.fit(loss='multinomial') takes sparse X: pass X.toarray(), or "
+            "multi_class='ovr' (one-vs-rest fits L1 on CSR)"
+        )
     SW = v.check_sample_weight(sample_weight, X.shape[0])
     n_runs = max(alpha.size, SW.shape[1])
     oracle = _CSRMultinomialOracle(X, np.asarray(target, dtype=np.int64), SW,
@@ -149,8 +157,16 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
         Inverse regularization strength as in LogisticRegression: alpha = 1 / (C * sum of
         sample weights); ``np.inf`` means no penalty.
     alpha : float or None, default None
-        The L2 strength directly (the mean loss plus alpha/2 ||w||^2); when given it replaces
-        C, which must then stay at its default.
+        The penalty's strength directly (the mean loss plus alpha times the penalty below);
+        when given it replaces C, which must then stay at its default.
+    l1_ratio : float in [0, 1], default 0.0
+        The penalty is l1_ratio ||w||_1 + (1 - l1_ratio)/2 ||w||^2 (scikit-learn's elastic
+        net; 1 is L1, with exact zeros in coef_). With C, the objective is scikit-learn's
+        C sum_i s_i loss_i + that penalty, divided by C sum_i s_i.
+    penalty : {"auto", "l2", "l1", "elasticnet", None}, default "auto"
+        The older spelling (LogisticRegression before 1.8, SGDClassifier): "l2" is
+        l1_ratio=0, "l1" is l1_ratio=1, "auto" and "elasticnet" take l1_ratio as given, None
+        is no penalty (C and alpha are then ignored).
     fit_intercept : bool, default True
     max_iter : int, default 1000
     tol : float, default 1e-6
@@ -220,7 +236,8 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
                  fit_intercept=True, max_iter=1000, tol=1e-6, batch_size=None,
                  class_weight=None, random_state=None, warm_start=False, backend="auto",
                  n_threads=None, verbose=0, multi_class="auto", rule_params=None,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=5):
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=5,
+                 penalty="auto", l1_ratio=0.0):
         self.rule = rule
         self.lr = lr
         self.schedule = schedule
@@ -241,10 +258,22 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.penalty = penalty
+        self.l1_ratio = l1_ratio
 
     # ---- shared preparation ----------------------------------------------------------------
 
+    def _l1_ratio(self) -> float:
+        """The L1 share of the penalty (0.0 without one), from penalty and l1_ratio."""
+        ratio, penalized = resolve_l1_ratio(self.penalty, self.l1_ratio)
+        if ratio.ndim:
+            raise ValueError(f"l1_ratio must be one number in [0, 1] for an estimator, got "
+                             f"{self.l1_ratio!r} (a sequence is a batch of runs: gs.fit)")
+        return float(ratio) if penalized else 0.0
+
     def _strength(self, sw: np.ndarray) -> float:
+        if not resolve_l1_ratio(self.penalty, self.l1_ratio)[1]:
+            return 0.0  # penalty=None: no penalty, whatever C or alpha say
         if self.alpha is not None:
             if self.C is not None and self.C != 1.0:
                 raise ValueError(
@@ -330,6 +359,7 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
         axis."""
         return dict(softmax=self._multinomial(), n_classes=self.classes_.size,
                     lr=self.lr, schedule=self.schedule, alpha=self._strength(sw),
+                    l1_ratio=self._l1_ratio(),
                     fit_intercept=self.fit_intercept, sample_weight=sw, tol=self.tol,
                     batch_size=self.batch_size, random_state=self.random_state,
                     backend=self.backend, n_threads=self.n_threads, callback=self._progress(),
@@ -398,6 +428,7 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
         self
         """
         self._check_early_stopping()
+        self._l1_ratio()  # penalty and l1_ratio are checked before any work
         previous = getattr(self, "coef_", None)
         X, Y, sw = self._prepare(X, y, sample_weight, reset=True)
         self._softmax = self._multinomial()
