@@ -153,3 +153,23 @@ def test_bad_multinomial_input():
         gs.fit(X, y, loss="multinomial", classes=[0, 1])
     with pytest.raises(ValueError, match="classes is for loss='multinomial'"):
         gs.fit(X, y % 2, classes=[0, 1])
+
+
+@pytest.mark.parametrize("l1_ratio", [0.0, 0.5])
+def test_csr_input_gives_the_dense_fit(l1_ratio):
+    # gs.fit(loss="multinomial") takes CSR as it is (the NumPy softmax kernels on SciPy's
+    # products), L1 included, and lands on the dense fit's weights
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(11)
+    Xs = sp.random(300, 25, density=0.2, format="csr", random_state=11)
+    y = rng.integers(0, 3, 300)
+    kw = dict(loss="multinomial", alpha=0.01, l1_ratio=l1_ratio, tol=1e-10, max_iter=2000)
+    sparse = gs.fit(Xs, y, "lbfgs", **kw)
+    dense = gs.fit(Xs.toarray(), y, "lbfgs", **kw)
+    assert sparse.status == dense.status == "converged"
+    assert sparse.backend.endswith("csr")
+    np.testing.assert_allclose(sparse.coef, dense.coef, atol=1e-8)
+    np.testing.assert_allclose(sparse.intercept, dense.intercept, atol=1e-8)
+    if l1_ratio:
+        assert np.count_nonzero(sparse.coef == 0.0) > 0

@@ -7,8 +7,7 @@ built on the public functional API only (``gradstep.fit`` with ``callback``, ``v
 ``resume``), through ``engine_fit``, which GDClassifierCV shares.
 
 SciPy sparse X is used as CSR without a copy (other formats converted once): ``gs.fit`` takes it
-as it is, and scores are ``X @ coef_.T`` by SciPy. The multinomial loss on CSR goes through
-``_CSRMultinomialOracle`` until ``gs.fit(loss="multinomial")`` accepts CSR itself.
+as it is (the multinomial loss too), and scores are ``X @ coef_.T`` by SciPy.
 """
 
 from __future__ import annotations
@@ -28,36 +27,7 @@ from . import _validate as v
 from ._backends.reference import sigmoid
 from ._progress import ProgressBar
 from .api import DivergenceWarning, fit, warn
-from .multinomial import MultinomialOracle
 from .penalty import resolve_l1_ratio
-from .sparse import is_sparse
-
-
-class _CSRMultinomialOracle(MultinomialOracle):
-    """The multinomial loss of a checked CSR matrix. ``gs.fit(loss="multinomial")`` refuses
-    sparse X (its input check is dense-only), but the NumPy softmax kernels are written with
-    ``X @ W.T`` and ``R.T @ X`` only, which SciPy answers for CSR without densifying: this
-    oracle runs them on the CSR (the Numba softmax kernels index dense rows, so they are not
-    used here). ``lipschitz`` (lr="auto") takes the binary bound from the CSR kernels."""
-
-    def __init__(self, X, codes, SW, alpha, n_classes, backend, n_threads, fit_intercept):
-        from .sparse import kernels
-
-        super().__init__(X, codes, SW, alpha, n_classes, "numpy", n_threads, fit_intercept)
-        self.backend = "numpy-softmax-csr"
-        self._csr_kernels = kernels(backend)  # the CSR backend the caller asked for
-
-    def lipschitz(self, n_runs: int, fit_intercept: bool) -> np.ndarray:
-        from .oracle import lanczos_top_eigenvalue
-        from .sparse import CSROracle
-
-        name, module = self._csr_kernels
-        binary = CSROracle.from_validated(self.X, np.zeros((self.n_samples, 1)), self.SW,
-                                          np.zeros(1), name, module, self.n_threads)
-        n_weights = max(1, self.SW.shape[1])
-        top = lanczos_top_eigenvalue(binary, n_weights, fit_intercept)
-        top = np.broadcast_to(top, (n_runs,)) if n_weights == 1 else top
-        return np.asarray(2.0 * top + self.alphas(n_runs), dtype=np.float64)
 
 
 def engine_fit(X, target, rule, *, softmax: bool, n_classes: int, alpha, sample_weight,
@@ -73,25 +43,9 @@ def engine_fit(X, target, rule, *, softmax: bool, n_classes: int, alpha, sample_
         return fit(X, target, rule, alpha=alpha, sample_weight=sample_weight, backend=backend,
                    n_threads=n_threads, **penalty, **kwargs)
     alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))  # a sequence: a batched call
-    if not is_sparse(X):
-        return fit(X, target, rule, loss="multinomial", classes=np.arange(n_classes),
-                   alpha=alpha, sample_weight=sample_weight, backend=backend,
-                   n_threads=n_threads, **penalty, **kwargs)
-    if penalty:
-        # gs.fit applies the L1 step only to the data it validates itself, not to an oracle
-        raise ValueError(
-            "l1_ratio > 0 (penalty='l1' or 'elasticnet') with the multinomial loss needs a "
-            "dense X until gs.fit(loss='multinomial') takes sparse X: pass X.toarray(), or "
-            "multi_class='ovr' (one-vs-rest fits L1 on CSR)"
-        )
-    SW = v.check_sample_weight(sample_weight, X.shape[0])
-    n_runs = max(alpha.size, SW.shape[1])
-    oracle = _CSRMultinomialOracle(X, np.asarray(target, dtype=np.int64), SW,
-                                   np.broadcast_to(alpha, (n_runs,)).copy(), n_classes,
-                                   backend, v.check_n_threads(n_threads),
-                                   bool(kwargs.get("fit_intercept", True)))
-    # the oracle holds the penalty; an all-zero alpha sequence of K makes the call batched
-    return fit(oracle, None, rule, alpha=np.zeros(n_runs), **penalty, **kwargs)
+    return fit(X, target, rule, loss="multinomial", classes=np.arange(n_classes), alpha=alpha,
+               sample_weight=sample_weight, backend=backend, n_threads=n_threads, **penalty,
+               **kwargs)
 
 
 class LinearClassifierMixin:

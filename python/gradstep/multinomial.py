@@ -76,9 +76,7 @@ class MultinomialOracle(InMemoryOracle):
     def lipschitz(self, n_runs: int, fit_intercept: bool) -> np.ndarray:
         """The softmax Hessian is X'SX (x) (diag(p) - p p') / sum s, and the second factor's
         eigenvalues are at most 1/2: L = 2 * (the binary bound X'SX / (4 sum s)) + alpha."""
-        binary = DenseOracle.from_validated(self.X, np.zeros((self.n_samples, 1)), self.SW,
-                                            np.zeros(1), *_backends.get(self.requested_backend),
-                                            self.n_threads)
+        binary = self._binary()
         n_weights = max(1, self.SW.shape[1])
         top = lanczos_top_eigenvalue(binary, n_weights, fit_intercept)
         if not np.all(np.isfinite(top)):
@@ -87,6 +85,12 @@ class MultinomialOracle(InMemoryOracle):
                              "or give lr as a number")
         top = np.broadcast_to(top, (n_runs,)) if n_weights == 1 else top
         return np.asarray(2.0 * top + self.alphas(n_runs), dtype=np.float64)
+
+    def _binary(self) -> DenseOracle:
+        """The binary oracle of the same X and weights (lipschitz's Lanczos runs on it)."""
+        return DenseOracle.from_validated(self.X, np.zeros((self.n_samples, 1)), self.SW,
+                                          np.zeros(1), *_backends.get(self.requested_backend),
+                                          self.n_threads)
 
     def split(self, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(coef (K, C, d), intercept (K, C)) from parameter rows (K, C (d + 1))."""
@@ -113,7 +117,10 @@ def multinomial_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backen
                        classes: Any = None) -> tuple[MultinomialOracle, np.ndarray]:
     """The oracle of ``gs.fit(..., loss="multinomial")`` and the classes (sorted): those of y,
     or ``classes`` (every label y may hold, as scikit-learn's partial_fit takes them)."""
-    X = v.check_X(X, finite=finite)
+    from .sparse import check_csr, is_sparse
+
+    sparse = is_sparse(X)
+    X = check_csr(X, finite=finite) if sparse else v.check_X(X, finite=finite)
     labels = np.asarray(y)
     if labels.ndim != 1 or labels.shape[0] != X.shape[0]:
         raise ValueError(
@@ -135,7 +142,33 @@ def multinomial_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backen
     if classes.size < 2:
         raise ValueError(f"y has {classes.size} class; loss='multinomial' needs at least two")
     SW = v.check_sample_weight(sample_weight, X.shape[0])
-    oracle = MultinomialOracle(X, encoded.astype(np.int64), SW, v.check_alpha(alpha),
-                               classes.size, backend, v.check_n_threads(n_threads),
-                               fit_intercept)
+    kind = CSRMultinomialOracle if sparse else MultinomialOracle
+    oracle = kind(X, encoded.astype(np.int64), SW, v.check_alpha(alpha), classes.size, backend,
+                  v.check_n_threads(n_threads), fit_intercept)
     return oracle, classes
+
+
+class CSRMultinomialOracle(MultinomialOracle):
+    """The multinomial loss of a checked CSR matrix: the NumPy softmax kernels, which are written
+    with ``X @ W.T`` and ``R.T @ X`` only, products SciPy answers for CSR without densifying
+    (the Numba softmax kernels index dense rows, so they are not used here). ``lipschitz``
+    (lr="auto") takes the binary bound from the CSR kernels of the backend asked for."""
+
+    def __init__(self, X, labels, SW, alpha, n_classes, backend, n_threads, fit_intercept=True):
+        from .sparse import kernels
+
+        super().__init__(X, labels, SW, alpha, n_classes, "numpy", n_threads, fit_intercept)
+        self.backend = "numpy-softmax-csr"
+        self._csr_kernels = kernels(backend)
+
+    def check_finite(self) -> None:
+        from .sparse import check_csr
+
+        check_csr(self.X)  # names the first NaN or infinity among the stored values
+
+    def _binary(self) -> DenseOracle:
+        from .sparse import CSROracle
+
+        name, module = self._csr_kernels
+        return CSROracle.from_validated(self.X, np.zeros((self.n_samples, 1)), self.SW,
+                                        np.zeros(1), name, module, self.n_threads)
