@@ -403,7 +403,7 @@ class LBFGS(StepRule):
         if l1 > 0.0:
             yield from self._owlqn(p, loss, g, l1, penalized)
             return
-        pairs: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=self.m)
+        pairs: deque[tuple[np.ndarray, np.ndarray, float, float]] = deque(maxlen=self.m)
         first = True
         while True:
             d = -_two_loop(g, pairs)
@@ -422,15 +422,15 @@ class LBFGS(StepRule):
                 return
             t, q, fq, gq = found
             s, yv = q - p, gq - g
-            sy = float(s @ yv)
-            if sy > EPS * float(yv @ yv):  # keep only pairs with positive curvature
-                pairs.append((s, yv, 1.0 / sy))
+            sy, yy = float(s.dot(yv)), float(yv.dot(yv))
+            if sy > EPS * yy:  # keep only pairs with positive curvature
+                pairs.append((s, yv, 1.0 / sy, yy))
             p, loss, g = q, fq, gq
             first = False
             yield Step(p, loss, g, t)
 
     def _owlqn(self, p, loss, g, l1, penalized) -> Iteration:
-        pairs: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=self.m)
+        pairs: deque[tuple[np.ndarray, np.ndarray, float, float]] = deque(maxlen=self.m)
         objective = loss + l1 * float(np.abs(p[penalized]).sum())
         first = True
         while True:
@@ -452,9 +452,9 @@ class LBFGS(StepRule):
                 return
             t, q, fq, gq, objective = found
             s, yv = q - p, gq - g  # the smooth gradients: the L1 term has no curvature
-            sy = float(s @ yv)
-            if sy > EPS * float(yv @ yv):
-                pairs.append((s, yv, 1.0 / sy))
+            sy, yy = float(s.dot(yv)), float(yv.dot(yv))
+            if sy > EPS * yy:
+                pairs.append((s, yv, 1.0 / sy, yy))
             p, loss, g = q, fq, gq
             first = False
             yield Step(p, loss, g, t)
@@ -484,19 +484,30 @@ def _orthant_backtrack(p, objective, pg, d, t, l1, penalized, c1=1e-4, shrink=0.
 
 
 def _two_loop(g, pairs):
-    """H g for the L-BFGS inverse-Hessian approximation of the pairs (Nocedal & Wright 7.4)."""
+    """H g for the L-BFGS inverse-Hessian approximation of the pairs (s, y, 1/s'y, y'y)
+    (Nocedal & Wright 7.4).
+
+    The updates go through one scratch vector with out= (q - a y is computed as tmp = y a, then
+    q - tmp, the same two roundings as ``q -= a * y``), and the dot products use ndarray.dot:
+    on short vectors each NumPy call's overhead is most of the cost. Bit for bit the textbook
+    loops: any change of rounding here moves the iterates of an ill-conditioned fit."""
     q = g.copy()
+    if not pairs:
+        return q
+    tmp = np.empty_like(q)
+    multiply, subtract, add = np.multiply, np.subtract, np.add
     alphas = []
-    for s, y, rho in reversed(pairs):
-        a = rho * float(s @ q)
-        q -= a * y
+    for s, y, rho, _ in reversed(pairs):
+        a = rho * float(s.dot(q))
+        multiply(y, a, out=tmp)
+        subtract(q, tmp, out=q)
         alphas.append(a)
-    if pairs:
-        s, y, rho = pairs[-1]
-        q *= 1.0 / (rho * float(y @ y))  # gamma = s'y / y'y
-    for (s, y, rho), a in zip(pairs, reversed(alphas)):
-        b = rho * float(y @ q)
-        q += (a - b) * s
+    _, _, rho, yy = pairs[-1]
+    q *= 1.0 / (rho * yy)  # gamma = s'y / y'y
+    for (s, y, rho, _), a in zip(pairs, reversed(alphas)):
+        b = rho * float(y.dot(q))
+        multiply(s, a - b, out=tmp)
+        add(q, tmp, out=q)
     return q
 
 
