@@ -244,8 +244,11 @@ void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
   spec.total_updates = scalar_attribute<std::int64_t>(spec_obj, S, "total_updates", "an int");
   spec.record_history = scalar_attribute<bool>(spec_obj, S, "record_history", "a bool");
   spec.has_reference = scalar_attribute<bool>(spec_obj, S, "has_reference", "a bool");
+  spec.shuffle_blocks = scalar_attribute<std::int64_t>(spec_obj, S, "shuffle_blocks", "an int");
   require(spec.batch_size >= 0,
           "spec.batch_size must be >= 0, got " + std::to_string(spec.batch_size));
+  require(spec.shuffle_blocks >= 0,
+          "spec.shuffle_blocks must be >= 0, got " + std::to_string(spec.shuffle_blocks));
   for (ssize_t k = 0; k < K; ++k) {
     require(gradstep::valid_rule(spec.rule_code[k]),
             "spec.rule_code[" + std::to_string(k) + "] = " + std::to_string(spec.rule_code[k]) +

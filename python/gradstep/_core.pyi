@@ -88,7 +88,8 @@ def run_float32(
     The named attributes of spec and state are read as they are (int64 / float64, C-contiguous,
     the state's writeable); a wrong one raises TypeError or ValueError naming it. Each
     spec.rule_code must be one of rule_codes(). Never writes history row H_PASSES; never sets
-    STALLED or STOPPED.
+    STALLED or STOPPED. Mini-batch epochs walk state.shuffle_order(n, spec.seed, epoch,
+    spec.shuffle_blocks) (0: the row shuffle; b > 0: blocks of b rows, which must be >= 0).
     """
 
 def run_float64(

@@ -23,6 +23,7 @@ from ._backends.state import (
     H_PASSES,
     H_STEP_NORM,
     RUNNING,
+    SHUFFLE_BLOCK,
     STALLED,
     STATUS_NAMES,
     STOPPED,
@@ -460,9 +461,9 @@ def _is_oracle(X) -> bool:
 
 def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ratio=0.0,
         penalty="auto", fit_intercept=True, sample_weight=None, max_iter=1000, tol=1e-6,
-        batch_size=None, random_state=None, coef_init=None, intercept_init=None, reference=None,
-        backend="auto", n_threads=None, history=True, callback=None, verbose=0, resume=None,
-        loss="logistic", classes=None, monitor=None, **rule_params) -> FitResult:
+        batch_size=None, shuffle="rows", random_state=None, coef_init=None, intercept_init=None,
+        reference=None, backend="auto", n_threads=None, history=True, callback=None, verbose=0,
+        resume=None, loss="logistic", classes=None, monitor=None, **rule_params) -> FitResult:
     """Fit logistic regression by gradient descent with one or several step rules.
 
     A list of rules, a sequence of lr values, a sequence of alpha or l1_ratio values, a 2-D 0/1
@@ -518,6 +519,17 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         when its epoch loss has not improved by tol for 5 epochs. None never stops early.
     batch_size : int, optional
         Mini-batches of this size in a seeded shuffled order; an iteration is an epoch.
+    shuffle : {"rows", "blocks"}, default "rows"
+        The mini-batch order of each epoch (needs batch_size). "rows": a uniform random
+        permutation of the rows. "blocks": a different sampling scheme, cheaper when X does not
+        fit in cache: the rows are cut into blocks of ``SHUFFLE_BLOCK`` (64) consecutive rows, the
+        blocks are shuffled, groups of ``SHUFFLE_WINDOW // SHUFFLE_BLOCK`` (16) consecutive
+        blocks of that order form windows of 1024 rows, and each window's rows are randomly
+        permuted (``gradstep._backends.state.shuffle_order_blocks`` is the exact order). X is
+        then read in runs of 64 consecutive rows, and a batch draws its rows from up to 16
+        random places of X; rows of one block are more likely to share a batch than under
+        "rows" (data sorted by y: keep "rows", or shuffle X once first). The same order on
+        every backend.
     random_state : int, numpy Generator or None
         Seeds the mini-batch shuffle.
     coef_init, intercept_init : array-like, optional
@@ -598,6 +610,10 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
     tol = -np.inf if tol is None else v.check_nonneg_float(tol, "tol")
     max_iter = v.check_positive_int(max_iter, "max_iter")
     batch = v.check_positive_int(batch_size, "batch_size", allow_none=True) or 0
+    if not isinstance(shuffle, str) or shuffle not in ("rows", "blocks"):
+        raise ValueError(f"shuffle must be 'rows' or 'blocks', got {shuffle!r}")
+    if shuffle == "blocks" and not batch:
+        raise ValueError("shuffle='blocks' orders mini-batches: it needs batch_size")
     fit_intercept = bool(fit_intercept)
     all_classes, classes = classes, None  # `classes` becomes the classes found in y
     ratio, penalized = resolve_l1_ratio(penalty, l1_ratio)
@@ -704,6 +720,7 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         alpha=np.zeros(n_runs), fit_intercept=fit_intercept, tol=tol, batch_size=batch,
         seed=seed, max_iter=max_iter, total_updates=total_updates,
         record_history=bool(history), has_reference=ref is not None,
+        shuffle_blocks=SHUFFLE_BLOCK if shuffle == "blocks" else 0,
     )
     if hasattr(oracle, "alphas"):
         spec.alpha = oracle.alphas(n_runs)

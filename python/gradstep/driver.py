@@ -303,7 +303,7 @@ class ReferenceDriver:
         n = oracle.n_samples
         n_runs = st.P.shape[0]
         P_prev = st.P.copy()  # weights before each run's latest step: kept on divergence
-        order = shuffle_order(n, spec.seed, int(st.epoch[0]))
+        order = shuffle_order(n, spec.seed, int(st.epoch[0]), spec.shuffle_blocks)
         st.epoch[0] += 1
         in_epoch = st.status == RUNNING
         P_start = st.P.copy()

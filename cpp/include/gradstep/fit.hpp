@@ -63,6 +63,7 @@ struct RunSpec {
   std::int64_t total_updates = 0;
   bool record_history = false;
   bool has_reference = false;
+  std::int64_t shuffle_blocks = 0;  // 0: the row shuffle; b > 0: blocks of b rows (shuffle.hpp)
 };
 
 // Views on the arrays of state.FitState, advanced in place. D = d + 1 (intercept last).
@@ -161,6 +162,18 @@ inline void record(const RunSpec& spec, FitState& st, std::ptrdiff_t K, std::ptr
   if (spec.has_reference) at(kHDistance) = distance(st.P + k * D, st.reference + k * D, D);
 }
 
+// Asks for the cache lines of [begin, begin + bytes) ahead of their use (a hint: no effect on
+// any result). Contiguous, so the hardware prefetcher streams along.
+inline void prefetch_bytes(const void* begin, std::size_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* p = static_cast<const char*>(begin);
+  for (std::size_t at = 0; at < bytes; at += 64) __builtin_prefetch(p + at, 0, 3);
+#else
+  (void)begin;
+  (void)bytes;
+#endif
+}
+
 inline void copy_run(const double* from, double* to, std::ptrdiff_t k, std::ptrdiff_t D) {
   std::copy(from + k * D, from + (k + 1) * D, to + k * D);
 }
@@ -245,6 +258,33 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
   std::vector<std::uint8_t> in_epoch(uK);
   std::vector<std::uint64_t> keys;
   std::vector<std::int64_t> order;
+  const std::ptrdiff_t block = static_cast<std::ptrdiff_t>(spec.shuffle_blocks);
+  BlockShuffle block_shuffle;
+  // shuffle="blocks": the rows of the coming windows, block by block in the block order (which is
+  // the order of the windows), are prefetched up to a window and a batch ahead of the batch being
+  // computed: each block is one long run of memory, so the window's rows are in cache before
+  // they are gathered in their shuffled order. pf_pos rows of the epoch are prefetched so far,
+  // pf_row of them in the block s.blocks[pf_block].
+  std::ptrdiff_t pf_pos = 0, pf_block = 0, pf_row = 0;
+  auto prefetch_until = [&](std::ptrdiff_t target) {
+    while (pf_pos < target) {
+      const std::ptrdiff_t b = block_shuffle.blocks[to_size(pf_block)];
+      const std::ptrdiff_t first = b * block + pf_row, last = std::min(b * block + block, n);
+      const std::ptrdiff_t take = std::min(last - first, target - pf_pos);
+      detail::prefetch_bytes(data.X + first * d, to_size(take * d) * sizeof(T));
+      detail::prefetch_bytes(data.Y + first * data.ky, to_size(take * data.ky) * sizeof(double));
+      if (data.ks > 0) {
+        detail::prefetch_bytes(data.SW + first * data.ks,
+                               to_size(take * data.ks) * sizeof(double));
+      }
+      pf_pos += take;
+      pf_row += take;
+      if (first + take == last) {
+        ++pf_block;
+        pf_row = 0;
+      }
+    }
+  };
   // With sample weights a batch's sums for run k are divided by its expected weight,
   // count * (sum of run k's weights) / n, not by its own weight: the batch gradient is then an
   // unbiased estimate of the full one, and a batch of light rows takes a light step
@@ -267,7 +307,13 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
     bool any = false;
     for (std::ptrdiff_t k = 0; k < K; ++k) any = any || st.status[k] == kRunning;
     if (!any) return;
-    shuffle_order(n, spec.seed, static_cast<std::uint64_t>(st.epoch[0]), keys, order);
+    if (block > 0) {
+      shuffle_order_blocks(n, spec.seed, static_cast<std::uint64_t>(st.epoch[0]), block,
+                           block_shuffle, order);
+      pf_pos = pf_block = pf_row = 0;
+    } else {
+      shuffle_order(n, spec.seed, static_cast<std::uint64_t>(st.epoch[0]), keys, order);
+    }
     st.epoch[0] += 1;
     for (std::ptrdiff_t k = 0; k < K; ++k) in_epoch[to_size(k)] = st.status[k] == kRunning ? 1 : 0;
     std::copy(st.P, st.P + K * D, P_start.begin());
@@ -277,6 +323,7 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
     for (std::ptrdiff_t start = 0; start < n; start += bs) {
       const std::ptrdiff_t count = std::min(bs, n - start);
       const double rows_used = static_cast<double>(count);
+      if (block > 0) prefetch_until(std::min(n, start + count + kShuffleWindow + bs));
       if (weighted) {
         for (std::size_t k = 0; k < uK; ++k) denominator[k] = rows_used * mean_weight[k];
       }

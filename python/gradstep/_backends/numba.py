@@ -48,8 +48,10 @@ from .state import (
     MIX2,
     N_ITER_NO_CHANGE,
     RUNNING,
+    SHUFFLE_WINDOW,
     FitState,
     RunSpec,
+    block_seed,
     divergence_limit,
 )
 
@@ -625,6 +627,34 @@ def _shuffle_order(n, seed, epoch):
     return order
 
 
+@numba.njit(**_JIT)
+def _shuffle_order_blocks(n, seed, bseed, epoch, block, window):
+    """state.shuffle_order_blocks: the blocks of `block` rows in the order _shuffle_order(n_blocks,
+    bseed = state.block_seed(seed), epoch), grouped into windows of max(1, window // block)
+    blocks, each window's rows ordered by the row keys (distinct within an epoch: any sort)."""
+    n_blocks = (n + block - 1) // block
+    per_window = max(1, window // block)
+    blocks = _shuffle_order(n_blocks, bseed, epoch)
+    order = np.empty(n, dtype=np.int64)
+    keys = np.empty(min(n, per_window * block), dtype=np.uint64)
+    offset = np.uint64(epoch) * np.uint64(n)
+    pos = 0
+    for w in range(0, n_blocks, per_window):
+        begin = pos
+        for j in range(w, min(w + per_window, n_blocks)):
+            first = blocks[j] * block
+            for row in range(first, min(first + block, n)):
+                z = seed + (np.uint64(row + 1) + offset) * GOLDEN
+                z = (z ^ (z >> np.uint64(30))) * MIX1
+                z = (z ^ (z >> np.uint64(27))) * MIX2
+                keys[pos - begin] = z ^ (z >> np.uint64(31))
+                order[pos] = row
+                pos += 1
+        idx = np.argsort(keys[:pos - begin], kind="mergesort")
+        order[begin:pos] = order[begin:pos][idx]
+    return order
+
+
 # ---- the fit loops (the reference driver's full-batch and mini-batch loops) ----------------
 
 
@@ -683,10 +713,12 @@ def _run_full_batch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, max
 def _run_minibatch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, batch_size, seed,
                    max_iter, total_updates, record, has_reference, P, slots, loss, t, n_iter,
                    status, best_loss, no_improve, epoch, hist, ref, n_steps, threads,
-                   mean_weight, limit, max_norm):
+                   mean_weight, limit, max_norm, shuffle_block, bseed, window):
     """mean_weight (K,): each run's mean weight over all rows (1 for unit weights); run k's
     sums over a batch of m rows are divided by m * mean_weight[k] (driver.ReferenceDriver).
-    limit (K,) and max_norm: the divergence limits of the loss and the weights (state.py)."""
+    limit (K,) and max_norm: the divergence limits of the loss and the weights (state.py).
+    shuffle_block > 0: the block order (state.shuffle_order_blocks), bseed its block seed, window
+    state.SHUFFLE_WINDOW (an argument: numba's cache would keep a global of state.py)."""
     n = X.shape[0]
     n_runs, n_params = P.shape
     d = n_params - 1
@@ -703,7 +735,10 @@ def _run_minibatch(X, Y, SW, rule, sched, hyper, alpha, fit_intercept, tol, batc
     for _ in range(n_steps):
         if _running(status, in_epoch) == 0:
             return
-        order = _shuffle_order(n, seed, epoch[0])
+        if shuffle_block > 0:
+            order = _shuffle_order_blocks(n, seed, bseed, epoch[0], shuffle_block, window)
+        else:
+            order = _shuffle_order(n, seed, epoch[0])
         epoch[0] += 1
         for k in range(n_runs):
             _copy(P_start[k], P[k])
@@ -909,7 +944,8 @@ def run(X, Y, SW, spec: RunSpec, state: FitState, n_steps: int, n_threads=None) 
                 int(spec.max_iter), int(spec.total_updates), bool(spec.record_history),
                 bool(spec.has_reference), s.P, s.slots, s.loss, s.t, s.n_iter, s.status,
                 s.best_loss, s.no_improve, s.epoch, s.history, s.reference, int(n_steps), threads.n,
-                mean, limit, max_norm,
+                mean, limit, max_norm, int(spec.shuffle_blocks),
+                np.uint64(block_seed(spec.seed)), SHUFFLE_WINDOW,
             )
         else:
             _run_full_batch(
