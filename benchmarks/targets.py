@@ -114,13 +114,15 @@ def small_fit_row(repeat: int) -> tuple:
             f"{ref / cpp:.1f} x ({cpp * 1e3:.1f} vs {ref * 1e3:.0f} ms)", ref / cpp >= 10)
 
 
-def minibatch_row(n: int) -> tuple:
+def minibatch_row(n: int, shuffle: str = "rows") -> tuple:
+    """The mini-batch target; shuffle="blocks" is the same run in the block order (a different
+    sampling scheme, state.shuffle_order_blocks), which reads X in runs of consecutive rows."""
     from sklearn.linear_model import SGDClassifier
 
     X, y, _ = make_data(n, 100, 1, np.float64)
     alpha = 1e-4  # SGDClassifier's default, so both minimize the same objective
     fit = lambda: gs.fit(X, y, "adam", lr=0.001, batch_size=256, max_iter=20, tol=None,  # noqa
-                         alpha=alpha, random_state=0, history=False)
+                         alpha=alpha, random_state=0, history=False, shuffle=shuffle)
     sgd = lambda: SGDClassifier(loss="log_loss", max_iter=20, tol=None,  # noqa
                                 random_state=0).fit(X, y)
     ours = median_time(fit, 2)
@@ -129,7 +131,8 @@ def minibatch_row(n: int) -> tuple:
     ours_loss = gs.loss_and_grad(X, y, res.coef, res.intercept, alpha=alpha)[0]
     their_loss = gs.loss_and_grad(X, y, model.coef_[0], model.intercept_[0], alpha=alpha)[0]
     ok = theirs / ours >= 5 and ours_loss <= their_loss
-    return (f"20 epochs mini-batch (256, Adam), {n:,} x 100",
+    order = "" if shuffle == "rows" else f', shuffle="{shuffle}"'
+    return (f"20 epochs mini-batch (256, Adam{order}), {n:,} x 100",
             '>= 5 x faster than SGDClassifier(loss="log_loss", max_iter=20, tol=None), '
             "loss no worse",
             f"{theirs / ours:.1f} x ({ours:.2f} vs {theirs:.2f} s); objective {ours_loss:.5f} vs "
