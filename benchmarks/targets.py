@@ -197,6 +197,7 @@ def main() -> None:
     rows = gradient_rows(big, repeat)
     rows.append(small_fit_row(repeat))
     rows.append(minibatch_row(mb))
+    rows.append(minibatch_row(mb, shuffle="blocks"))
     rows.append(torch_row(mid))
     rows.append(peak_memory_row(big))
     print(f"CPU: {cpu_model()}")
