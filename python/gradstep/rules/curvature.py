@@ -73,8 +73,9 @@ Iteration = Generator[Request, Any, None]
 
 
 def _negligible(step: np.ndarray, p: np.ndarray) -> bool:
-    """A step too small to change p in floating point."""
-    return bool(np.linalg.norm(step) <= 4.0 * EPS * (1.0 + np.linalg.norm(p)))
+    """A step too small to change p in floating point. (The norms as np.linalg.norm computes
+    them for a real vector, sqrt(x.dot(x)), without its checks: this runs at every trial.)"""
+    return math.sqrt(step.dot(step)) <= 4.0 * EPS * (1.0 + math.sqrt(p.dot(p)))
 
 
 def _rounding(f0: float) -> float:
@@ -89,7 +90,7 @@ def _sufficient_decrease(f, g, d, t, f_ref, f0, slope0, c1) -> bool:
     Zhang's approximate Wolfe condition): g(p + t d).d <= (1 - 2 c1) |g0.d|."""
     if f <= f_ref + c1 * t * slope0:
         return True
-    return bool(f <= f0 + _rounding(f0) and float(g @ d) <= (1.0 - 2.0 * c1) * -slope0)
+    return bool(f <= f0 + _rounding(f0) and float(g.dot(d)) <= (1.0 - 2.0 * c1) * -slope0)
 
 
 def _backtrack(p, f_ref, g, direction, t, c1, shrink, f0=None):
@@ -302,7 +303,7 @@ def strong_wolfe(p, f0, g0, d, t, c1=1e-4, c2=0.9, max_evals=25):
     f(p + t d) <= f0 + c1 t g0.d and |g(p + t d).d| <= c2 |g0.d|. A generator yielding Grad
     requests; returns (t, p_new, f, g) or None when no acceptable point is representable.
     Trial points are kept as (t, f, slope, point, gradient)."""
-    slope0 = float(g0 @ d)
+    slope0 = float(g0.dot(d))
     prev = (0.0, f0, slope0, p, g0)
     lo = hi = None
     for i in range(max_evals):
@@ -310,9 +311,10 @@ def strong_wolfe(p, f0, g0, d, t, c1=1e-4, c2=0.9, max_evals=25):
         if _negligible(q - p, p):
             return None
         f, g = yield Grad(q)
-        s = float(g @ d) if math.isfinite(f) else math.nan
-        here = (t, f if math.isfinite(f) else math.inf, s, q, g)
-        decrease = math.isfinite(f) and _sufficient_decrease(f, g, d, t, f0, f0, slope0, c1)
+        finite = math.isfinite(f)
+        s = float(g.dot(d)) if finite else math.nan
+        here = (t, f if finite else math.inf, s, q, g)
+        decrease = finite and _sufficient_decrease(f, g, d, t, f0, f0, slope0, c1)
         if not decrease or (i > 0 and f >= prev[1] + _rounding(f0)):
             lo, hi = prev, here
             break
@@ -340,9 +342,10 @@ def strong_wolfe(p, f0, g0, d, t, c1=1e-4, c2=0.9, max_evals=25):
         if _negligible((tb - ta) * d, p) or _negligible(q - p, p):
             break
         f, g = yield Grad(q)
-        s = float(g @ d) if math.isfinite(f) else math.nan
-        here = (t, f if math.isfinite(f) else math.inf, s, q, g)
-        decrease = math.isfinite(f) and _sufficient_decrease(f, g, d, t, f0, f0, slope0, c1)
+        finite = math.isfinite(f)
+        s = float(g.dot(d)) if finite else math.nan
+        here = (t, f if finite else math.inf, s, q, g)
+        decrease = finite and _sufficient_decrease(f, g, d, t, f0, f0, slope0, c1)
         if not decrease or f >= fa + _rounding(f0):
             hi = here
             continue
@@ -406,8 +409,9 @@ class LBFGS(StepRule):
         pairs: deque[tuple[np.ndarray, np.ndarray, float, float]] = deque(maxlen=self.m)
         first = True
         while True:
-            d = -_two_loop(g, pairs)
-            if not float(g @ d) < 0.0:  # not a descent direction (rounding): restart
+            d = _two_loop(g, pairs)
+            np.negative(d, out=d)  # _two_loop's result is a new array
+            if not float(g.dot(d)) < 0.0:  # not a descent direction (rounding): restart
                 pairs.clear()
                 d = -g
             t0 = min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-300)) if first else self.lr
