@@ -27,6 +27,7 @@ the curvature rules that support L1 get l1 and the mask when started.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -64,9 +65,17 @@ def _finite(*arrays) -> bool:
     return all(bool(np.isfinite(a).all()) for a in arrays)
 
 
+def _norm(v: np.ndarray) -> float:
+    """np.linalg.norm of a real vector, as it computes it (sqrt(v.dot(v))), without its
+    argument checks: the full-batch loop takes several per run and round."""
+    return math.sqrt(v.dot(v))
+
+
 def _weights_diverged(p: np.ndarray) -> bool:
-    """Weights that are not finite or whose norm exceeds DIVERGENCE_WEIGHT_NORM (state.py)."""
-    return not _finite(p) or float(np.sqrt(p @ p)) > DIVERGENCE_WEIGHT_NORM
+    """Weights that are not finite or whose norm exceeds DIVERGENCE_WEIGHT_NORM (state.py).
+    One dot product decides both: p.p is NaN or inf whenever p is not finite (a sum of
+    squares), and a finite p whose p.p overflows has a norm far above the limit."""
+    return not math.sqrt(p.dot(p)) <= DIVERGENCE_WEIGHT_NORM
 
 
 def init_state(oracle: Any, spec: RunSpec, state: FitState) -> None:
@@ -169,9 +178,12 @@ class ReferenceDriver:
         rule.update(p, g, st.slots[k], lr_t, t)
         soft_threshold(p, scale * self.l1[k], self.penalized)
 
-    def _stop_test(self, k: int) -> None:
+    def _stop_test(self, k: int, residual: np.ndarray | None = None) -> None:
+        """Converged or out of iterations; residual: run k's, when the caller has it."""
         st = self.state
-        if np.max(np.abs(self._residual(k, st.P[k], st.grad[k]))) <= self.spec.tol:
+        if residual is None:
+            residual = self._residual(k, st.P[k], st.grad[k])
+        if np.abs(residual).max() <= self.spec.tol:
             st.status[k] = CONVERGED
         elif st.n_iter[k] >= self.spec.max_iter:
             st.status[k] = MAX_ITER
@@ -190,37 +202,41 @@ class ReferenceDriver:
     def _round(self) -> None:
         st = self.state
         n_runs = st.P.shape[0]
-        running = [int(k) for k in np.flatnonzero(st.status == RUNNING)]
+        running = np.flatnonzero(st.status == RUNNING).tolist()
         first_order = [k for k in running if self.rules[k].compiled]
         for k in running:
             if not self.rules[k].compiled and k not in self._iterations:
                 self._start(k)
         # a curvature run may have stopped at its start (a Stall before any request)
-        curvature = [k for k in running if k in self._pending]
+        pending = self._pending
+        curvature = [k for k in running if k in pending]
 
-        P_old = st.P.copy()
+        P_old = st.P.copy() if first_order else st.P  # read only for first-order runs
         lr_used = np.zeros(n_runs)
         for k in first_order:
             st.t[k] += 1
             lr_used[k] = self._lr_at(k, int(st.t[k]))
             self._step(k, st.P[k], st.grad[k], lr_used[k])
 
-        grad_runs = list(first_order) + [k for k in curvature
-                                         if isinstance(self._pending[k], Grad)]
-        hess_runs = [k for k in curvature if isinstance(self._pending[k], HessP)]
+        grad_asks = [k for k in curvature if isinstance(pending[k], Grad)]
+        grad_runs = first_order + grad_asks
+        hess_runs = [k for k in curvature if isinstance(pending[k], HessP)]
         answers: dict[int, Any] = {}
         if grad_runs:
             at = st.P.copy()
-            for k in grad_runs:
-                if k in self._pending:
-                    at[k] = self._pending[k].p
+            for k in grad_asks:
+                at[k] = pending[k].p
             active = np.zeros(n_runs, np.uint8)
             active[grad_runs] = 1
             loss, grad = self.oracle.loss_grad(at, active)
+            # _zero_intercept's copy is this round's own: its rows go to the runs as they are
+            # (a rule never writes into a gradient it is given; the state copies them in)
             grad = self._zero_intercept(grad)
+            losses = np.asarray(loss, dtype=np.float64).tolist()
+            passes = self.passes
             for k in grad_runs:
-                answers[k] = (float(loss[k]), grad[k].copy())
-                self.passes[k] += 1
+                answers[k] = (losses[k], grad[k])
+                passes[k] += 1
         if hess_runs:
             at, vec = np.zeros_like(st.P), np.zeros_like(st.P)
             for k in hess_runs:
@@ -277,19 +293,19 @@ class ReferenceDriver:
                 st.status[k] = CONVERGED if close_enough else STALLED
             else:
                 loss = self._objective(k, event.loss, event.p)
-                if (_weights_diverged(event.p) or not _finite(loss, event.g)
-                        or self._loss_diverged(k, loss)):
+                if (_weights_diverged(event.p) or not math.isfinite(loss)
+                        or not np.isfinite(event.g).all() or self._loss_diverged(k, loss)):
                     st.status[k] = DIVERGED  # st.P[k] still holds the last good weights
                 else:
-                    step_norm = np.linalg.norm(event.p - st.P[k])
+                    step_norm = _norm(event.p - st.P[k])
                     st.P[k] = event.p
                     st.loss[k] = loss
                     st.grad[k] = event.g
                     st.n_iter[k] += 1
                     st.t[k] += 1
-                    self._record(k, loss, np.linalg.norm(self._residual(k, event.p, event.g)),
-                                 step_norm, event.t)
-                    self._stop_test(k)
+                    residual = self._residual(k, event.p, event.g)
+                    self._record(k, loss, _norm(residual), step_norm, event.t)
+                    self._stop_test(k, residual)
             if st.status[k] != RUNNING:
                 gen.close()
                 self._pending.pop(k, None)
