@@ -17,7 +17,8 @@ import math
 import numba
 import numpy as np
 
-from .numba import _Threads
+from .numba import _JIT_FMA as JIT_FMA
+from .numba import _exp_nonpositive, _Threads
 from .numba_rules import JIT
 
 _BLOCK_ELEMENTS = 2**17
@@ -97,6 +98,18 @@ def _block_rows(X, rows, start, stop):
     return Xb
 
 
+@numba.njit(**JIT_FMA)
+def _exp_block(A):
+    """exp of every entry of A (all <= 0) in one loop that LLVM vectorizes: numba.py's
+    polynomial exp (within 1 ulp; math.exp is a libm call per entry, which was most of the
+    softmax pass at digits' size)."""
+    flat = A.reshape(-1)
+    out = np.empty_like(flat)
+    for t in range(flat.size):
+        out[t] = _exp_nonpositive(flat[t])
+    return out.reshape(A.shape)
+
+
 @numba.njit(**JIT)
 def _grad_block(X, labels, SW, PT, bias, rows, act, n_classes, start, stop, acc):
     """The block's sums for every active run: Z = X_b [W_1^T .. W_m^T] (one matrix product for
@@ -106,24 +119,48 @@ def _grad_block(X, labels, SW, PT, bias, rows, act, n_classes, start, stop, acc)
     Xb = _block_rows(X, rows, start, stop)
     m = Xb.shape[0]
     Z = np.dot(Xb, PT)  # (m, n_act * C), runs side by side
-    R = np.zeros_like(Z)
-    z = np.empty(n_classes)
-    p = np.empty(n_classes)
-    losses = np.zeros(act.size)
-    weights = np.zeros(act.size)
+    n_act = act.size
+    lead = np.empty((m, n_act), np.int64)
+    # each score measured from the row's pivot class j (the label when it leads, else the first
+    # largest): Z becomes z_c - z_j <= 0, the pivot's entry exactly 0
     for r in range(m):
         i = rows[start + r] if rows.size > 0 else start + r
         y = labels[i]
-        for a in range(act.size):
-            k = act[a]
-            s = _weight(SW, i, k)
+        for a in range(n_act):
             base = a * n_classes
             for c in range(n_classes):
-                z[c] = Z[r, base + c] + bias[a, c]
-            losses[a] += s * _softmax_link(z, y, n_classes, p)  # p: the residual
-            weights[a] += s
+                Z[r, base + c] += bias[a, c]
+            j = _lead(Z[r, base:base + n_classes], n_classes)
+            if Z[r, base + y] >= Z[r, base + j]:
+                j = y
+            lead[r, a] = j
+            zj = Z[r, base + j]
             for c in range(n_classes):
-                R[r, base + c] = s * p[c]
+                Z[r, base + c] -= zj
+    E = _exp_block(Z)  # every exp of the block in one vectorized loop
+    R = np.empty_like(Z)
+    losses = np.zeros(n_act)
+    weights = np.zeros(n_act)
+    for r in range(m):
+        i = rows[start + r] if rows.size > 0 else start + r
+        y = labels[i]
+        for a in range(n_act):
+            s = _weight(SW, i, act[a])
+            base = a * n_classes
+            j = lead[r, a]
+            t = 0.0
+            for c in range(n_classes):  # T = sum_{c != j} exp(z_c - z_j), in class order
+                if c != j:
+                    t += E[r, base + c]
+            u = 1.0 + t
+            for c in range(n_classes):
+                R[r, base + c] = (1.0 / u) if c == j else E[r, base + c] / u
+            # the label's residual: -T/(1+T) when it leads, else p_y - 1 with p_y <= 1/2
+            R[r, base + y] = (-t / u) if j == y else R[r, base + y] - 1.0
+            for c in range(n_classes):
+                R[r, base + c] *= s
+            losses[a] += s * (-Z[r, base + y] + math.log1p(t))  # (z_j - z_y) + log1p(T)
+            weights[a] += s
     GT = np.dot(Xb.T, R)  # (d, n_act * C)
     for a in range(act.size):
         out = acc[act[a]]
