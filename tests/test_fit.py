@@ -470,3 +470,30 @@ def test_lr_as_numpy_scalar_is_one_run(data):
     np.testing.assert_array_equal(res.coef, same.coef)
     with pytest.raises(ValueError, match="lr must be"):
         gs.fit(X, y, "sgd", lr=True)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numba", "numpy"])
+def test_monitor_sees_every_iteration_and_stops_runs_one_by_one(backend):
+    # the monitor is called once per completed iteration with the current weights (the same
+    # as a fit that ran that many iterations), and a per-run False stops only that run
+    if backend not in gs.backends() or not gs.backends()[backend]:
+        pytest.skip(f"{backend} not available")
+    X, y = make_data(n=200, d=4, seed=5)
+    rules = ["adam", "sgd", "lbfgs"]
+    seen = []
+
+    def monitor(progress):
+        seen.append((progress.iteration.copy(), progress.coef.copy(), progress.intercept.copy()))
+        return progress.iteration < [3, 5, 1000]  # stop adam after 3, sgd after 5
+
+    res = gs.fit(X, y, rules, lr=[0.05, 0.5, None], max_iter=40, tol=1e-8, backend=backend,
+                 monitor=monitor)
+    assert list(res.status[:2]) == ["stopped", "stopped"] and res.status[2] != "stopped"
+    assert list(res.n_iter[:2]) == [3, 5]
+    # the weights handed over at adam's 3rd iteration are those of a 3-iteration fit
+    at3 = next(c[0] for it, c, _ in seen if it[0] == 3)
+    alone = gs.fit(X, y, "adam", lr=0.05, max_iter=3, tol=1e-8, backend=backend)
+    np.testing.assert_allclose(at3, alone.coef, rtol=1e-12, atol=1e-15)
+    assert all(c.shape == (3, 4) and b.shape == (3,) for _, c, b in seen)
+    with pytest.raises(ValueError, match="monitor must be callable"):
+        gs.fit(X, y, "adam", monitor=3)
