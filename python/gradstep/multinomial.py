@@ -5,7 +5,8 @@ intercepts). A run's parameter vector holds the C rows (w_c, b_c) one after the 
 driver and rule works on it unchanged; ``split`` and ``pack`` convert to and from (coef (C, d),
 intercept (C,)). The kernels are ``_backends/softmax_reference.py`` (the specification) and
 ``_backends/softmax_numba.py`` (used by the "numba" and "cpp" backends while the compiled core
-has no softmax kernel; ``oracle.backend`` says which ran).
+has no softmax kernel; ``oracle.backend`` says which ran). A CSR X gets ``CSRMultinomialOracle``:
+the NumPy kernels on SciPy's sparse products, never densified.
 """
 
 from __future__ import annotations
