@@ -59,6 +59,18 @@ def _weights(SW: np.ndarray, k: int, m: int) -> np.ndarray:
     return SW[:, 0 if SW.shape[1] == 1 else k]
 
 
+def _times(X, w: np.ndarray) -> np.ndarray:
+    """X @ w as a 1-D array, for an ndarray X or a SciPy sparse one (which may return a matrix):
+    one function serves the dense and the CSR specifications."""
+    return np.asarray(X @ w).reshape(-1)
+
+
+def _transposed_times(X, r: np.ndarray) -> np.ndarray:
+    """X' r as a 1-D array: ``r @ X`` for an ndarray (the dense kernels' specification),
+    ``X.T @ r`` for a SciPy sparse X (a CSR mat-vec of its transpose)."""
+    return r @ X if isinstance(X, np.ndarray) else np.asarray(X.T @ r).reshape(-1)
+
+
 def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None):
     """Loss (K,) and gradient (K, D) of the runs marked active (see state.py for the contract)."""
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run overflows: reported
@@ -84,11 +96,11 @@ def _loss_grad(X, Y, SW, P, alpha, rows, active, denominator):
             continue
         w, b = P[k, :d], P[k, d]
         y = Y[:, 0 if Y.shape[1] == 1 else k]
-        z = Xf @ w + b
+        z = _times(Xf, w) + b
         loss_rows, residual = loss_and_residual(z, y)
         loss[k] = (s * loss_rows).sum() / total
         r = s * residual / total
-        grad[k, :d] = r @ Xf
+        grad[k, :d] = _transposed_times(Xf, r)
         grad[k, d] = r.sum()
         if alpha[k] != 0.0:  # with alpha == 0 the penalty is not computed at all
             loss[k] += 0.5 * alpha[k] * (w @ w)
@@ -109,9 +121,9 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None):
             total = s.sum()
             if m == 0 or total == 0.0:
                 continue
-            h = hess_weight(Xf @ P[k, :d] + P[k, d])  # sigmoid (1 - sigmoid)
-            u = Xf @ V[k, :d] + V[k, d]  # x_i . v_k + v_kd
+            h = hess_weight(_times(Xf, P[k, :d]) + P[k, d])  # sigmoid (1 - sigmoid)
+            u = _times(Xf, V[k, :d]) + V[k, d]  # x_i . v_k + v_kd
             r = s * h * u / total
-            out[k, :d] = r @ Xf + alpha[k] * V[k, :d]
+            out[k, :d] = _transposed_times(Xf, r) + alpha[k] * V[k, :d]
             out[k, d] = r.sum()
     return out
