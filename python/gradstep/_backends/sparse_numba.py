@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from . import numba as _dense
+from .numba import _check_shapes as _check_dense_shapes
 from .numba import _hess_weight, _link, _runs_to_do, _source_hash, _weight_totals
 from .numba_rules import JIT as _JIT
 from .sparse_reference import INDEX_OUT_OF_RANGE, INDPTR_DECREASES, NOT_CANONICAL, OK
@@ -432,17 +433,13 @@ def _arrays(X):
 
 
 def _check_shapes(X, Y, SW, P) -> None:
-    """The mismatches that compiled code would turn into reads past the end of an array."""
-    n, d = X.shape
-    n_runs = P.shape[0]
-    if P.ndim != 2 or P.shape[1] != d + 1:
-        raise ValueError(f"P must have shape (K, {d + 1}), got {P.shape}")
+    """The mismatches that compiled code would turn into reads past the end of an array: the
+    dense kernels' checks of P, Y and SW (numba._check_shapes: they read only X.shape), and
+    indptr's length."""
+    _check_dense_shapes(X, Y, SW, P)
+    n = X.shape[0]
     if X.indptr.size != n + 1:
         raise ValueError(f"X.indptr must have {n + 1} entries, got {X.indptr.size}")
-    if Y is not None and (Y.ndim != 2 or Y.shape[0] != n or Y.shape[1] not in (1, n_runs)):
-        raise ValueError(f"Y must have shape ({n}, 1 or {n_runs}), got {Y.shape}")
-    if SW.ndim != 2 or SW.shape[1] not in (0, 1, n_runs) or (SW.shape[1] and SW.shape[0] != n):
-        raise ValueError(f"SW must have shape ({n}, 0, 1 or {n_runs}), got {SW.shape}")
 
 
 def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None):
