@@ -439,7 +439,8 @@ GRADSTEP_INLINE void block_any(const Job<T, I>& job) {
 }  // namespace kernel
 
 // The compiled versions of the block (baseline and, on x86-64 with GCC or Clang, AVX2 + FMA),
-// chosen at run time as the dense kernels are (current_kernel()).
+// chosen at run time as the dense kernels are (current_kernel()). The walk over a row's nonzeros
+// is bound by its gathers, not by vector width, so the AVX-512 kernel choice runs the AVX2 block.
 template <bool Hess, class T, class I>
 GRADSTEP_NOINLINE void block_baseline(const Job<T, I>& job) {
   kernel::block_any<Hess>(job);
@@ -455,7 +456,7 @@ __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void block_avx2(const Job<
 template <bool Hess, class T, class I>
 inline void run_block(const Job<T, I>& job) {
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
-  if (current_kernel() == Kernel::avx2) {
+  if (current_kernel() != Kernel::baseline) {
     block_avx2<Hess>(job);
     return;
   }
