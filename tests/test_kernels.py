@@ -1,10 +1,14 @@
-"""The compiled core's two kernels (baseline and AVX2+FMA, chosen at run time), their vector link.
+"""The compiled core's kernels (baseline, AVX2+FMA, AVX-512; chosen at run time), their vector link.
 
 Every other test runs the kernel the CPU picks; these run each kernel this CPU can execute, so a
 wrong AVX2 path fails on a machine that has AVX2 and a wrong baseline path fails everywhere.
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -72,10 +76,11 @@ def test_vector_link_tail_matches_scalar_path(kernel):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("K, per_run_weights", [(5, False), (19, False), (19, True)])
+@pytest.mark.parametrize("K, per_run_weights", [(5, False), (19, False), (19, True), (27, True)])
 def test_kernel_agrees_with_numpy_reference(kernel, dtype, K, per_run_weights):
     # sizes that are not multiples of the row group (4) or of the vector width (4); K = 19 takes
-    # two chunks of 8 runs (the run-vectorized path) and 3 runs in pairs
+    # two chunks of 8 runs (the run-vectorized path) and 3 runs in pairs; the AVX-512 kernel takes
+    # K = 27 as a chunk of 16, one of 8 and 3 runs in pairs
     rng = np.random.default_rng(1)
     n, d = 1003, 37
     X = rng.standard_normal((n, d)).astype(dtype)
@@ -115,6 +120,43 @@ def test_kernel_bits_do_not_depend_on_threads(kernel):
 
 
 def test_set_kernel_rejects_unknown_names():
-    with pytest.raises(ValueError, match="'baseline' or 'avx2'"):
+    with pytest.raises(ValueError, match="'baseline', 'avx2' or 'avx512'"):
         core.set_kernel("sse9")
     assert core.kernel() in KERNELS
+
+
+@pytest.mark.skipif("avx512" not in KERNELS, reason="this CPU has no AVX-512 F, VL and DQ")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("K", [1, 2, 8, 16, 27])
+def test_avx512_kernel_gives_the_avx2_bits(dtype, K):
+    """Lane = run in the run chunks and the same dot-product lanes elsewhere: the wider kernel is
+    the AVX2 kernel's arithmetic, to the bit, for the gradient, the Hessian product and a fit."""
+    rng = np.random.default_rng(4)
+    n, d = 2_003, 45
+    X = rng.standard_normal((n, d)).astype(dtype)
+    Y = (rng.random((n, K)) < 0.4).astype(np.float64)
+    W = rng.standard_normal((K, d)) * 0.3
+    V = rng.standard_normal((K, d))
+    sw = rng.random((n, K)) + 0.5
+    out = {}
+    before = core.set_kernel("avx2")
+    try:
+        for name in ("avx2", "avx512"):
+            core.set_kernel(name)
+            grads = gs.loss_and_grad(X, Y, W, np.zeros(K), sample_weight=sw, backend="cpp")
+            hv = gs.hessp(X, Y, W, np.zeros(K), V, np.ones(K), sample_weight=sw, backend="cpp")
+            fitted = gs.fit(X, Y[:, 0], rule=["adam"] * K, lr=0.05, batch_size=64, max_iter=2,
+                            tol=None, random_state=0, backend="cpp")
+            out[name] = (*grads, *hv, fitted.coef)
+    finally:
+        core.set_kernel(before)
+    for a, b in zip(out["avx2"], out["avx512"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kernel_environment_variable_picks_the_kernel():
+    for name in KERNELS:
+        env = {**os.environ, "GRADSTEP_KERNEL": name}
+        got = subprocess.run([sys.executable, "-c", "import gradstep._core as c; print(c.kernel())"],
+                             env=env, capture_output=True, text=True, check=True).stdout.strip()
+        assert got == name

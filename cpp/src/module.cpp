@@ -578,11 +578,12 @@ PYBIND11_MODULE(_core, m) {
         },
         "The compiled step rules, {name: code}: the codes spec.rule_code may hold.");
   m.def("kernel", [] { return std::string(gradstep::kernel_name(gradstep::current_kernel())); },
-        "The instruction set of the kernels in use: 'avx2' or 'baseline'.");
+        "The instruction set of the kernels in use: 'avx512', 'avx2' or 'baseline'.");
   m.def("kernels", [] {
           py::list names;
-          names.append("baseline");
-          if (gradstep::cpu_has_avx2_fma()) names.append("avx2");
+          for (gradstep::Kernel k : gradstep::available_kernels()) {
+            names.append(gradstep::kernel_name(k));
+          }
           return names;
         },
         "The kernels this CPU and build can run.");
@@ -626,6 +627,6 @@ PYBIND11_MODULE(_core, m) {
           return before;
         },
         py::arg("name"),
-        "Selects the kernels ('baseline' or 'avx2') for tests and benchmarks; returns the "
+        "Selects the kernels ('baseline', 'avx2' or 'avx512') for tests and benchmarks; returns the "
         "previous one. Not thread-safe: call it while no fit is running.");
 }

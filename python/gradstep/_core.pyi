@@ -107,13 +107,14 @@ def rule_codes() -> dict[str, int]:
     """The compiled step rules, {name: code} (cpp/include/gradstep/rules.hpp's table): the codes
     spec.rule_code may hold."""
 
-def kernel() -> Literal["baseline", "avx2"]:
+def kernel() -> Literal["baseline", "avx2", "avx512"]:
     """The instruction set of the kernels in use."""
 
 def kernels() -> list[str]:
-    """The kernels this CPU and build can run: 'baseline', and 'avx2' where available."""
+    """The kernels this CPU and build can run: 'baseline', then 'avx2' and 'avx512' where
+    available."""
 
-def set_kernel(name: Literal["baseline", "avx2"]) -> str:
+def set_kernel(name: Literal["baseline", "avx2", "avx512"]) -> str:
     """Selects the kernels for tests and benchmarks and returns the previous one; ValueError for
     a name this CPU or build cannot run. Not thread-safe: call it while no fit is running."""
 

@@ -350,7 +350,22 @@ GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row,
 // gradient (gt[j][0..8) += x_rj res_r). A run's dot products are then one chain over j, not four
 // lanes, so its bits differ from the pair path's by rounding (about 1e-16 relative); both are
 // deterministic and independent of the number of threads.
-constexpr std::ptrdiff_t kRunChunk = 8;
+// Vectors of runs: v4d (four runs; one register in the AVX2 kernel) or v8d (eight; one register in
+// the AVX-512 kernel). Lane q of a vector is run q of its group, so a run's sums are the same chain
+// of operations at either width: the AVX2 and AVX-512 kernels give the same bits.
+typedef double v8d __attribute__((vector_size(64)));
+
+template <class V>
+constexpr std::ptrdiff_t kVecRuns = static_cast<std::ptrdiff_t>(sizeof(V) / sizeof(double));
+
+template <class V>
+GRADSTEP_INLINE V splat_runs(double a) {
+  if constexpr (kVecRuns<V> == 4) {
+    return splat(a);
+  } else {
+    return V{a, a, a, a, a, a, a, a};
+  }
+}
 
 // Per-thread scratch for the packed weights and gradients of one chunk: grown, never shrunk.
 inline std::vector<double>& chunk_scratch() {
@@ -358,45 +373,71 @@ inline std::vector<double>& chunk_scratch() {
   return scratch;
 }
 
-// Four runs' values of row i in a table with one column per run (Y or SW), or one shared value.
-GRADSTEP_INLINE v4d run_values(const double* table, std::ptrdiff_t i, std::ptrdiff_t width,
-                               bool shared, const std::ptrdiff_t col[4]) {
-  if (shared) return splat(table[i * width]);
-  return v4d{table[i * width + col[0]], table[i * width + col[1]], table[i * width + col[2]],
-             table[i * width + col[3]]};
+// The runs' values of row i in a table with one column per run (Y or SW), or one shared value.
+template <class V>
+GRADSTEP_INLINE V run_values(const double* table, std::ptrdiff_t i, std::ptrdiff_t width,
+                             bool shared, const std::ptrdiff_t* col) {
+  if (shared) return splat_runs<V>(table[i * width]);
+  const double* row = table + i * width;
+  if constexpr (kVecRuns<V> == 4) {
+    return V{row[col[0]], row[col[1]], row[col[2]], row[col[3]]};
+  } else {
+    return V{row[col[0]], row[col[1]], row[col[2]], row[col[3]],
+             row[col[4]], row[col[5]], row[col[6]], row[col[7]]};
+  }
 }
 
-// The gradient for the runs runs[c .. c + 8k) of the tile, eight at a time, over the rows in
-// groups of four (the first job.count / 4 * 4 rows; the rest are the caller's); returns the first
-// run not taken. out must be zeroed.
-template <bool PerRun, class T, class RowIndex>
+// The link (link4) of a vector of runs, four lanes at a time.
+template <class V>
+GRADSTEP_INLINE void link_runs(V z, V y, V& loss, V& residual) {
+  if constexpr (kVecRuns<V> == 4) {
+    link4(z, y, loss, residual);
+  } else {
+    for (std::ptrdiff_t h = 0; h < kVecRuns<V>; h += 4) {
+      v4d zh, yh, lh, rh;
+      std::memcpy(&zh, reinterpret_cast<const double*>(&z) + h, sizeof zh);
+      std::memcpy(&yh, reinterpret_cast<const double*>(&y) + h, sizeof yh);
+      link4(zh, yh, lh, rh);
+      std::memcpy(reinterpret_cast<double*>(&loss) + h, &lh, sizeof lh);
+      std::memcpy(reinterpret_cast<double*>(&residual) + h, &rh, sizeof rh);
+    }
+  }
+}
+
+// The gradient for the runs runs[c .. c + m * NV * lanes) of the tile, NV vectors of runs at a
+// time (a chunk), over the rows in groups of four (the first job.count / 4 * 4 rows; the rest are
+// the caller's); returns the first run not taken. out must be zeroed.
+template <bool PerRun, class V, std::ptrdiff_t NV, class T, class RowIndex>
 GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, std::ptrdiff_t c) {
+  constexpr std::ptrdiff_t W = kVecRuns<V>, kChunk = W * NV;
+  constexpr auto kArrayChunk = static_cast<std::size_t>(kChunk);  // array extents
+  constexpr auto kArrayNV = static_cast<std::size_t>(NV);
   const std::ptrdiff_t d = job.d, D = d + 1;
   const std::ptrdiff_t grouped = job.count / 4 * 4;
-  if (job.c1 - c < kRunChunk || grouped == 0) return c;
+  if (job.c1 - c < kChunk || grouped == 0) return c;
   // float32 rows are widened once per group into xd (4 rows): a broadcast of a double from
   // memory is one instruction, a widened float three.
   constexpr bool kWiden = !std::is_same_v<T, double>;
-  const std::size_t need = static_cast<std::size_t>((2 * kRunChunk + (kWiden ? 4 : 0)) * d);
+  const std::size_t need = static_cast<std::size_t>((2 * kChunk + (kWiden ? 4 : 0)) * d);
   std::vector<double>& scratch = chunk_scratch();
   if (scratch.size() < need) scratch.resize(need);
   double* wt = scratch.data();
-  double* gt = wt + kRunChunk * d;
-  double* xd = gt + kRunChunk * d;
-  for (; c + kRunChunk <= job.c1; c += kRunChunk) {
-    std::ptrdiff_t k[kRunChunk], ycol[kRunChunk];
-    for (std::ptrdiff_t q = 0; q < kRunChunk; ++q) {
+  double* gt = wt + kChunk * d;
+  double* xd = gt + kChunk * d;
+  for (; c + kChunk <= job.c1; c += kChunk) {
+    std::ptrdiff_t k[kArrayChunk], ycol[kArrayChunk];
+    for (std::ptrdiff_t q = 0; q < kChunk; ++q) {
       k[q] = job.runs[c + q];
       ycol[q] = job.ky == 1 ? 0 : k[q];
       const double* w = job.P + k[q] * D;
-      for (std::ptrdiff_t j = 0; j < d; ++j) wt[j * kRunChunk + q] = w[j];
+      for (std::ptrdiff_t j = 0; j < d; ++j) wt[j * kChunk + q] = w[j];
     }
-    std::fill(gt, gt + kRunChunk * d, 0.0);
-    const v4d b[2] = {v4d{job.P[k[0] * D + d], job.P[k[1] * D + d], job.P[k[2] * D + d],
-                          job.P[k[3] * D + d]},
-                      v4d{job.P[k[4] * D + d], job.P[k[5] * D + d], job.P[k[6] * D + d],
-                          job.P[k[7] * D + d]}};
-    v4d loss[2] = {splat(0.0), splat(0.0)}, bias[2] = {splat(0.0), splat(0.0)};
+    std::fill(gt, gt + kChunk * d, 0.0);
+    V b[kArrayNV], loss[kArrayNV], bias[kArrayNV];
+    for (std::ptrdiff_t h = 0; h < NV; ++h) {
+      for (std::ptrdiff_t q = 0; q < W; ++q) b[h][q] = job.P[k[h * W + q] * D + d];
+      loss[h] = bias[h] = splat_runs<V>(0.0);
+    }
     for (std::ptrdiff_t p = 0; p < grouped; p += 4) {
       std::ptrdiff_t i[4];
       const double* x[4];
@@ -415,49 +456,52 @@ GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, 
       for (std::ptrdiff_t q = p + kPrefetchRows; q < ahead; ++q) {
         prefetch_row(job.X + row(q) * d, d);
       }
-      v4d z[4][2];
-      for (std::ptrdiff_t r = 0; r < 4; ++r) z[r][0] = z[r][1] = splat(0.0);
+      V z[4][kArrayNV];
+      for (std::ptrdiff_t r = 0; r < 4; ++r) {
+        for (std::ptrdiff_t h = 0; h < NV; ++h) z[r][h] = splat_runs<V>(0.0);
+      }
       for (std::ptrdiff_t j = 0; j < d; ++j) {
-        v4d w0, w1;
-        std::memcpy(&w0, wt + j * kRunChunk, sizeof w0);
-        std::memcpy(&w1, wt + j * kRunChunk + 4, sizeof w1);
+        V w[kArrayNV];
+        for (std::ptrdiff_t h = 0; h < NV; ++h) {
+          std::memcpy(&w[h], wt + j * kChunk + h * W, sizeof w[h]);
+        }
         for (std::ptrdiff_t r = 0; r < 4; ++r) {
-          const v4d xb = splat(x[r][j]);
-          z[r][0] += xb * w0;
-          z[r][1] += xb * w1;
+          const V xb = splat_runs<V>(x[r][j]);
+          for (std::ptrdiff_t h = 0; h < NV; ++h) z[r][h] += xb * w[h];
         }
       }
-      v4d res[4][2];
+      V res[4][kArrayNV];
       for (std::ptrdiff_t r = 0; r < 4; ++r) {  // rows in order: the loss sums as the pair path's
-        for (std::ptrdiff_t h = 0; h < 2; ++h) {
-          const v4d yv = run_values(job.Y, i[r], job.ky, job.ky == 1, ycol + 4 * h);
-          const v4d sv = PerRun ? run_values(job.SW, i[r], job.ks, false, k + 4 * h)
-                                : splat(job.SW ? job.SW[i[r]] : 1.0);
-          v4d l, residual;
-          link4(z[r][h] + b[h], yv, l, residual);
+        for (std::ptrdiff_t h = 0; h < NV; ++h) {
+          const V yv = run_values<V>(job.Y, i[r], job.ky, job.ky == 1, ycol + W * h);
+          const V sv = PerRun ? run_values<V>(job.SW, i[r], job.ks, false, k + W * h)
+                              : splat_runs<V>(job.SW ? job.SW[i[r]] : 1.0);
+          V l, residual;
+          link_runs(z[r][h] + b[h], yv, l, residual);
           loss[h] += sv * l;
           res[r][h] = sv * residual;
           bias[h] += res[r][h];
         }
       }
       for (std::ptrdiff_t j = 0; j < d; ++j) {
-        v4d g0, g1;
-        std::memcpy(&g0, gt + j * kRunChunk, sizeof g0);
-        std::memcpy(&g1, gt + j * kRunChunk + 4, sizeof g1);
-        for (std::ptrdiff_t r = 0; r < 4; ++r) {
-          const v4d xb = splat(x[r][j]);
-          g0 += xb * res[r][0];
-          g1 += xb * res[r][1];
+        V g[kArrayNV];
+        for (std::ptrdiff_t h = 0; h < NV; ++h) {
+          std::memcpy(&g[h], gt + j * kChunk + h * W, sizeof g[h]);
         }
-        std::memcpy(gt + j * kRunChunk, &g0, sizeof g0);
-        std::memcpy(gt + j * kRunChunk + 4, &g1, sizeof g1);
+        for (std::ptrdiff_t r = 0; r < 4; ++r) {
+          const V xb = splat_runs<V>(x[r][j]);
+          for (std::ptrdiff_t h = 0; h < NV; ++h) g[h] += xb * res[r][h];
+        }
+        for (std::ptrdiff_t h = 0; h < NV; ++h) {
+          std::memcpy(gt + j * kChunk + h * W, &g[h], sizeof g[h]);
+        }
       }
     }
-    for (std::ptrdiff_t q = 0; q < kRunChunk; ++q) {
+    for (std::ptrdiff_t q = 0; q < kChunk; ++q) {
       double* g = job.out + (c + q) * job.stride;
-      for (std::ptrdiff_t j = 0; j < d; ++j) g[j] = gt[j * kRunChunk + q];
-      g[d] = bias[q / 4][q % 4];
-      g[D] = loss[q / 4][q % 4];
+      for (std::ptrdiff_t j = 0; j < d; ++j) g[j] = gt[j * kChunk + q];
+      g[d] = bias[q / W][q % W];
+      g[D] = loss[q / W][q % W];
     }
   }
   return c;
@@ -479,7 +523,8 @@ GRADSTEP_INLINE double weight_of(const BlockJob<T>& job, std::ptrdiff_t i, std::
 // for a single run, two link chains in flight, were measured no faster at d = 20 and slower for
 // float32 X at d = 100; a GEMM-like order, all dot products of the block first, then the link,
 // then the gradient from L2, was measured 1.5 x slower for 16 runs.)
-template <bool Hess, bool PerRun, class T>
+// Wide: the AVX-512 kernel, whose chunks of runs are 16 and 8 runs in 512-bit vectors.
+template <bool Hess, bool PerRun, bool Wide, class T>
 GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job) {
   const std::ptrdiff_t d = job.d, D = d + 1, ky = job.ky;
   const T* X = job.X;
@@ -489,7 +534,12 @@ GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job) {
   };
   std::ptrdiff_t first_pair = job.c0;  // runs before it were taken eight at a time
 #if defined(GRADSTEP_VECTOR_EXT)
-  if constexpr (!Hess) first_pair = run_chunks<PerRun>(job, row, job.c0);
+  if constexpr (!Hess && Wide) {
+    first_pair = run_chunks<PerRun, v8d, 2>(job, row, job.c0);
+    first_pair = run_chunks<PerRun, v8d, 1>(job, row, first_pair);
+  } else if constexpr (!Hess) {
+    first_pair = run_chunks<PerRun, v4d, 2>(job, row, job.c0);
+  }
 #endif
   std::ptrdiff_t p = first_pair < job.c1 ? row_groups<Hess, PerRun>(job, row, first_pair)
                                          : job.count / 4 * 4;
@@ -521,22 +571,22 @@ GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job) {
 }
 
 // The partial loss and gradient of one block and one tile.
-template <class T>
+template <bool Wide, class T>
 GRADSTEP_INLINE void block_tile(const BlockJob<T>& job) {
   if (job.ks > 1) {
-    tile_impl<false, true>(job);
+    tile_impl<false, true, Wide>(job);
   } else {
-    tile_impl<false, false>(job);
+    tile_impl<false, false, Wide>(job);
   }
 }
 
 // The partial Hessian-vector product of one block and one tile.
-template <class T>
+template <bool Wide, class T>
 GRADSTEP_INLINE void hessp_tile(const BlockJob<T>& job) {
   if (job.ks > 1) {
-    tile_impl<true, true>(job);
+    tile_impl<true, true, Wide>(job);
   } else {
-    tile_impl<true, false>(job);
+    tile_impl<true, false, Wide>(job);
   }
 }
 
@@ -617,29 +667,64 @@ __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE inline void terms_avx2(
 
 template <class T>
 GRADSTEP_NOINLINE void block_tile_baseline(const BlockJob<T>& job) {
-  simd::block_tile(job);
+  simd::block_tile<false>(job);
 }
 
 template <class T>
 GRADSTEP_NOINLINE void hessp_tile_baseline(const BlockJob<T>& job) {
-  simd::hessp_tile(job);
+  simd::hessp_tile<false>(job);
 }
 
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
 template <class T>
 __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void block_tile_avx2(const BlockJob<T>& job) {
-  simd::block_tile(job);
+  simd::block_tile<false>(job);
 }
 
 template <class T>
 __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void hessp_tile_avx2(const BlockJob<T>& job) {
-  simd::hessp_tile(job);
+  simd::hessp_tile<false>(job);
+}
+
+// The AVX-512 version (AVX-512 F, VL and DQ: Skylake-SP, 2017, and later Xeons; AMD Zen 4): the
+// same source with 32 vector registers, 512-bit auto-vectorized loops (the gradient updates) and
+// 16 or 8 runs per register tile of run_chunks. It gives the AVX2 version's bits.
+#define GRADSTEP_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")))
+
+GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE inline void link_avx512(const double* z, std::ptrdiff_t n,
+                                                                 double* l, double* s) {
+  link_array(z, n, l, s);
+}
+
+GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE inline void terms_avx512(const double* z,
+                                                                  const double* y,
+                                                                  std::ptrdiff_t n, double* l,
+                                                                  double* r, double* h) {
+  terms_array(z, y, n, l, r, h);
+}
+
+template <class T>
+GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE void block_tile_avx512(const BlockJob<T>& job) {
+  simd::block_tile<true>(job);
+}
+
+template <class T>
+GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE void hessp_tile_avx512(const BlockJob<T>& job) {
+  simd::hessp_tile<true>(job);
 }
 #endif
 
 // The kernel in use: "avx2" where the CPU has AVX2 and FMA (and the build is for x86-64 with GCC
-// or Clang), else "baseline"; GRADSTEP_KERNEL=baseline in the environment forces the baseline.
-enum class Kernel { baseline, avx2 };
+// or Clang), else "baseline". "avx512" runs where the CPU has AVX-512 F, VL and DQ; it is not the
+// default (see kDefaultAvx512). GRADSTEP_KERNEL=baseline|avx2|avx512 in the environment asks for
+// one: a name this CPU cannot run falls back to the default.
+enum class Kernel { baseline, avx2, avx512 };
+
+// Whether a CPU with AVX-512 runs the "avx512" kernel by default. Off: it was measured only on the
+// one AVX-512 machine we could reach (see the README's tables), so it stays an opt-in until it is
+// measured faster across vendors.
+constexpr bool kDefaultAvx512 = false;
 
 inline bool cpu_has_avx2_fma() {
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
@@ -650,9 +735,45 @@ inline bool cpu_has_avx2_fma() {
 #endif
 }
 
+// __builtin_cpu_supports also checks that the operating system saves the 512-bit registers.
+inline bool cpu_has_avx512() {
+#if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  __builtin_cpu_init();
+  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+
+inline const char* kernel_name(Kernel k) {
+  switch (k) {
+    case Kernel::avx512:
+      return "avx512";
+    case Kernel::avx2:
+      return "avx2";
+    default:
+      return "baseline";
+  }
+}
+
+// The kernels this CPU and build can run, slowest first.
+inline std::vector<Kernel> available_kernels() {
+  std::vector<Kernel> kernels{Kernel::baseline};
+  if (cpu_has_avx2_fma()) kernels.push_back(Kernel::avx2);
+  if (cpu_has_avx512()) kernels.push_back(Kernel::avx512);
+  return kernels;
+}
+
 inline Kernel default_kernel() {
+  const std::vector<Kernel> can = available_kernels();
   const char* forced = std::getenv("GRADSTEP_KERNEL");
-  if (forced != nullptr && std::string(forced) == "baseline") return Kernel::baseline;
+  if (forced != nullptr) {
+    for (Kernel k : can) {
+      if (std::string(forced) == kernel_name(k)) return k;
+    }
+  }
+  if (cpu_has_avx512() && kDefaultAvx512) return Kernel::avx512;
   return cpu_has_avx2_fma() ? Kernel::avx2 : Kernel::baseline;
 }
 
@@ -661,26 +782,31 @@ inline Kernel& current_kernel() {
   return kernel;
 }
 
-inline const char* kernel_name(Kernel k) { return k == Kernel::avx2 ? "avx2" : "baseline"; }
-
 // Selects a kernel by name; raises std::invalid_argument for an unknown name or one this CPU or
 // build cannot run.
 inline void select_kernel(const std::string& name) {
-  if (name == "baseline") {
-    current_kernel() = Kernel::baseline;
-  } else if (name == "avx2") {
-    if (!cpu_has_avx2_fma()) {
-      throw std::invalid_argument("kernel 'avx2' needs an x86-64 CPU with AVX2 and FMA and a "
-                                  "GCC or Clang build; this one has only 'baseline'");
+  for (Kernel k : available_kernels()) {
+    if (name == kernel_name(k)) {
+      current_kernel() = k;
+      return;
     }
-    current_kernel() = Kernel::avx2;
-  } else {
-    throw std::invalid_argument("kernel must be 'baseline' or 'avx2', got '" + name + "'");
   }
+  if (name == "avx2" || name == "avx512") {
+    throw std::invalid_argument(
+        "kernel '" + name + "' needs an x86-64 CPU with " +
+        (name == "avx2" ? "AVX2 and FMA" : "AVX-512 F, VL and DQ") +
+        " and a GCC or Clang build; this one can run " +
+        (cpu_has_avx2_fma() ? "'baseline' and 'avx2'" : "only 'baseline'"));
+  }
+  throw std::invalid_argument("kernel must be 'baseline', 'avx2' or 'avx512', got '" + name + "'");
 }
 
 inline void run_link(const double* z, std::ptrdiff_t n, double* l, double* s) {
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  if (current_kernel() == Kernel::avx512) {
+    link_avx512(z, n, l, s);
+    return;
+  }
   if (current_kernel() == Kernel::avx2) {
     link_avx2(z, n, l, s);
     return;
@@ -692,6 +818,10 @@ inline void run_link(const double* z, std::ptrdiff_t n, double* l, double* s) {
 inline void run_terms(const double* z, const double* y, std::ptrdiff_t n, double* l, double* r,
                       double* h) {
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  if (current_kernel() == Kernel::avx512) {
+    terms_avx512(z, y, n, l, r, h);
+    return;
+  }
   if (current_kernel() == Kernel::avx2) {
     terms_avx2(z, y, n, l, r, h);
     return;
@@ -703,6 +833,10 @@ inline void run_terms(const double* z, const double* y, std::ptrdiff_t n, double
 template <class T>
 inline void run_block_kernel(const BlockJob<T>& job) {
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  if (current_kernel() == Kernel::avx512) {
+    block_tile_avx512(job);
+    return;
+  }
   if (current_kernel() == Kernel::avx2) {
     block_tile_avx2(job);
     return;
@@ -714,6 +848,10 @@ inline void run_block_kernel(const BlockJob<T>& job) {
 template <class T>
 inline void run_hessp_kernel(const BlockJob<T>& job) {
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  if (current_kernel() == Kernel::avx512) {
+    hessp_tile_avx512(job);
+    return;
+  }
   if (current_kernel() == Kernel::avx2) {
     hessp_tile_avx2(job);
     return;

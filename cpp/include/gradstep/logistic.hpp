@@ -69,9 +69,13 @@ inline std::ptrdiff_t block_rows(std::ptrdiff_t d) {
 
 // Runs per tile: their weights and gradient accumulators take about 24 KiB, inside L1; from 8
 // runs on, a multiple of 8, the block kernel's run chunk (block_kernel.hpp, run_chunks), so that
-// 16 runs at d = 100 are two chunks and not a chunk plus 7 runs taken in pairs.
+// 16 runs at d = 100 are two chunks and not a chunk plus 7 runs taken in pairs. The AVX-512
+// kernel's chunks are 16 runs, whose weights and sums take twice the room: its tiles get 48 KiB
+// (the L1 of the cores that have AVX-512 holds 32 to 48 KiB). A run's bits do not depend on its
+// tile: chunks of 8 or 16 runs compute each run alike (lane = run).
 inline std::ptrdiff_t runs_per_tile(std::ptrdiff_t D) {
-  const std::ptrdiff_t fit = std::max<std::ptrdiff_t>(1, 24576 / (16 * std::max<std::ptrdiff_t>(D, 1)));
+  const std::ptrdiff_t bytes = current_kernel() == Kernel::avx512 ? 49152 : 24576;
+  const std::ptrdiff_t fit = std::max<std::ptrdiff_t>(1, bytes / (16 * std::max<std::ptrdiff_t>(D, 1)));
   return fit >= 8 ? fit / 8 * 8 : fit;
 }
 
