@@ -28,15 +28,15 @@
 // - float32 X is read as float32 and widened per element; weights, sums and the loss are double.
 // - Mini-batches pass row indices: the kernel reads X[rows[j]] where it lies; nothing is copied.
 //
-// Instruction sets. The same source is compiled twice: a baseline version (SSE2 on x86-64, NEON on
-// arm64) and, on x86-64 with GCC or Clang, a version for AVX2 with FMA (Haswell, 2013, and later),
-// chosen at run time from cpuid. Every helper is force-inlined into the entry points, so each
+// Instruction sets. The same source is compiled three times: a baseline version (SSE2 on x86-64,
+// NEON on arm64) and, on x86-64 with GCC or Clang, a version for AVX2 with FMA (Haswell, 2013, and
+// later) and one for AVX-512 (opt-in, see kDefaultAvx512), chosen at run time from cpuid. Every helper is force-inlined into the entry points, so each
 // entry point's instruction set covers all of its code and the baseline copy never holds an AVX
 // instruction; nothing depends on -march. A wheel built this way runs on any x86-64 and uses
 // 256-bit vectors and fused multiply-adds where the CPU has them. GRADSTEP_KERNEL=baseline in the
-// environment (or gradstep._core.set_kernel) forces the baseline version. The two versions differ
-// in rounding (a fused multiply-add rounds once), by about 1e-16 relative; each of them gives the
-// same bits for any number of threads.
+// environment (or gradstep._core.set_kernel) forces the baseline version. The baseline and AVX2
+// versions differ in rounding (a fused multiply-add rounds once), by about 1e-16 relative; AVX2 and
+// AVX-512 give the same bits; each gives the same bits for any number of threads.
 #pragma once
 
 #include <algorithm>
