@@ -53,8 +53,8 @@ from ._backends.state import (
 )
 from .oracle import DenseOracle
 from .penalty import l1_norms, l1_residual, penalized_columns, soft_threshold
-from .rules import StepRule
-from .rules.curvature import Grad, HessP, Stall, Step
+from .rules import LBFGS, StepRule
+from .rules.curvature import Grad, HessP, LBFGSRuns, Stall, Step
 
 # A run whose line search cannot move is "converged" when its gradient is within this factor of
 # tol (the optimum is reached to machine precision), else "stalled".
@@ -123,6 +123,9 @@ class ReferenceDriver:
             self._mean_weight = np.asarray(oracle.mean_weight(n_runs), dtype=np.float64)
         self.l1 = spec.l1_strengths(n_runs)
         self.penalized = penalized_columns(oracle, state.P.shape[1])
+        # lbfgs runs without an L1 term: one LBFGSRuns per rule, made at the first round
+        self._batches: list[LBFGSRuns] | None = None
+        self._batched = np.zeros(n_runs, dtype=bool)
 
     def run(self, n_steps: int) -> None:
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected, not warned
@@ -199,14 +202,43 @@ class ReferenceDriver:
         return A
 
     # ---- full batch --------------------------------------------------------------------------
+    def _make_batches(self, running: list[int]) -> None:
+        """LBFGSRuns for the running lbfgs runs without an L1 term, one per rule value."""
+        st = self.state
+        groups: dict[Any, list[int]] = {}
+        for k in running:
+            rule = self.rules[k]
+            if isinstance(rule, LBFGS) and self.l1[k] == 0.0 and not self.spec.batch_size:
+                groups.setdefault(rule, []).append(k)
+        self._batches = []
+        for rule, runs in groups.items():
+            self._batches.append(LBFGSRuns(rule, runs, st.P[runs], st.loss[runs],
+                                           st.grad[runs]))
+            self._batched[runs] = True
+
     def _round(self) -> None:
         st = self.state
         n_runs = st.P.shape[0]
         running = np.flatnonzero(st.status == RUNNING).tolist()
+        if self._batches is None:
+            self._make_batches(running)
+        batched = self._batched
         first_order = [k for k in running if self.rules[k].compiled]
         for k in running:
-            if not self.rules[k].compiled and k not in self._iterations:
+            if (not self.rules[k].compiled and k not in self._iterations
+                    and not batched[k]):
                 self._start(k)
+        batches = []  # (LBFGSRuns, its runs asking, their points)
+        for b in self._batches or ():
+            stopped = st.status[b.runs] != RUNNING  # stopped between calls (monitor, report)
+            if stopped.any():
+                b.drop(b.runs[stopped])
+            if not len(b):
+                continue
+            runs_b, points_b, stalls = b.requests()
+            self._stall_runs(b, stalls)
+            batches.append((b, runs_b, points_b))
+        self._batches = [b for b in self._batches or () if len(b)]
         # a curvature run may have stopped at its start (a Stall before any request)
         pending = self._pending
         curvature = [k for k in running if k in pending]
@@ -222,21 +254,34 @@ class ReferenceDriver:
         grad_runs = first_order + grad_asks
         hess_runs = [k for k in curvature if isinstance(pending[k], HessP)]
         answers: dict[int, Any] = {}
-        if grad_runs:
+        batch_asks = [x for x in batches if x[1].size]
+        if grad_runs or batch_asks:
             at = st.P.copy()
             for k in grad_asks:
                 at[k] = pending[k].p
             active = np.zeros(n_runs, np.uint8)
             active[grad_runs] = 1
+            for _, runs_b, points_b in batch_asks:
+                at[runs_b] = points_b
+                active[runs_b] = 1
             loss, grad = self.oracle.loss_grad(at, active)
             # _zero_intercept's copy is this round's own: its rows go to the runs as they are
             # (a rule never writes into a gradient it is given; the state copies them in)
             grad = self._zero_intercept(grad)
-            losses = np.asarray(loss, dtype=np.float64).tolist()
+            loss = np.asarray(loss, dtype=np.float64)
+            losses = loss.tolist()
             passes = self.passes
             for k in grad_runs:
                 answers[k] = (losses[k], grad[k])
                 passes[k] += 1
+            for b, runs_b, _ in batch_asks:
+                passes[runs_b] += 1
+                rows, t, stalls = b.receive(loss[runs_b], grad[runs_b])
+                self._batch_steps(b, rows, t)
+                self._stall_runs(b, stalls)
+            for b, _, _ in batches:
+                b.drop(b.runs[st.status[b.runs] != RUNNING])
+            self._batches = [b for b in self._batches if len(b)]
         if hess_runs:
             at, vec = np.zeros_like(st.P), np.zeros_like(st.P)
             for k in hess_runs:
@@ -266,6 +311,50 @@ class ReferenceDriver:
             self._stop_test(k)
         for k in curvature:
             self._resume(k, answers[k])
+
+    def _batch_steps(self, b: LBFGSRuns, rows: np.ndarray, t: np.ndarray) -> None:
+        """_handle's bookkeeping of a Step, for the rows of b that completed an iteration (no
+        L1 term: the loss is the objective and the gradient the residual)."""
+        if not rows.size:
+            return
+        st, spec = self.state, self.spec
+        runs = b.runs[rows]
+        P, loss, G = b.p[rows], b.loss[rows], b.g[rows]
+        norm = np.sqrt(np.einsum("ij,ij->i", P, P))
+        bad = ~(norm <= DIVERGENCE_WEIGHT_NORM) | ~np.isfinite(loss)
+        bad |= ~np.isfinite(G).all(axis=1)
+        bad |= loss > divergence_limit(st.start_loss[runs])
+        if bad.any():  # st.P keeps the last good weights
+            st.status[runs[bad]] = DIVERGED
+            good = ~bad
+            runs, P, loss, G, t = runs[good], P[good], loss[good], G[good], t[good]
+        step = P - st.P[runs]
+        step_norm = np.sqrt(np.einsum("ij,ij->i", step, step))
+        st.P[runs] = P
+        st.loss[runs] = loss
+        st.grad[runs] = G
+        st.n_iter[runs] += 1
+        st.t[runs] += 1
+        if spec.record_history:
+            i = st.n_iter[runs]
+            h = st.history
+            h[H_LOSS, runs, i] = loss
+            h[H_GRAD_NORM, runs, i] = np.sqrt(np.einsum("ij,ij->i", G, G))
+            h[H_STEP_NORM, runs, i] = step_norm
+            h[H_LR, runs, i] = t
+            h[H_PASSES, runs, i] = self.passes[runs]
+            if spec.has_reference:
+                h[H_DISTANCE, runs, i] = np.linalg.norm(P - st.reference[runs], axis=1)
+        converged = np.abs(G).max(axis=1) <= spec.tol
+        st.status[runs[converged]] = CONVERGED
+        st.status[runs[~converged & (st.n_iter[runs] >= spec.max_iter)]] = MAX_ITER
+
+    def _stall_runs(self, b: LBFGSRuns, runs: list[int]) -> None:
+        """_handle's bookkeeping of a Stall, for runs of b."""
+        st = self.state
+        for k in runs:
+            close_enough = np.max(np.abs(st.grad[k])) <= STALL_TOL_FACTOR * self.spec.tol
+            st.status[k] = CONVERGED if close_enough else STALLED
 
     def _start(self, k: int) -> None:
         st = self.state

@@ -298,19 +298,24 @@ def _cubic_min(a, fa, ga, b, fb, gb):
     return b - (b - a) * (gb + d2 - d1) / denom
 
 
-def strong_wolfe(p, f0, g0, d, t, c1=1e-4, c2=0.9, max_evals=25):
+def strong_wolfe(p, f0, g0, d, t, c1=1e-4, c2=0.9, max_evals=25, first=None):
     """Line search for the strong Wolfe conditions along d (Nocedal & Wright, Alg. 3.5/3.6):
     f(p + t d) <= f0 + c1 t g0.d and |g(p + t d).d| <= c2 |g0.d|. A generator yielding Grad
     requests; returns (t, p_new, f, g) or None when no acceptable point is representable.
-    Trial points are kept as (t, f, slope, point, gradient)."""
+    Trial points are kept as (t, f, slope, point, gradient). ``first``: the answer (f, g) at
+    the first trial p + t d when the caller already has it (LBFGSRuns: the first trials of
+    all runs are one batched pass); the search then goes on from it without asking again."""
     slope0 = float(g0.dot(d))
     prev = (0.0, f0, slope0, p, g0)
     lo = hi = None
     for i in range(max_evals):
         q = p + t * d
-        if _negligible(q - p, p):
-            return None
-        f, g = yield Grad(q)
+        if i == 0 and first is not None:
+            f, g = first
+        else:
+            if _negligible(q - p, p):
+                return None
+            f, g = yield Grad(q)
         finite = math.isfinite(f)
         s = float(g.dot(d)) if finite else math.nan
         here = (t, f if finite else math.inf, s, q, g)
@@ -415,12 +420,9 @@ class LBFGS(StepRule):
                 pairs.clear()
                 d = -g
             t0 = min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-300)) if first else self.lr
-            found = yield from strong_wolfe(p, loss, g, d, t0)
-            if found is None and pairs:  # a stale memory: retry once along -g
+            found, stale = yield from _lbfgs_search(p, loss, g, d, t0, bool(pairs))
+            if stale:
                 pairs.clear()
-                d = -g
-                found = yield from strong_wolfe(
-                    p, loss, g, d, 1.0 / max(float(np.linalg.norm(g)), 1e-300))
             if found is None:
                 yield Stall()
                 return
@@ -487,6 +489,18 @@ def _orthant_backtrack(p, objective, pg, d, t, l1, penalized, c1=1e-4, shrink=0.
         t *= shrink
 
 
+def _lbfgs_search(p, loss, g, d, t0, retry, first=None):
+    """One L-BFGS line search: strong Wolfe along d from t0; when that fails and the memory
+    holds pairs (``retry``), the memory is stale: once more along -g from 1/||g||. Returns
+    (found, stale): strong_wolfe's result, and whether the memory is to be cleared."""
+    found = yield from strong_wolfe(p, loss, g, d, t0, first=first)
+    if found is None and retry:
+        found = yield from strong_wolfe(p, loss, g, -g,
+                                        1.0 / max(float(np.linalg.norm(g)), 1e-300))
+        return found, True
+    return found, False
+
+
 def _two_loop(g, pairs):
     """H g for the L-BFGS inverse-Hessian approximation of the pairs (s, y, 1/s'y, y'y)
     (Nocedal & Wright 7.4).
@@ -513,6 +527,283 @@ def _two_loop(g, pairs):
         multiply(s, a - b, out=tmp)
         add(q, tmp, out=q)
     return q
+
+
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The dot product of each row of a with the same row of b."""
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _compact_direction(g, memory, sy, rinv, yy, gamma, any_pairs=True):
+    """H g for each row of g (r, D): the L-BFGS inverse-Hessian approximation of that row's
+    pairs in the compact form of Byrd, Nocedal and Schnabel (1994), as L-BFGS-B computes it;
+    the same matrix as _two_loop's (the two agree to rounding).
+
+    memory (r, 2m, D) holds each row's s vectors in [:, :m] and its y vectors in [:, m:],
+    oldest first and right-aligned (a row's n pairs in the last n slots, zeros before them);
+    sy (r, m, m) is R, the upper triangle of S'Y (s_i'y_j for i <= j; 0 below the diagonal;
+    1 on the diagonal of an empty slot), rinv its inverse (kept up to date pair by pair:
+    LBFGSRuns._push), yy (r, m, m) holds y_i'y_j, gamma (r,) s'y/y'y of the newest pair (1
+    without pairs). With Dg the diagonal of R, u = S'g and v = Y'g:
+
+        H g = gamma g + S a - gamma Y w,  w = R^-1 u,  a = R^-T ((Dg + gamma Y'Y) w - gamma v).
+
+    An empty slot has u = v = 0, hence w = 0 there, and adds nothing; a row without pairs
+    gets gamma g = g. A handful of batched NumPy calls for all rows, whatever m and r."""
+    if not any_pairs:
+        return g.copy()
+    m = memory.shape[1] // 2
+    uv = np.einsum("ijd,id->ij", memory, g)
+    w = np.einsum("ijk,ik->ij", rinv, uv[:, :m])
+    rhs = np.einsum("ijj->ij", sy) * w
+    rhs += gamma[:, None] * (np.einsum("ijk,ik->ij", yy, w) - uv[:, m:])
+    coef = np.empty_like(uv)
+    np.einsum("ikj,ik->ij", rinv, rhs, out=coef[:, :m])  # R^-T rhs
+    np.multiply(w, -gamma[:, None], out=coef[:, m:])
+    out = gamma[:, None] * g
+    out += np.einsum("ij,ijd->id", coef, memory)
+    return out
+
+
+class LBFGSRuns:
+    """The lbfgs rule without an L1 term for many runs at once: LBFGS.iterate's algorithm
+    (same directions to rounding, same line search, same passes), its per-run work on arrays.
+
+    The driver runs one LBFGSRuns per lbfgs rule (its runs' rows here: ``runs`` are their
+    indices in the fit). Each round it asks ``requests()`` for the points to evaluate (every
+    run that starts an iteration: the first trial of its line search, all rows in a few
+    NumPy calls; a run whose first trial failed: its own strong_wolfe generator's next
+    point), answers them with one batched pass through ``receive``, and ``drop``s the runs it
+    stopped. The directions come from _compact_direction (L-BFGS-B's compact form) instead
+    of the two-loop recursion: a reordered computation of the same H g, so iterates differ
+    from LBFGS.iterate's at the rounding level only. The first trial is accepted by the
+    strong Wolfe test of strong_wolfe's first iteration, vectorized; any other outcome hands
+    the run to _lbfgs_search with that trial's answer, which goes on exactly as
+    LBFGS.iterate's search would."""
+
+    def __init__(self, rule: LBFGS, runs, P, loss, G):
+        self.rule = rule
+        self.runs = np.array(runs, dtype=np.intp)
+        self.p = np.array(P, dtype=np.float64)
+        self.loss = np.array(loss, dtype=np.float64)
+        self.g = np.array(G, dtype=np.float64)
+        n, D = self.p.shape
+        m = rule.m
+        self.memory = np.zeros((n, 2 * m, D))  # s then y, oldest first, right-aligned
+        self.sy = np.zeros((n, m, m))  # R (see _compact_direction)
+        self.sy[:] = np.eye(m)
+        self.rinv = self.sy.copy()  # R^-1
+        self.searching = np.zeros(n, dtype=bool)  # rows in their own line search
+        self.yy = np.zeros((n, m, m))
+        self.gamma = np.ones(n)
+        self.n_pairs = np.zeros(n, dtype=np.intp)
+        self.first = np.ones(n, dtype=bool)
+        self.searches: dict[int, Any] = {}  # run -> its own line search (after a failed trial)
+        self.asks: dict[int, np.ndarray] = {}  # run -> the point that search waits on
+        self._trial: tuple | None = None  # this round's first trials: (rows, d, t0, Q)
+        self._asked: list[int] = []  # this round's searching runs, in request order
+        self._done: list[tuple[int, Any]] = []  # (row, found) of searches ended this round
+
+    def __len__(self) -> int:
+        return int(self.runs.size)
+
+    def _row(self, run: int) -> int:
+        return int(np.flatnonzero(self.runs == run)[0])
+
+    def _clear(self, rows) -> None:
+        self.memory[rows] = 0.0
+        self.sy[rows] = np.eye(self.rule.m)
+        self.rinv[rows] = np.eye(self.rule.m)
+        self.yy[rows] = 0.0
+        self.gamma[rows] = 1.0
+        self.n_pairs[rows] = 0
+
+    def requests(self):
+        """This round's points: (runs (r,), points (r, D)), and the runs that stalled before
+        asking (no representable step and no memory to retry without)."""
+        rows = np.flatnonzero(~self.searching) if self.searches else np.arange(len(self))
+        stalls: list[int] = []
+        self._trial = None
+        if rows.size:
+            whole = rows.size == len(self)
+            take = (lambda a: a) if whole else (lambda a: a[rows])
+            p, g = take(self.p), take(self.g)
+            n_pairs = take(self.n_pairs)
+            d = _compact_direction(g, take(self.memory), take(self.sy), take(self.rinv),
+                                   take(self.yy), take(self.gamma), bool(n_pairs.any()))
+            np.negative(d, out=d)
+            bad = ~(_rowdot(g, d) < 0.0)  # not a descent direction (rounding): restart
+            if bad.any():
+                self._clear(rows[bad])
+                d[bad] = -g[bad]
+                n_pairs = self.n_pairs[rows]
+            first = take(self.first)
+            t0 = np.full(rows.size, float(self.rule.lr))
+            if first.any():
+                t0[first] = np.minimum(1.0, 1.0 / np.maximum(np.abs(g[first]).sum(axis=1),
+                                                               1e-300))
+            Q = p + t0[:, None] * d
+            step = Q - p
+            small = np.sqrt(_rowdot(step, step)) <= 4.0 * EPS * (1.0 + np.sqrt(_rowdot(p, p)))
+            for i in np.flatnonzero(small):  # its own search decides: retry or stall
+                run = int(self.runs[rows[i]])
+                gen = _lbfgs_search(p[i], float(self.loss[rows[i]]), g[i], d[i],
+                                    float(t0[i]), bool(n_pairs[i] > 0))
+                self._advance(run, gen, None, stalls)
+            keep = ~small
+            if keep.all():
+                self._trial = (rows, d, t0, Q)
+            elif keep.any():
+                self._trial = (rows[keep], d[keep], t0[keep], Q[keep])
+        self._asked = list(self.asks)
+        trial_runs = self.runs[self._trial[0]] if self._trial is not None else np.zeros(0, int)
+        if self._asked:
+            runs = np.concatenate([trial_runs, np.array(self._asked, dtype=np.intp)])
+            extra = np.array([self.asks[k] for k in self._asked])
+            points = extra if self._trial is None else np.concatenate([self._trial[3], extra])
+        else:
+            runs = trial_runs
+            points = self._trial[3] if self._trial is not None else np.zeros((0, self.p.shape[1]))
+        return runs, points, stalls
+
+    def _advance(self, run, gen, answer, stalls):
+        """Run a searching run's generator on to its next request, or to its end."""
+        try:
+            request = next(gen) if answer is None else gen.send(answer)
+        except StopIteration as end:
+            self.searches.pop(run, None)
+            self.asks.pop(run, None)
+            found, stale = end.value
+            row = self._row(run)
+            self.searching[row] = False
+            if stale:
+                self._clear(row)
+            if found is None:
+                stalls.append(run)
+            else:
+                self._done.append((row, found))  # finished with the round's others
+            return
+        self.searches[run] = gen
+        self.asks[run] = request.p
+        self.searching[self._row(run)] = True
+
+    def receive(self, losses, grads):
+        """The answers to ``requests()``'s points, in its order. Returns (rows, t) of the runs
+        that completed an iteration (their new weights, loss and gradient in self.p, .loss,
+        .g; their runs self.runs[rows]) and the runs that stalled."""
+        self._done = []
+        stalls: list[int] = []
+        losses = np.asarray(losses, dtype=np.float64)
+        n_trial = 0 if self._trial is None else self._trial[0].size
+        stepped_rows = np.zeros(0, dtype=np.intp)
+        stepped_t = np.zeros(0)
+        if n_trial:
+            rows, d, t0, Q = self._trial
+            f, G = losses[:n_trial], grads[:n_trial]
+            f0, g0 = self.loss[rows], self.g[rows]
+            slope0 = _rowdot(g0, d)
+            s = _rowdot(G, d)
+            # strong_wolfe's first iteration: sufficient decrease and the curvature condition
+            c1, c2 = 1e-4, 0.9
+            with np.errstate(invalid="ignore"):
+                decrease = np.isfinite(f) & (
+                    (f <= f0 + c1 * t0 * slope0)
+                    | ((f <= f0 + 1e-10 * np.abs(f0)) & (s <= (1.0 - 2.0 * c1) * -slope0)))
+                accept = decrease & (np.abs(s) <= -c2 * slope0)
+            if accept.all():
+                stepped_rows, stepped_t = rows, t0
+                self._finish(rows, Q, f, G, t0)
+            else:
+                ok = np.flatnonzero(accept)
+                if ok.size:
+                    stepped_rows, stepped_t = rows[ok], t0[ok]
+                    self._finish(rows[ok], Q[ok], f[ok], G[ok], t0[ok])
+                for i in np.flatnonzero(~accept):
+                    row = int(rows[i])
+                    run = int(self.runs[row])
+                    gen = _lbfgs_search(self.p[row], float(f0[i]), self.g[row], d[i],
+                                        float(t0[i]), bool(self.n_pairs[row] > 0),
+                                        first=(float(f[i]), G[i]))
+                    self._advance(run, gen, None, stalls)
+        for j, run in enumerate(self._asked):
+            self._advance(run, self.searches[run], (float(losses[n_trial + j]),
+                                                    grads[n_trial + j]), stalls)
+        if self._done:
+            rows = np.array([r for r, _ in self._done], dtype=np.intp)
+            t = np.array([found[0] for _, found in self._done])
+            self._finish(rows, np.array([found[1] for _, found in self._done]),
+                         np.array([found[2] for _, found in self._done]),
+                         np.array([found[3] for _, found in self._done]), t)
+            stepped_rows = np.concatenate([stepped_rows, rows])
+            stepped_t = np.concatenate([stepped_t, t])
+        return stepped_rows, stepped_t, stalls
+
+    def _finish(self, rows, Q, f, G, t) -> None:
+        """Rows that accepted a step: the new pair (when its curvature is positive), then the
+        new point."""
+        s = Q - self.p[rows]
+        y = G - self.g[rows]
+        sy, yy = _rowdot(s, y), _rowdot(y, y)
+        keep = sy > EPS * yy
+        if keep.all() and rows.size == len(self):  # every row: in place, no gathers
+            self._push(self.memory, self.sy, self.rinv, self.yy, s, y)
+            self.gamma[:] = sy / yy
+            np.minimum(self.n_pairs + 1, self.rule.m, out=self.n_pairs)
+        elif keep.any():
+            pr = rows[keep]
+            mem, SY, RI, YY = self.memory[pr], self.sy[pr], self.rinv[pr], self.yy[pr]
+            self._push(mem, SY, RI, YY, s[keep], y[keep])
+            self.memory[pr], self.sy[pr], self.rinv[pr], self.yy[pr] = mem, SY, RI, YY
+            self.gamma[pr] = sy[keep] / yy[keep]
+            self.n_pairs[pr] = np.minimum(self.n_pairs[pr] + 1, self.rule.m)
+        self.p[rows] = Q
+        self.loss[rows] = f
+        self.g[rows] = G
+        self.first[rows] = False
+
+    @staticmethod
+    def _push(mem, SY, RI, YY, s, y) -> None:
+        """Append the pairs (s, y) (one per row) to the memories mem, R = SY, R^-1 = RI and
+        Y'Y = YY in place, dropping each row's oldest slot.
+
+        R^-1 follows R without a solve: dropping the oldest pair takes R's trailing block,
+        whose inverse is the trailing block of R^-1 (R is upper triangular); the new last
+        column (c, delta) of R = [[B, c], [0, delta]] makes the last column of R^-1
+        (-B^-1 c / delta, 1 / delta)."""
+        m = SY.shape[1]
+        mem[:, :m - 1] = mem[:, 1:m]  # overlapping slices: NumPy copies through a buffer
+        mem[:, m - 1] = s
+        mem[:, m:2 * m - 1] = mem[:, m + 1:]
+        mem[:, 2 * m - 1] = y
+        SY[:, :-1, :-1] = SY[:, 1:, 1:]
+        RI[:, :-1, :-1] = RI[:, 1:, 1:]
+        YY[:, :-1, :-1] = YY[:, 1:, 1:]
+        col = np.einsum("ijd,id->ij", mem[:, :m], y)  # s_i'y for every s_i
+        SY[:, :, -1] = col
+        SY[:, -1, :-1] = 0.0  # below the diagonal
+        RI[:, -1, :-1] = 0.0
+        inv_delta = 1.0 / col[:, -1]
+        RI[:, -1, -1] = inv_delta
+        RI[:, :-1, -1] = np.einsum("ijk,ik->ij", RI[:, :-1, :-1], col[:, :-1])
+        RI[:, :-1, -1] *= -inv_delta[:, None]
+        yy_col = np.einsum("ijd,id->ij", mem[:, m:], y)
+        YY[:, :, -1] = yy_col
+        YY[:, -1, :] = yy_col
+
+    def drop(self, runs) -> None:
+        """Forget the given runs (stopped by the driver)."""
+        gone = np.isin(self.runs, runs)
+        if not gone.any():
+            return
+        for run in self.runs[gone].tolist():
+            gen = self.searches.pop(run, None)
+            if gen is not None:
+                gen.close()
+            self.asks.pop(run, None)
+        keep = ~gone
+        for name in ("runs", "p", "loss", "g", "memory", "sy", "rinv", "yy", "gamma",
+                     "n_pairs", "first", "searching"):
+            setattr(self, name, getattr(self, name)[keep])
 
 
 @dataclass(frozen=True)
