@@ -721,9 +721,10 @@ GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE void hessp_tile_avx512(const BlockJob<T
 // one: a name this CPU cannot run falls back to the default.
 enum class Kernel { baseline, avx2, avx512 };
 
-// Whether a CPU with AVX-512 runs the "avx512" kernel by default. Off: it was measured only on the
-// one AVX-512 machine we could reach (see the README's tables), so it stays an opt-in until it is
-// measured faster across vendors.
+// Whether a CPU with AVX-512 runs the "avx512" kernel by default. Off: on the one AVX-512 machine
+// measured (a 16-core Intel Xeon, README), it was slower than "avx2" at 1M x 100, 1 thread:
+// K = 1 87 vs 79 ms, K = 16 726 vs 409 ms (the 16-run chunks of 512-bit vectors lose to two
+// 8-run chunks of 256-bit ones). It passes the kernel tests there, bit-identical to "avx2".
 constexpr bool kDefaultAvx512 = false;
 
 inline bool cpu_has_avx2_fma() {
