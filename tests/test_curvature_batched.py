@@ -47,7 +47,7 @@ def test_compact_direction_equals_the_two_loop_recursion():
     batch, kept = _memories(rng, counts, D, m)
     assert batch.n_pairs.tolist() == [min(c, m) for c in counts]
     G = rng.standard_normal((len(counts), D))
-    got = _compact_direction(G, batch.memory, batch.sy, batch.rinv, batch.yy, batch.gamma)
+    got = _compact_direction(G, batch.memory, batch._order(batch.head), batch.tri, batch.gamma)
     for i in range(len(counts)):
         want = _two_loop(G[i], kept[i])
         np.testing.assert_allclose(got[i], want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
@@ -58,9 +58,13 @@ def test_inverse_of_r_follows_r():
     rng = np.random.default_rng(1)
     batch, _ = _memories(rng, [3, 7, 12], D=6, m=4)
     for i in range(3):
-        R = batch.sy[i]
+        R, R_inv, YY = batch.tri[i]
         np.testing.assert_array_equal(R, np.triu(R))
-        np.testing.assert_allclose(batch.rinv[i], np.linalg.inv(R), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(R_inv, np.linalg.inv(R), rtol=1e-10, atol=1e-12)
+        order = batch._order(batch.head[i:i + 1])[0]  # the ring's slots, oldest first
+        S, Y = batch.memory[i, order], batch.memory[i, 4 + order]
+        np.testing.assert_allclose(R, np.triu(S @ Y.T) + np.diag(~S.any(axis=1)), rtol=1e-13)
+        np.testing.assert_allclose(YY, Y @ Y.T, rtol=1e-13)
 
 
 def _drive_spec(rule, X, y, alpha, n_iter):

@@ -232,7 +232,7 @@ class ReferenceDriver:
         for b in self._batches or ():
             stopped = st.status[b.runs] != RUNNING  # stopped between calls (monitor, report)
             if stopped.any():
-                b.drop(b.runs[stopped])
+                b.drop(stopped)
             if not len(b):
                 continue
             runs_b, points_b, stalls = b.requests()
@@ -280,7 +280,9 @@ class ReferenceDriver:
                 self._batch_steps(b, rows, t)
                 self._stall_runs(b, stalls)
             for b, _, _ in batches:
-                b.drop(b.runs[st.status[b.runs] != RUNNING])
+                stopped = st.status[b.runs] != RUNNING
+                if stopped.any():
+                    b.drop(stopped)
             self._batches = [b for b in self._batches if len(b)]
         if hess_runs:
             at, vec = np.zeros_like(st.P), np.zeros_like(st.P)
@@ -318,36 +320,36 @@ class ReferenceDriver:
         if not rows.size:
             return
         st, spec = self.state, self.spec
-        runs = b.runs[rows]
-        P, loss, G = b.p[rows], b.loss[rows], b.g[rows]
-        norm = np.sqrt(np.einsum("ij,ij->i", P, P))
-        bad = ~(norm <= DIVERGENCE_WEIGHT_NORM) | ~np.isfinite(loss)
-        bad |= ~np.isfinite(G).all(axis=1)
-        bad |= loss > divergence_limit(st.start_loss[runs])
-        if bad.any():  # st.P keeps the last good weights
-            st.status[runs[bad]] = DIVERGED
-            good = ~bad
+        if rows.size == len(b):  # every row, in order (rows is arange then)
+            runs, P, loss, G = b.runs, b.p, b.loss, b.g
+        else:
+            runs, P, loss, G = b.runs[rows], b.p[rows], b.loss[rows], b.g[rows]
+        with np.errstate(over="ignore", invalid="ignore"):
+            good = ((np.einsum("ij,ij->i", P, P) <= DIVERGENCE_WEIGHT_NORM**2)
+                    & (loss <= divergence_limit(st.start_loss[runs])))  # False for NaN
+            good &= np.isfinite(G).all(axis=1)
+        if not good.all():  # st.P keeps the last good weights
+            st.status[runs[~good]] = DIVERGED
             runs, P, loss, G, t = runs[good], P[good], loss[good], G[good], t[good]
         step = P - st.P[runs]
-        step_norm = np.sqrt(np.einsum("ij,ij->i", step, step))
         st.P[runs] = P
         st.loss[runs] = loss
         st.grad[runs] = G
-        st.n_iter[runs] += 1
+        n_iter = st.n_iter[runs] + 1
+        st.n_iter[runs] = n_iter
         st.t[runs] += 1
         if spec.record_history:
-            i = st.n_iter[runs]
             h = st.history
-            h[H_LOSS, runs, i] = loss
-            h[H_GRAD_NORM, runs, i] = np.sqrt(np.einsum("ij,ij->i", G, G))
-            h[H_STEP_NORM, runs, i] = step_norm
-            h[H_LR, runs, i] = t
-            h[H_PASSES, runs, i] = self.passes[runs]
+            h[H_LOSS, runs, n_iter] = loss
+            h[H_GRAD_NORM, runs, n_iter] = np.sqrt(np.einsum("ij,ij->i", G, G))
+            h[H_STEP_NORM, runs, n_iter] = np.sqrt(np.einsum("ij,ij->i", step, step))
+            h[H_LR, runs, n_iter] = t
+            h[H_PASSES, runs, n_iter] = self.passes[runs]
             if spec.has_reference:
-                h[H_DISTANCE, runs, i] = np.linalg.norm(P - st.reference[runs], axis=1)
+                h[H_DISTANCE, runs, n_iter] = np.linalg.norm(P - st.reference[runs], axis=1)
         converged = np.abs(G).max(axis=1) <= spec.tol
         st.status[runs[converged]] = CONVERGED
-        st.status[runs[~converged & (st.n_iter[runs] >= spec.max_iter)]] = MAX_ITER
+        st.status[runs[~converged & (n_iter >= spec.max_iter)]] = MAX_ITER
 
     def _stall_runs(self, b: LBFGSRuns, runs: list[int]) -> None:
         """_handle's bookkeeping of a Stall, for runs of b."""

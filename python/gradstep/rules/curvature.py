@@ -534,34 +534,41 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
-def _compact_direction(g, memory, sy, rinv, yy, gamma, any_pairs=True):
+def _compact_direction(g, memory, order, tri, gamma):
     """H g for each row of g (r, D): the L-BFGS inverse-Hessian approximation of that row's
     pairs in the compact form of Byrd, Nocedal and Schnabel (1994), as L-BFGS-B computes it;
     the same matrix as _two_loop's (the two agree to rounding).
 
-    memory (r, 2m, D) holds each row's s vectors in [:, :m] and its y vectors in [:, m:],
-    oldest first and right-aligned (a row's n pairs in the last n slots, zeros before them);
-    sy (r, m, m) is R, the upper triangle of S'Y (s_i'y_j for i <= j; 0 below the diagonal;
-    1 on the diagonal of an empty slot), rinv its inverse (kept up to date pair by pair:
-    LBFGSRuns._push), yy (r, m, m) holds y_i'y_j, gamma (r,) s'y/y'y of the newest pair (1
-    without pairs). With Dg the diagonal of R, u = S'g and v = Y'g:
+    memory (r, 2m, D) holds each row's s vectors in [:, :m] and its y vectors in [:, m:], a
+    ring of m slots: order (r, m) lists a row's slots oldest first, right-aligned (its n pairs
+    in the last n entries; the slots before them hold zeros). tri (r, 3, m, m) holds, in that
+    order, R, the upper triangle of S'Y (s_i'y_j for i <= j; 0 below the
+    diagonal; 1 on the diagonal of an empty slot), R^-1 (kept up to date pair by pair:
+    LBFGSRuns._push) and Y'Y; gamma (r,) is s'y/y'y of the newest pair (1 without pairs).
+    With Dg the diagonal of R, u = S'g and v = Y'g:
 
         H g = gamma g + S a - gamma Y w,  w = R^-1 u,  a = R^-T ((Dg + gamma Y'Y) w - gamma v).
 
     An empty slot has u = v = 0, hence w = 0 there, and adds nothing; a row without pairs
-    gets gamma g = g. A handful of batched NumPy calls for all rows, whatever m and r."""
-    if not any_pairs:
-        return g.copy()
-    m = memory.shape[1] // 2
-    uv = np.einsum("ijd,id->ij", memory, g)
-    w = np.einsum("ijk,ik->ij", rinv, uv[:, :m])
-    rhs = np.einsum("ijj->ij", sy) * w
-    rhs += gamma[:, None] * (np.einsum("ijk,ik->ij", yy, w) - uv[:, m:])
-    coef = np.empty_like(uv)
-    np.einsum("ikj,ik->ij", rinv, rhs, out=coef[:, :m])  # R^-T rhs
-    np.multiply(w, -gamma[:, None], out=coef[:, m:])
-    out = gamma[:, None] * g
-    out += np.einsum("ij,ijd->id", coef, memory)
+    gets gamma g = g. A dozen batched NumPy calls for all rows, whatever m and r."""
+    r, two_m, _ = memory.shape
+    m = two_m // 2
+    ring = np.matmul(memory, g[:, :, None])[:, :, 0]  # (r, 2m): S'g then Y'g, ring order
+    both = np.concatenate([order, order + m], axis=1)
+    uv = np.take_along_axis(ring, both, axis=1)[:, :, None]  # oldest first
+    rinv = tri[:, 1]
+    w = np.matmul(rinv, uv[:, :m])
+    rhs = np.matmul(tri[:, 2], w)
+    rhs -= uv[:, m:]
+    rhs *= gamma[:, None, None]
+    rhs += np.einsum("ijj->ij", tri[:, 0])[:, :, None] * w
+    coef = np.empty((r, 2 * m))
+    np.matmul(rhs.transpose(0, 2, 1), rinv, out=coef[:, None, :m])  # (R^-T rhs)'
+    np.multiply(w[:, :, 0], -gamma[:, None], out=coef[:, m:])
+    in_ring = np.empty_like(coef)
+    np.put_along_axis(in_ring, both, coef, axis=1)
+    out = np.matmul(in_ring[:, None, :], memory)[:, 0]
+    out += gamma[:, None] * g
     return out
 
 
@@ -589,72 +596,88 @@ class LBFGSRuns:
         self.g = np.array(G, dtype=np.float64)
         n, D = self.p.shape
         m = rule.m
-        self.memory = np.zeros((n, 2 * m, D))  # s then y, oldest first, right-aligned
-        self.sy = np.zeros((n, m, m))  # R (see _compact_direction)
-        self.sy[:] = np.eye(m)
-        self.rinv = self.sy.copy()  # R^-1
-        self.searching = np.zeros(n, dtype=bool)  # rows in their own line search
-        self.yy = np.zeros((n, m, m))
+        self.memory = np.zeros((n, 2 * m, D))  # s then y: rings of m slots
+        self.head = np.zeros(n, dtype=np.intp)  # each row's next slot
+        self.tri = np.zeros((n, 3, m, m))  # R, R^-1, Y'Y, oldest first (_compact_direction)
+        self.tri[:, :2] = np.eye(m)
         self.gamma = np.ones(n)
         self.n_pairs = np.zeros(n, dtype=np.intp)
         self.first = np.ones(n, dtype=bool)
+        self.searching = np.zeros(n, dtype=bool)  # rows in their own line search
         self.searches: dict[int, Any] = {}  # run -> its own line search (after a failed trial)
         self.asks: dict[int, np.ndarray] = {}  # run -> the point that search waits on
-        self._trial: tuple | None = None  # this round's first trials: (rows, d, t0, Q)
+        self._trial: tuple | None = None  # this round's first trials: (rows, d, t0, Q, g.d)
         self._asked: list[int] = []  # this round's searching runs, in request order
         self._done: list[tuple[int, Any]] = []  # (row, found) of searches ended this round
+        self._rows: dict[int, int] | None = None  # run -> row (made when first needed)
 
     def __len__(self) -> int:
         return int(self.runs.size)
 
     def _row(self, run: int) -> int:
-        return int(np.flatnonzero(self.runs == run)[0])
+        if self._rows is None:
+            self._rows = {r: i for i, r in enumerate(self.runs.tolist())}
+        return self._rows[run]
+
+    def _order(self, head: np.ndarray) -> np.ndarray:
+        """The ring slots oldest first, right-aligned, of rows whose next slot is head."""
+        return (head[:, None] + np.arange(self.rule.m)) % self.rule.m
 
     def _clear(self, rows) -> None:
         self.memory[rows] = 0.0
-        self.sy[rows] = np.eye(self.rule.m)
-        self.rinv[rows] = np.eye(self.rule.m)
-        self.yy[rows] = 0.0
+        self.tri[rows] = 0.0
+        self.tri[rows, :2] = np.eye(self.rule.m)
         self.gamma[rows] = 1.0
         self.n_pairs[rows] = 0
 
     def requests(self):
         """This round's points: (runs (r,), points (r, D)), and the runs that stalled before
         asking (no representable step and no memory to retry without)."""
-        rows = np.flatnonzero(~self.searching) if self.searches else np.arange(len(self))
         stalls: list[int] = []
         self._trial = None
-        if rows.size:
-            whole = rows.size == len(self)
-            take = (lambda a: a) if whole else (lambda a: a[rows])
-            p, g = take(self.p), take(self.g)
-            n_pairs = take(self.n_pairs)
-            d = _compact_direction(g, take(self.memory), take(self.sy), take(self.rinv),
-                                   take(self.yy), take(self.gamma), bool(n_pairs.any()))
-            np.negative(d, out=d)
-            bad = ~(_rowdot(g, d) < 0.0)  # not a descent direction (rounding): restart
+        whole = not self.searches
+        rows = np.flatnonzero(~self.searching) if not whole else None
+        if whole or rows.size:
+            if whole:
+                rows = np.arange(len(self))
+                p, g, n_pairs, first = self.p, self.g, self.n_pairs, self.first
+                memory, head, tri, gamma = self.memory, self.head, self.tri, self.gamma
+            else:
+                p, g, n_pairs, first = self.p[rows], self.g[rows], self.n_pairs[rows], \
+                    self.first[rows]
+                memory, head, tri, gamma = (self.memory[rows], self.head[rows],
+                                            self.tri[rows], self.gamma[rows])
+            if n_pairs.any():
+                d = _compact_direction(g, memory, self._order(head), tri, gamma)
+                np.negative(d, out=d)
+            else:
+                d = -g
+            gd = _rowdot(g, d)
+            bad = ~(gd < 0.0)  # not a descent direction (rounding): restart
             if bad.any():
                 self._clear(rows[bad])
                 d[bad] = -g[bad]
+                gd[bad] = -_rowdot(g[bad], g[bad])
                 n_pairs = self.n_pairs[rows]
-            first = take(self.first)
             t0 = np.full(rows.size, float(self.rule.lr))
             if first.any():
                 t0[first] = np.minimum(1.0, 1.0 / np.maximum(np.abs(g[first]).sum(axis=1),
                                                                1e-300))
-            Q = p + t0[:, None] * d
-            step = Q - p
-            small = np.sqrt(_rowdot(step, step)) <= 4.0 * EPS * (1.0 + np.sqrt(_rowdot(p, p)))
-            for i in np.flatnonzero(small):  # its own search decides: retry or stall
-                run = int(self.runs[rows[i]])
-                gen = _lbfgs_search(p[i], float(self.loss[rows[i]]), g[i], d[i],
-                                    float(t0[i]), bool(n_pairs[i] > 0))
-                self._advance(run, gen, None, stalls)
-            keep = ~small
-            if keep.all():
-                self._trial = (rows, d, t0, Q)
-            elif keep.any():
-                self._trial = (rows[keep], d[keep], t0[keep], Q[keep])
+            Q = t0[:, None] * d
+            # _negligible(Q - p, p) up to rounding: a step too short to change p
+            small = t0 * np.sqrt(_rowdot(d, d)) <= 4.0 * EPS * (1.0 + np.sqrt(_rowdot(p, p)))
+            Q += p
+            if small.any():
+                for i in np.flatnonzero(small):  # its own search decides: retry or stall
+                    run = int(self.runs[rows[i]])
+                    gen = _lbfgs_search(p[i], float(self.loss[rows[i]]), g[i], d[i],
+                                        float(t0[i]), bool(n_pairs[i] > 0))
+                    self._advance(run, gen, None, stalls)
+                keep = ~small
+                if keep.any():
+                    self._trial = (rows[keep], d[keep], t0[keep], Q[keep], gd[keep])
+            else:
+                self._trial = (rows, d, t0, Q, gd)
         self._asked = list(self.asks)
         trial_runs = self.runs[self._trial[0]] if self._trial is not None else np.zeros(0, int)
         if self._asked:
@@ -698,21 +721,22 @@ class LBFGSRuns:
         stepped_rows = np.zeros(0, dtype=np.intp)
         stepped_t = np.zeros(0)
         if n_trial:
-            rows, d, t0, Q = self._trial
+            rows, d, t0, Q, slope0 = self._trial
+            whole = n_trial == len(self)
             f, G = losses[:n_trial], grads[:n_trial]
-            f0, g0 = self.loss[rows], self.g[rows]
-            slope0 = _rowdot(g0, d)
+            f0 = self.loss if whole else self.loss[rows]
             s = _rowdot(G, d)
             # strong_wolfe's first iteration: sufficient decrease and the curvature condition
             c1, c2 = 1e-4, 0.9
             with np.errstate(invalid="ignore"):
-                decrease = np.isfinite(f) & (
-                    (f <= f0 + c1 * t0 * slope0)
-                    | ((f <= f0 + 1e-10 * np.abs(f0)) & (s <= (1.0 - 2.0 * c1) * -slope0)))
-                accept = decrease & (np.abs(s) <= -c2 * slope0)
+                accept = (f <= f0 + c1 * t0 * slope0) & (np.abs(s) <= -c2 * slope0)
+                if not accept.all():  # the rounding fallback of _sufficient_decrease
+                    accept |= (np.isfinite(f) & (f <= f0 + 1e-10 * np.abs(f0))
+                               & (s <= (1.0 - 2.0 * c1) * -slope0)
+                               & (np.abs(s) <= -c2 * slope0))
             if accept.all():
                 stepped_rows, stepped_t = rows, t0
-                self._finish(rows, Q, f, G, t0)
+                self._finish(rows, Q, f, G, t0, whole)
             else:
                 ok = np.flatnonzero(accept)
                 if ok.size:
@@ -738,22 +762,29 @@ class LBFGSRuns:
             stepped_t = np.concatenate([stepped_t, t])
         return stepped_rows, stepped_t, stalls
 
-    def _finish(self, rows, Q, f, G, t) -> None:
-        """Rows that accepted a step: the new pair (when its curvature is positive), then the
-        new point."""
-        s = Q - self.p[rows]
-        y = G - self.g[rows]
+    def _finish(self, rows, Q, f, G, t, whole=False) -> None:
+        """Rows that accepted a step (whole: every row, in order): the new pair (when its
+        curvature is positive), then the new point."""
+        if whole:
+            s = Q - self.p
+            y = G - self.g
+        else:
+            s = Q - self.p[rows]
+            y = G - self.g[rows]
         sy, yy = _rowdot(s, y), _rowdot(y, y)
         keep = sy > EPS * yy
-        if keep.all() and rows.size == len(self):  # every row: in place, no gathers
-            self._push(self.memory, self.sy, self.rinv, self.yy, s, y)
-            self.gamma[:] = sy / yy
+        if whole and keep.all():  # in place, no gathers
+            self._push(rows, s, y, whole=True)
+            np.divide(sy, yy, out=self.gamma)
             np.minimum(self.n_pairs + 1, self.rule.m, out=self.n_pairs)
-        elif keep.any():
+            self.p[:] = Q
+            self.loss[:] = f
+            self.g[:] = G
+            self.first[:] = False
+            return
+        if keep.any():
             pr = rows[keep]
-            mem, SY, RI, YY = self.memory[pr], self.sy[pr], self.rinv[pr], self.yy[pr]
-            self._push(mem, SY, RI, YY, s[keep], y[keep])
-            self.memory[pr], self.sy[pr], self.rinv[pr], self.yy[pr] = mem, SY, RI, YY
+            self._push(pr, s[keep], y[keep])
             self.gamma[pr] = sy[keep] / yy[keep]
             self.n_pairs[pr] = np.minimum(self.n_pairs[pr] + 1, self.rule.m)
         self.p[rows] = Q
@@ -761,48 +792,53 @@ class LBFGSRuns:
         self.g[rows] = G
         self.first[rows] = False
 
-    @staticmethod
-    def _push(mem, SY, RI, YY, s, y) -> None:
-        """Append the pairs (s, y) (one per row) to the memories mem, R = SY, R^-1 = RI and
-        Y'Y = YY in place, dropping each row's oldest slot.
+    def _push(self, rows, s, y, whole=False) -> None:
+        """Append the pairs (s, y) to the memories of rows (distinct, in any order): into
+        each ring's next slot, over its oldest pair, and to R, R^-1 and Y'Y, whose oldest
+        row and column go.
 
         R^-1 follows R without a solve: dropping the oldest pair takes R's trailing block,
         whose inverse is the trailing block of R^-1 (R is upper triangular); the new last
         column (c, delta) of R = [[B, c], [0, delta]] makes the last column of R^-1
-        (-B^-1 c / delta, 1 / delta)."""
-        m = SY.shape[1]
-        mem[:, :m - 1] = mem[:, 1:m]  # overlapping slices: NumPy copies through a buffer
-        mem[:, m - 1] = s
-        mem[:, m:2 * m - 1] = mem[:, m + 1:]
-        mem[:, 2 * m - 1] = y
-        SY[:, :-1, :-1] = SY[:, 1:, 1:]
-        RI[:, :-1, :-1] = RI[:, 1:, 1:]
-        YY[:, :-1, :-1] = YY[:, 1:, 1:]
-        col = np.einsum("ijd,id->ij", mem[:, :m], y)  # s_i'y for every s_i
-        SY[:, :, -1] = col
-        SY[:, -1, :-1] = 0.0  # below the diagonal
-        RI[:, -1, :-1] = 0.0
-        inv_delta = 1.0 / col[:, -1]
-        RI[:, -1, -1] = inv_delta
-        RI[:, :-1, -1] = np.einsum("ijk,ik->ij", RI[:, :-1, :-1], col[:, :-1])
-        RI[:, :-1, -1] *= -inv_delta[:, None]
-        yy_col = np.einsum("ijd,id->ij", mem[:, m:], y)
-        YY[:, :, -1] = yy_col
-        YY[:, -1, :] = yy_col
+        (-B^-1 c / delta, 1 / delta). whole: rows is every row in order (no gathers)."""
+        m = self.rule.m
+        head = self.head[rows]
+        self.memory[rows, head] = s
+        self.memory[rows, m + head] = y
+        head += 1
+        head %= m
+        self.head[rows] = head
+        mem = self.memory if whole else self.memory[rows]
+        tri = self.tri if whole else self.tri[rows]
+        tri[:, :, :-1, :-1] = tri[:, :, 1:, 1:]
+        tri[:, :2, -1, :-1] = 0.0  # below R's (and R^-1's) diagonal
+        order = self._order(head)
+        col = np.take_along_axis(np.matmul(mem, y[:, :, None])[:, :, 0],
+                                 np.concatenate([order, order + m], axis=1), axis=1)
+        # col: s_i'y, then y_i'y, for every pair i, oldest first
+        tri[:, 0, :, -1] = col[:, :m]
+        tri[:, 2, :, -1] = col[:, m:]
+        tri[:, 2, -1, :] = col[:, m:]
+        inv_delta = 1.0 / col[:, m - 1]
+        tri[:, 1, -1, -1] = inv_delta
+        rinv = tri[:, 1]
+        tri[:, 1, :-1, -1] = (np.matmul(rinv[:, :-1, :-1], col[:, :m - 1, None])[:, :, 0]
+                              * -inv_delta[:, None])
+        if not whole:
+            self.tri[rows] = tri
 
-    def drop(self, runs) -> None:
-        """Forget the given runs (stopped by the driver)."""
-        gone = np.isin(self.runs, runs)
-        if not gone.any():
-            return
-        for run in self.runs[gone].tolist():
-            gen = self.searches.pop(run, None)
-            if gen is not None:
-                gen.close()
-            self.asks.pop(run, None)
+    def drop(self, gone: np.ndarray) -> None:
+        """Forget the rows where gone is True (runs stopped by the driver)."""
+        if self.searches:
+            for run in self.runs[gone].tolist():
+                gen = self.searches.pop(run, None)
+                if gen is not None:
+                    gen.close()
+                self.asks.pop(run, None)
         keep = ~gone
-        for name in ("runs", "p", "loss", "g", "memory", "sy", "rinv", "yy", "gamma",
-                     "n_pairs", "first", "searching"):
+        self._rows = None
+        for name in ("runs", "p", "loss", "g", "memory", "head", "tri", "gamma", "n_pairs",
+                     "first", "searching"):
             setattr(self, name, getattr(self, name)[keep])
 
 
