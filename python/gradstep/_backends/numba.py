@@ -239,7 +239,8 @@ def _link_many(zb, yb, sb, lb, rb, n):
 
 @numba.njit(**_JIT_SUM)
 def _dot_fast(X, i, P, k, d):
-    """X[i, :d] . P[k, :d] for a float64 X, vectorized by LLVM (reassoc: see above)."""
+    """X[i, :d] . P[k, :d], vectorized by LLVM (reassoc: see above); a float32 X is widened per
+    element inside the loop (vcvtps2pd on the loaded vector)."""
     s = 0.0
     for j in range(d):
         s += X[i, j] * P[k, j]
@@ -247,31 +248,33 @@ def _dot_fast(X, i, P, k, d):
 
 
 @numba.njit(**_JIT_FMA)
-def _group(Xs, idx, ng, P, act, Y, SW, rows_i, zb, yb, sb, lb, rb, acc):
-    """ng rows (rows Xs[idx[r]]; their rows of X, Y and SW rows_i[r]) against the runs act into
-    acc: the margins (a dot product per row and run), the link of all ng * K values in one
-    vectorized loop, the loss and intercept sums in row order, then per run the gradient over
-    the rows four at a time (acc[k, :d] read and written once per four rows)."""
-    d = Xs.shape[1]
+def _group(X, idx, ng, P, act, Y, SW, zb, yb, sb, lb, rb, acc):
+    """ng rows (rows X[idx[r]], and their rows of Y and SW) against the runs act into acc: the
+    margins (a dot product per row and run), the link of all ng * K values in one vectorized
+    loop, the loss and intercept sums in row order, then per run the gradient over the rows four
+    at a time (acc[k, :d] read and written once per four rows). A float32 X is read as it is and
+    widened per element in the vector loops (vcvtps2pd), in the dot products and the gradient."""
+    d = X.shape[1]
     nq = act.size
     shared_s = SW.shape[1] <= 1
     shared_y = Y.shape[1] == 1
     for r in range(ng):
-        ir = idx[r]
-        i = rows_i[r]
+        i = idx[r]
         s_row = _shared_weight(SW, i)
         for c in range(nq):
             k = act[c]
             t = r * nq + c
-            zb[t] = _dot_fast(Xs, ir, P, k, d) + P[k, d]
+            zb[t] = _dot_fast(X, i, P, k, d) + P[k, d]
             yb[t] = Y[i, 0] if shared_y else Y[i, k]
             sb[t] = s_row if shared_s else SW[i, k]  # Ks == K: run k's own column
     _link_many(zb, yb, sb, lb, rb, ng * nq)
-    for r in range(ng):  # row order, as the scalar path
-        for c in range(nq):
-            k = act[c]
-            acc[k, d + 1] += lb[r * nq + c]
-            acc[k, d] += rb[r * nq + c]
+    for c in range(nq):  # row order, as the scalar path; the sums in registers
+        k = act[c]
+        loss_sum, res_sum = acc[k, d + 1], acc[k, d]
+        for r in range(ng):
+            loss_sum += lb[r * nq + c]
+            res_sum += rb[r * nq + c]
+        acc[k, d + 1], acc[k, d] = loss_sum, res_sum
     quads = ng - ng % 4
     for c in range(nq):
         k = act[c]
@@ -282,13 +285,13 @@ def _group(Xs, idx, ng, P, act, Y, SW, rows_i, zb, yb, sb, lb, rb, acc):
             a3 = rb[(r + 3) * nq + c]
             i0, i1, i2, i3 = idx[r], idx[r + 1], idx[r + 2], idx[r + 3]
             for j in range(d):
-                acc[k, j] += ((a0 * Xs[i0, j] + a1 * Xs[i1, j])
-                              + (a2 * Xs[i2, j] + a3 * Xs[i3, j]))
+                acc[k, j] += ((a0 * X[i0, j] + a1 * X[i1, j])
+                              + (a2 * X[i2, j] + a3 * X[i3, j]))
         for r in range(quads, ng):
             a = rb[r * nq + c]
-            ir = idx[r]
+            i = idx[r]
             for j in range(d):
-                acc[k, j] += a * Xs[ir, j]
+                acc[k, j] += a * X[i, j]
 
 
 @numba.njit(**_JIT)
@@ -304,11 +307,9 @@ def _block(X, Y, SW, P, rows, act, start, stop, acc):
     """Rows start..stop-1 (positions in rows, or rows of X when rows is empty) into acc (K, D + 1):
     acc[k, :D] = sum s (sigmoid(z) - y) (x, 1), acc[k, D] = sum s (log1pexp(z) - y z).
     Rows go in groups (_group_rows) from start on, then the last ones in a smaller group of whole
-    quads and one by one: how rows are grouped depends on start and stop only. A float32 X is
-    widened into a float64 buffer once per group (not once per multiply, per run)."""
+    quads and one by one: how rows are grouped depends on start and stop only."""
     d = X.shape[1]
     use_rows = rows.size > 0
-    widen = X.itemsize != 8  # a compile-time constant: LLVM drops the other branch
     for k in act:
         for j in range(d + 2):
             acc[k, j] = 0.0
@@ -317,22 +318,13 @@ def _block(X, Y, SW, P, rows, act, start, stop, acc):
     zb, yb, sb = np.empty(G * nq), np.empty(G * nq), np.empty(G * nq)
     lb, rb = np.empty(G * nq), np.empty(G * nq)
     rows_i = np.empty(G, dtype=np.int64)
-    local = np.arange(G)
-    xg = np.empty((G if widen else 0, d))
     pos = start
     while pos < stop:
         left = stop - pos
         ng = G if left >= G else (left - left % 4 if left >= 4 else 1)
         for r in range(ng):
             rows_i[r] = rows[pos + r] if use_rows else pos + r
-        if widen:
-            for r in range(ng):
-                i = rows_i[r]
-                for j in range(d):
-                    xg[r, j] = X[i, j]
-            _group(xg, local, ng, P, act, Y, SW, rows_i, zb, yb, sb, lb, rb, acc)
-        else:
-            _group(X, rows_i, ng, P, act, Y, SW, rows_i, zb, yb, sb, lb, rb, acc)
+        _group(X, rows_i, ng, P, act, Y, SW, zb, yb, sb, lb, rb, acc)
         pos += ng
 
 
