@@ -73,6 +73,30 @@ def test_2d_y_must_be_0_1(xy):
         gs.fit(X, y.reshape(-1, 1, 1))
 
 
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("bad, message", [(0.5, "only 0 and 1"), (np.nan, "NaN or infinity"),
+                                          (np.inf, "NaN or infinity"), (-1.0, "only 0 and 1")])
+def test_bad_target_found_in_any_chunk_of_a_long_y(n_threads, bad, message):
+    # 200,003 rows: the compiled 0/1 check cuts y into chunks of 65,536 run on several threads;
+    # a bad value in the last, short chunk and one in a 2-D y's second column must both be found
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((200_003, 2))
+    y = (rng.random(200_003) < 0.5).astype(np.float64)
+    for where in (200_002, 70_000):
+        with pytest.raises(ValueError, match=message):
+            gs.loss_and_grad(X, _with(y, where, bad), np.zeros(2), n_threads=n_threads)
+    Y = np.column_stack([y, _with(y, 131_072, bad)])
+    with pytest.raises(ValueError, match=message):
+        gs.loss_and_grad(X, Y, np.zeros((2, 2)), np.zeros(2), n_threads=n_threads)
+    # the same check on a strided y (NumPy's path) and the good y passes on both paths
+    with pytest.raises(ValueError, match=message):
+        _validate.check_targets(np.column_stack([_with(y, 3, bad), y])[:, 0], len(y),
+                                labels=False)
+    for arr in (y, np.column_stack([y, y])[:, 1]):
+        got, _ = _validate.check_targets(arr, len(y), labels=False, n_threads=n_threads)
+        np.testing.assert_array_equal(got[:, 0], y)
+
+
 def test_mismatched_lengths(xy):
     X, y = xy
     with pytest.raises(ValueError, match="y has 39 rows but X has 40"):

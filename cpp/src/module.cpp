@@ -610,6 +610,16 @@ PYBIND11_MODULE(_core, m) {
         "log(1 + exp(z)) - y z, the residual sigmoid(z) - y and the Hessian weight "
         "sigmoid(z)(1 - sigmoid(z)), four at a time by the vector link and the last n % 4 by the "
         "scalar one, as in the kernel; for accuracy tests.");
+  m.def("all_zero_one", [](const carray<double>& a, int n_threads) {
+          const double* p = a.data();
+          const std::ptrdiff_t n = a.size();
+          py::gil_scoped_release release;
+          return gradstep::all_zero_one(p, n, n_threads);
+        },
+        py::arg("a").noconvert(), py::arg("n_threads"),
+        "Whether every value of a C-contiguous float64 array is 0.0 or 1.0 (so none is NaN or "
+        "infinite): the 0/1 target check of gs.loss_and_grad and gs.fit, one pass on up to "
+        "n_threads threads.");
   m.def("_hold_pool_lock", [](double seconds) {
           py::gil_scoped_release release;
           gradstep::ThreadPool::hold_instance_lock_for(seconds);

@@ -110,6 +110,10 @@ def rule_codes() -> dict[str, int]:
 def kernel() -> Literal["baseline", "avx2", "avx512"]:
     """The instruction set of the kernels in use."""
 
+def all_zero_one(a: NDArray[np.float64], n_threads: int) -> bool:
+    """Whether every value of a C-contiguous float64 array is 0.0 or 1.0 (one pass, up to
+    n_threads threads)."""
+
 def kernels() -> list[str]:
     """The kernels this CPU and build can run: 'baseline', then 'avx2' and 'avx512' where
     available."""

@@ -185,10 +185,10 @@ def data_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
 
     csr = _sparse.is_sparse(X)
     X = _sparse.check_csr(X, finite=finite) if csr else v.check_X(X, finite=finite)
-    Y, classes = v.check_targets(y, X.shape[0], labels=labels)
+    threads = v.check_n_threads(n_threads)
+    Y, classes = v.check_targets(y, X.shape[0], labels=labels, n_threads=threads)
     SW = v.check_sample_weight(sample_weight, X.shape[0])
     alphas = v.check_alpha(alpha)
-    threads = v.check_n_threads(n_threads)
     if csr:
         name, module = _sparse.kernels(backend)
         return _sparse.CSROracle.from_validated(X, Y, SW, alphas, name, module, threads), classes

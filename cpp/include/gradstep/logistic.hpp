@@ -116,6 +116,27 @@ class Scratch {
 
 }  // namespace detail
 
+// Whether every one of the n values at p is 0.0 or 1.0 (NaN and infinity are not): the 0/1
+// target check, one pass over fixed chunks on up to n_threads threads. Every chunk is read in
+// full (no early exit): the loop has no branch and vectorizes.
+inline bool all_zero_one(const double* p, std::ptrdiff_t n, int n_threads) {
+  constexpr std::ptrdiff_t kChunk = std::ptrdiff_t{1} << 16;
+  const std::ptrdiff_t n_chunks = (n + kChunk - 1) / kChunk;
+  std::vector<unsigned char> ok(detail::to_size(n_chunks), 1);
+  auto task = [&](std::ptrdiff_t c) {
+    const std::ptrdiff_t end = std::min(n, (c + 1) * kChunk);
+    int good = 1;
+    for (std::ptrdiff_t i = c * kChunk; i < end; ++i) good &= (p[i] == 0.0) | (p[i] == 1.0);
+    ok[detail::to_size(c)] = static_cast<unsigned char>(good);
+  };
+  if (n_chunks > 1 && n_threads > 1) {
+    ThreadPool::instance().parallel_for(n_chunks, n_threads, task);
+  } else {
+    for (std::ptrdiff_t c = 0; c < n_chunks; ++c) task(c);
+  }
+  return std::all_of(ok.begin(), ok.end(), [](unsigned char g) { return g != 0; });
+}
+
 // The loss and gradient, and the Hessian-vector product, of K runs over all rows or a list of
 // rows, with their scratch space. One engine serves every call of a fit, so the scratch is
 // allocated once.
