@@ -157,6 +157,7 @@ def test_avx512_kernel_gives_the_avx2_bits(dtype, K):
 def test_kernel_environment_variable_picks_the_kernel():
     for name in KERNELS:
         env = {**os.environ, "GRADSTEP_KERNEL": name}
-        got = subprocess.run([sys.executable, "-c", "import gradstep._core as c; print(c.kernel())"],
-                             env=env, capture_output=True, text=True, check=True).stdout.strip()
+        code = "import gradstep._core as c; print(c.kernel())"
+        got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout.strip()
         assert got == name
