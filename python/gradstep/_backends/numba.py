@@ -129,7 +129,13 @@ def _shared_weight(SW, i):
 # and 514-628 ns for the gradient (per run one pass over the features for four rows).
 # inspect_asm (numba 0.68, znver3): _dot_fast's loop is vfmadd231pd on %ymm (4 accumulators),
 # _group's gradient loop vfmadd231pd / vmulpd on %ymm, and _link_many's loop (exp, log1p,
-# division and selects) packed on %ymm (vfmadd...pd, vdivpd, vblendvpd, vroundpd: no libm call).
+# division and selects) packed on %ymm (vfmadd...pd, vdivpd, vblendvpd, vroundpd: no libm call,
+# no scalar conversion). A float32 X is not copied: both loops load it and widen it in the
+# register (vcvtps2pd m128 -> %ymm, then the same packed vfmadd231pd), which measured faster than
+# widening each row group into a float64 buffer (one more store and load per element) at K = 1
+# and K = 16. Dot products over four rows at once (each load of P[k] serving four rows, as the
+# C++ kernel does) were faster with X in cache but slower streaming X from memory at K = 1, and a
+# different reduction order for one run than for several would break the per-run bit identity.
 _JIT_FMA = dict(_JIT, fastmath={"contract"})
 _JIT_SUM = dict(_JIT, fastmath={"contract", "reassoc"})
 
@@ -186,8 +192,10 @@ def _exp_nonpositive(x):
     p = p * r + 1.0
     p = p * r + 1.0
     # 2^n1 2^n2 with n1 = floor(n / 2): the exponent fields built from t's integer bits (AVX2
-    # has no packed float64 -> int64 conversion nor 64-bit arithmetic shift; these vectorize)
-    n1 = math.floor(n * 0.5)
+    # has no packed float64 -> int64 conversion nor 64-bit arithmetic shift; these vectorize).
+    # np.floor, not math.floor: numba's math.floor returns an int64, and the float64 -> int64 ->
+    # float64 round trip is four scalar conversions per vector of the link's loop (same bits).
+    n1 = np.floor(n * 0.5)
     n2 = n - n1
     one = np.int64(1023)
     s1 = _bits_f64((_f64_bits(n1 + _SHIFTER) - _f64_bits(_SHIFTER) + one) << np.int64(52))
