@@ -78,7 +78,7 @@ def _drive_spec(rule, X, y, alpha, n_iter):
     p = np.zeros(d + 1)
     loss, g = f(p)
     gen = rule.iterate(p, loss, g)
-    points, passes, n_pass = [], [], 1
+    points, passes, steps, n_pass = [], [], [], 1
     event = next(gen)
     while len(points) < n_iter:
         if isinstance(event, Grad):
@@ -87,11 +87,12 @@ def _drive_spec(rule, X, y, alpha, n_iter):
         elif isinstance(event, Step):
             points.append(event.p)
             passes.append(n_pass)
+            steps.append(event.t)
             event = next(gen)
         else:
             assert isinstance(event, Stall)
             break
-    return np.array(points), np.array(passes)
+    return np.array(points), np.array(passes), np.array(steps)
 
 
 @pytest.mark.parametrize("lr", [1.0, 8.0])  # 8: most first trials fail (the searches' path)
@@ -99,10 +100,11 @@ def test_batched_fit_follows_the_single_run_generator(lr):
     X, y = make_data(n=400, d=6, seed=3)
     alpha, n_iter = 1e-3, 12
     rule = LBFGS(lr=lr)
-    points, passes = _drive_spec(rule, X, y, alpha, n_iter)
+    points, passes, steps = _drive_spec(rule, X, y, alpha, n_iter)
     res = gs.fit(X, y, rule, alpha=alpha, tol=1e-300, max_iter=n_iter, backend="numpy")
     assert res.n_iter == n_iter
     np.testing.assert_array_equal(res.history.passes[1:], passes)
+    np.testing.assert_allclose(res.history.lr[1:], steps, rtol=1e-6)  # interpolated: rounding grows
     np.testing.assert_allclose(res.coef, points[-1][:-1], rtol=1e-9, atol=1e-12)
     assert res.intercept == pytest.approx(points[-1][-1], rel=1e-9, abs=1e-12)
     if lr == 8.0:
@@ -129,5 +131,8 @@ def test_batched_runs_equal_separate_runs_while_others_stop(backend):
         np.testing.assert_allclose(together.coef[k], alone.coef, rtol=1e-12, atol=1e-14)
         n = alone.n_iter + 1
         np.testing.assert_array_equal(together.history.passes[k, :n], alone.history.passes)
+        np.testing.assert_allclose(together.history.lr[k, 1:n], alone.history.lr[1:],
+                                   rtol=1e-12)
+        assert together.status[k] == alone.status or k in stop_at
     assert together.status[1] == "stopped"
     assert together.status[0] == "converged"

@@ -555,7 +555,8 @@ def _compact_direction(g, memory, order, tri, gamma):
     m = two_m // 2
     ring = np.matmul(memory, g[:, :, None])[:, :, 0]  # (r, 2m): S'g then Y'g, ring order
     both = np.concatenate([order, order + m], axis=1)
-    uv = np.take_along_axis(ring, both, axis=1)[:, :, None]  # oldest first
+    each = np.arange(r)[:, None]
+    uv = ring[each, both][:, :, None]  # oldest first
     rinv = tri[:, 1]
     w = np.matmul(rinv, uv[:, :m])
     rhs = np.matmul(tri[:, 2], w)
@@ -566,7 +567,7 @@ def _compact_direction(g, memory, order, tri, gamma):
     np.matmul(rhs.transpose(0, 2, 1), rinv, out=coef[:, None, :m])  # (R^-T rhs)'
     np.multiply(w[:, :, 0], -gamma[:, None], out=coef[:, m:])
     in_ring = np.empty_like(coef)
-    np.put_along_axis(in_ring, both, coef, axis=1)
+    in_ring[each, both] = coef
     out = np.matmul(in_ring[:, None, :], memory)[:, 0]
     out += gamma[:, None] * g
     return out
@@ -712,8 +713,8 @@ class LBFGSRuns:
 
     def receive(self, losses, grads):
         """The answers to ``requests()``'s points, in its order. Returns (rows, t) of the runs
-        that completed an iteration (their new weights, loss and gradient in self.p, .loss,
-        .g; their runs self.runs[rows]) and the runs that stalled."""
+        that completed an iteration, rows ascending (their new weights, loss and gradient in
+        self.p, .loss, .g; their runs self.runs[rows]), and the runs that stalled."""
         self._done = []
         stalls: list[int] = []
         losses = np.asarray(losses, dtype=np.float64)
@@ -760,6 +761,8 @@ class LBFGSRuns:
                          np.array([found[3] for _, found in self._done]), t)
             stepped_rows = np.concatenate([stepped_rows, rows])
             stepped_t = np.concatenate([stepped_t, t])
+            ascending = np.argsort(stepped_rows)  # every row stepped: then rows is arange
+            stepped_rows, stepped_t = stepped_rows[ascending], stepped_t[ascending]
         return stepped_rows, stepped_t, stalls
 
     def _finish(self, rows, Q, f, G, t, whole=False) -> None:
@@ -777,9 +780,10 @@ class LBFGSRuns:
             self._push(rows, s, y, whole=True)
             np.divide(sy, yy, out=self.gamma)
             np.minimum(self.n_pairs + 1, self.rule.m, out=self.n_pairs)
-            self.p[:] = Q
-            self.loss[:] = f
-            self.g[:] = G
+            # the round's own arrays become the state (nothing else writes into them; a
+            # search generator's views of the old rows stay as they were)
+            self.p, self.g = Q, np.asarray(G, dtype=np.float64)
+            self.loss = np.array(f, dtype=np.float64)
             self.first[:] = False
             return
         if keep.any():
@@ -813,8 +817,8 @@ class LBFGSRuns:
         tri[:, :, :-1, :-1] = tri[:, :, 1:, 1:]
         tri[:, :2, -1, :-1] = 0.0  # below R's (and R^-1's) diagonal
         order = self._order(head)
-        col = np.take_along_axis(np.matmul(mem, y[:, :, None])[:, :, 0],
-                                 np.concatenate([order, order + m], axis=1), axis=1)
+        col = np.matmul(mem, y[:, :, None])[:, :, 0][np.arange(rows.size)[:, None],
+                                                      np.concatenate([order, order + m], axis=1)]
         # col: s_i'y, then y_i'y, for every pair i, oldest first
         tri[:, 0, :, -1] = col[:, :m]
         tri[:, 2, :, -1] = col[:, m:]
