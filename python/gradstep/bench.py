@@ -46,7 +46,14 @@ class Row:
         return None if self.numpy_seconds is None else self.numpy_seconds / self.seconds
 
 
+# Seconds to wait before each measurement: OpenBLAS's threads keep spinning for about 0.1 s
+# after a threaded call, so a gradstep timing taken right after a NumPy one shares the cores with
+# them (measured on 16 cores: 16.7 ms for a gradient that takes 9 ms on an idle machine).
+SETTLE_SECONDS = 0.3
+
+
 def median_time(func: Callable[[], object], repeat: int) -> float:
+    time.sleep(SETTLE_SECONDS)  # let other libraries' spinning threads go to sleep
     func()  # warm-up: caches, page faults, JIT compilation
     times = []
     for _ in range(repeat):
