@@ -746,9 +746,9 @@ GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE void hessp_tile_avx512(const BlockJob<T
 enum class Kernel { baseline, avx2, avx512 };
 
 // Whether a CPU with AVX-512 runs the "avx512" kernel by default. Off: on the one AVX-512 machine
-// measured (a 16-core Intel Xeon, README), it was slower than "avx2" at 1M x 100, 1 thread:
-// K = 1 87 vs 79 ms, K = 16 726 vs 409 ms (the 16-run chunks of 512-bit vectors lose to two
-// 8-run chunks of 256-bit ones). It passes the kernel tests there, bit-identical to "avx2".
+// measured (a 16-core Intel Xeon, README, two sessions), at 1M x 100, 1 thread, it was slower at
+// K = 16 (726 vs 409 ms; 706 vs 529 ms) and no faster at K = 1 (87 vs 79 ms; 110 vs 113 ms). It
+// passes the kernel tests there, bit-identical to "avx2".
 constexpr bool kDefaultAvx512 = false;
 
 inline bool cpu_has_avx2_fma() {
