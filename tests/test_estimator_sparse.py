@@ -80,7 +80,10 @@ def test_float32_data_and_int64_indices(data, problem):
     assert wide.indices.dtype == np.int64
     dense = GDClassifier(tol=1e-12).fit(X32.toarray(), y)
     sparse = GDClassifier(tol=1e-12).fit(wide, y)
-    _same(dense, sparse, X32.toarray(), wide)
+    # Two fits stopped at |grad| <= 1e-12 from different roundings (dense and CSR products) may
+    # differ by about |grad| / (smallest curvature). The softmax loss is flat along W + c (the same
+    # vector added to every class), where only the penalty (alpha = 1 / 300) curves it: 3e-10.
+    _same(dense, sparse, X32.toarray(), wide, atol=1e-10 if problem == "binary" else 1e-9)
     assert sparse.decision_function(wide).dtype == np.float64
 
 
