@@ -534,43 +534,45 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
-def _compact_direction(g, memory, order, tri, gamma):
-    """H g for each row of g (r, D): the L-BFGS inverse-Hessian approximation of that row's
-    pairs in the compact form of Byrd, Nocedal and Schnabel (1994), as L-BFGS-B computes it;
-    the same matrix as _two_loop's (the two agree to rounding).
+def _two_loop_rows(g, memory, order, rho, gamma, n_pairs):
+    """_two_loop for each row of g (r, D) at once: the same operations in the same order per
+    row, the dot products as row sums (einsum's), so a batched run's iterates follow
+    LBFGS.iterate's to rounding.
 
     memory (r, 2m, D) holds each row's s vectors in [:, :m] and its y vectors in [:, m:], a
-    ring of m slots: order (r, m) lists a row's slots oldest first, right-aligned (its n pairs
-    in the last n entries; the slots before them hold zeros). tri (r, 3, m, m) holds, in that
-    order, R, the upper triangle of S'Y (s_i'y_j for i <= j; 0 below the
-    diagonal; 1 on the diagonal of an empty slot), R^-1 (kept up to date pair by pair:
-    LBFGSRuns._push) and Y'Y; gamma (r,) is s'y/y'y of the newest pair (1 without pairs).
-    With Dg the diagonal of R, u = S'g and v = Y'g:
-
-        H g = gamma g + S a - gamma Y w,  w = R^-1 u,  a = R^-T ((Dg + gamma Y'Y) w - gamma v).
-
-    An empty slot has u = v = 0, hence w = 0 there, and adds nothing; a row without pairs
-    gets gamma g = g. A dozen batched NumPy calls for all rows, whatever m and r."""
+    ring of m slots; order (r, m) lists a row's slots oldest first, right-aligned (its
+    n_pairs[i] pairs in the last entries); rho (r, m) is 1/s'y per slot, gamma (r,) s'y/y'y
+    of the newest pair (1 without pairs). When every ring is at the same slot (the runs
+    stepped together, the usual case) a pair is a view of memory, else a gather."""
     r, two_m, _ = memory.shape
     m = two_m // 2
-    ring = np.matmul(memory, g[:, :, None])[:, :, 0]  # (r, 2m): S'g then Y'g, ring order
-    both = np.concatenate([order, order + m], axis=1)
-    each = np.arange(r)[:, None]
-    uv = ring[each, both][:, :, None]  # oldest first
-    rinv = tri[:, 1]
-    w = np.matmul(rinv, uv[:, :m])
-    rhs = np.matmul(tri[:, 2], w)
-    rhs -= uv[:, m:]
-    rhs *= gamma[:, None, None]
-    rhs += np.einsum("ijj->ij", tri[:, 0])[:, :, None] * w
-    coef = np.empty((r, 2 * m))
-    np.matmul(rhs.transpose(0, 2, 1), rinv, out=coef[:, None, :m])  # (R^-T rhs)'
-    np.multiply(w[:, :, 0], -gamma[:, None], out=coef[:, m:])
-    in_ring = np.empty_like(coef)
-    in_ring[each, both] = coef
-    out = np.matmul(in_ring[:, None, :], memory)[:, 0]
-    out += gamma[:, None] * g
-    return out
+    lockstep = bool((order[:, 0] == order[0, 0]).all())
+    each = np.arange(r)
+
+    def pair(c):
+        if lockstep:
+            slot = int(order[0, c])
+            return memory[:, slot], memory[:, m + slot], rho[:, slot]
+        slot = order[:, c]
+        return memory[each, slot], memory[each, m + slot], rho[each, slot]
+
+    q = g.copy()
+    tmp = np.empty_like(q)
+    alphas = np.zeros((r, m))
+    oldest = m - int(n_pairs.max())
+    for c in range(m - 1, oldest - 1, -1):  # newest first; an empty slot has rho 0
+        S, Y, rho_c = pair(c)
+        a = rho_c * np.einsum("ij,ij->i", S, q)
+        np.multiply(Y, a[:, None], out=tmp)
+        np.subtract(q, tmp, out=q)
+        alphas[:, c] = a
+    q *= gamma[:, None]
+    for c in range(oldest, m):
+        S, Y, rho_c = pair(c)
+        b = rho_c * np.einsum("ij,ij->i", Y, q)
+        np.multiply(S, (alphas[:, c] - b)[:, None], out=tmp)
+        np.add(q, tmp, out=q)
+    return q
 
 
 class LBFGSRuns:
@@ -582,9 +584,9 @@ class LBFGSRuns:
     run that starts an iteration: the first trial of its line search, all rows in a few
     NumPy calls; a run whose first trial failed: its own strong_wolfe generator's next
     point), answers them with one batched pass through ``receive``, and ``drop``s the runs it
-    stopped. The directions come from _compact_direction (L-BFGS-B's compact form) instead
-    of the two-loop recursion: a reordered computation of the same H g, so iterates differ
-    from LBFGS.iterate's at the rounding level only. The first trial is accepted by the
+    stopped. The directions come from _two_loop_rows (the two-loop recursion of all rows at
+    once; its dot products are summed in another order than ndarray.dot's, so iterates
+    differ from LBFGS.iterate's at the rounding level only). The first trial is accepted by the
     strong Wolfe test of strong_wolfe's first iteration, vectorized; any other outcome hands
     the run to _lbfgs_search with that trial's answer, which goes on exactly as
     LBFGS.iterate's search would."""
@@ -599,8 +601,7 @@ class LBFGSRuns:
         m = rule.m
         self.memory = np.zeros((n, 2 * m, D))  # s then y: rings of m slots
         self.head = np.zeros(n, dtype=np.intp)  # each row's next slot
-        self.tri = np.zeros((n, 3, m, m))  # R, R^-1, Y'Y, oldest first (_compact_direction)
-        self.tri[:, :2] = np.eye(m)
+        self.rho = np.zeros((n, m))  # 1/s'y per slot (0: empty)
         self.gamma = np.ones(n)
         self.n_pairs = np.zeros(n, dtype=np.intp)
         self.first = np.ones(n, dtype=bool)
@@ -626,8 +627,7 @@ class LBFGSRuns:
 
     def _clear(self, rows) -> None:
         self.memory[rows] = 0.0
-        self.tri[rows] = 0.0
-        self.tri[rows, :2] = np.eye(self.rule.m)
+        self.rho[rows] = 0.0
         self.gamma[rows] = 1.0
         self.n_pairs[rows] = 0
 
@@ -642,14 +642,14 @@ class LBFGSRuns:
             if whole:
                 rows = np.arange(len(self))
                 p, g, n_pairs, first = self.p, self.g, self.n_pairs, self.first
-                memory, head, tri, gamma = self.memory, self.head, self.tri, self.gamma
+                memory, head, rho, gamma = self.memory, self.head, self.rho, self.gamma
             else:
                 p, g, n_pairs, first = self.p[rows], self.g[rows], self.n_pairs[rows], \
                     self.first[rows]
-                memory, head, tri, gamma = (self.memory[rows], self.head[rows],
-                                            self.tri[rows], self.gamma[rows])
+                memory, head, rho, gamma = (self.memory[rows], self.head[rows],
+                                            self.rho[rows], self.gamma[rows])
             if n_pairs.any():
-                d = _compact_direction(g, memory, self._order(head), tri, gamma)
+                d = _two_loop_rows(g, memory, self._order(head), rho, gamma, n_pairs)
                 np.negative(d, out=d)
             else:
                 d = -g
@@ -777,7 +777,7 @@ class LBFGSRuns:
         sy, yy = _rowdot(s, y), _rowdot(y, y)
         keep = sy > EPS * yy
         if whole and keep.all():  # in place, no gathers
-            self._push(rows, s, y, whole=True)
+            self._push(rows, s, y, sy)
             np.divide(sy, yy, out=self.gamma)
             np.minimum(self.n_pairs + 1, self.rule.m, out=self.n_pairs)
             # the round's own arrays become the state (nothing else writes into them; a
@@ -788,7 +788,7 @@ class LBFGSRuns:
             return
         if keep.any():
             pr = rows[keep]
-            self._push(pr, s[keep], y[keep])
+            self._push(pr, s[keep], y[keep], sy[keep])
             self.gamma[pr] = sy[keep] / yy[keep]
             self.n_pairs[pr] = np.minimum(self.n_pairs[pr] + 1, self.rule.m)
         self.p[rows] = Q
@@ -796,40 +796,17 @@ class LBFGSRuns:
         self.g[rows] = G
         self.first[rows] = False
 
-    def _push(self, rows, s, y, whole=False) -> None:
-        """Append the pairs (s, y) to the memories of rows (distinct, in any order): into
-        each ring's next slot, over its oldest pair, and to R, R^-1 and Y'Y, whose oldest
-        row and column go.
-
-        R^-1 follows R without a solve: dropping the oldest pair takes R's trailing block,
-        whose inverse is the trailing block of R^-1 (R is upper triangular); the new last
-        column (c, delta) of R = [[B, c], [0, delta]] makes the last column of R^-1
-        (-B^-1 c / delta, 1 / delta). whole: rows is every row in order (no gathers)."""
+    def _push(self, rows, s, y, sy) -> None:
+        """Append the pairs (s, y) (s'y = sy) to the memories of rows (distinct, in any
+        order): into each ring's next slot, over its oldest pair."""
         m = self.rule.m
         head = self.head[rows]
         self.memory[rows, head] = s
         self.memory[rows, m + head] = y
+        self.rho[rows, head] = 1.0 / sy
         head += 1
         head %= m
         self.head[rows] = head
-        mem = self.memory if whole else self.memory[rows]
-        tri = self.tri if whole else self.tri[rows]
-        tri[:, :, :-1, :-1] = tri[:, :, 1:, 1:]
-        tri[:, :2, -1, :-1] = 0.0  # below R's (and R^-1's) diagonal
-        order = self._order(head)
-        col = np.matmul(mem, y[:, :, None])[:, :, 0][np.arange(rows.size)[:, None],
-                                                      np.concatenate([order, order + m], axis=1)]
-        # col: s_i'y, then y_i'y, for every pair i, oldest first
-        tri[:, 0, :, -1] = col[:, :m]
-        tri[:, 2, :, -1] = col[:, m:]
-        tri[:, 2, -1, :] = col[:, m:]
-        inv_delta = 1.0 / col[:, m - 1]
-        tri[:, 1, -1, -1] = inv_delta
-        rinv = tri[:, 1]
-        tri[:, 1, :-1, -1] = (np.matmul(rinv[:, :-1, :-1], col[:, :m - 1, None])[:, :, 0]
-                              * -inv_delta[:, None])
-        if not whole:
-            self.tri[rows] = tri
 
     def drop(self, gone: np.ndarray) -> None:
         """Forget the rows where gone is True (runs stopped by the driver)."""
@@ -841,7 +818,7 @@ class LBFGSRuns:
                 self.asks.pop(run, None)
         keep = ~gone
         self._rows = None
-        for name in ("runs", "p", "loss", "g", "memory", "head", "tri", "gamma", "n_pairs",
+        for name in ("runs", "p", "loss", "g", "memory", "head", "rho", "gamma", "n_pairs",
                      "first", "searching"):
             setattr(self, name, getattr(self, name)[keep])
 
