@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import gradstep as gs
-from gradstep import driver
 from conftest import make_data, oracle_loss_grad
+from gradstep import driver
 from gradstep.rules.curvature import (
     LBFGS,
     Grad,

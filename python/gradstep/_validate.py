@@ -110,12 +110,13 @@ def check_alpha(alpha) -> np.ndarray:
 def _all_zero_one(values: np.ndarray, n_threads: int | None) -> bool:
     """Whether every value is 0.0 or 1.0: one threaded pass in the compiled core where it is
     built (an (n, 16) y of 1M rows is 128 MB), else one NumPy comparison pass."""
-    try:
-        from . import _core
-    except ImportError:
-        _core = None
-    if _core is not None and values.flags.c_contiguous:
-        return bool(_core.all_zero_one(values, n_threads or os.cpu_count() or 1))
+    if values.flags.c_contiguous:
+        try:
+            from . import _core
+        except ImportError:  # the pure-Python install: NumPy's pass below
+            pass
+        else:
+            return bool(_core.all_zero_one(values, n_threads or os.cpu_count() or 1))
     return bool(((values == 0.0) | (values == 1.0)).all())
 
 
