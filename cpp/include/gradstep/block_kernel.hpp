@@ -131,20 +131,6 @@ GRADSTEP_INLINE void prefetch_row(const T* x, std::ptrdiff_t d) {
 #endif
 }
 
-// The rows at positions q0 .. q1 of a block job: consecutive rows (no row list) are one range of
-// memory, prefetched in one loop (a group of four 100-double rows: 50 lines in 13 trips instead of
-// four loops of 4 trips with their setup, ~13 instructions per row saved).
-template <class T, class RowIndex>
-GRADSTEP_INLINE void prefetch_rows(const BlockJob<T>& job, RowIndex row, std::ptrdiff_t q0,
-                                   std::ptrdiff_t q1) {
-  if (q0 >= q1) return;
-  if (job.rows == nullptr) {
-    prefetch_row(job.X + row(q0) * job.d, (q1 - q0) * job.d);
-    return;
-  }
-  for (std::ptrdiff_t q = q0; q < q1; ++q) prefetch_row(job.X + row(q) * job.d, job.d);
-}
-
 // z[q][r] = x_r . w_q for NR rows and NW vectors: NR * NW independent Quads, each one the same
 // chain of additions as dot1's, so a row's dot product has the same bits in any grouping.
 template <std::size_t NR, std::size_t NW, class T>
@@ -352,7 +338,10 @@ GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row,
         s[r] = job.SW ? job.SW[i[r]] : 1.0;  // ks == 1: column 0 is SW[i]
       }
     }
-    prefetch_rows(job, row, p + kPrefetchRows, std::min(job.count, p + kPrefetchRows + kGroup));
+    const std::ptrdiff_t ahead = std::min(job.count, p + kPrefetchRows + kGroup);
+    for (std::ptrdiff_t q = p + kPrefetchRows; q < ahead; ++q) {
+      prefetch_row(job.X + row(q) * d, d);
+    }
     std::ptrdiff_t c = first_run;
     if constexpr (Hess) {
       for (; c + 2 <= job.c1; c += 2) group_hessp<2, PerRun>(job, x, i, s, c);
@@ -479,7 +468,10 @@ GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, 
           x[r] = job.X + i[r] * d;
         }
       }
-      prefetch_rows(job, row, p + kPrefetchRows, std::min(grouped, p + kPrefetchRows + 4));
+      const std::ptrdiff_t ahead = std::min(grouped, p + kPrefetchRows + 4);
+      for (std::ptrdiff_t q = p + kPrefetchRows; q < ahead; ++q) {
+        prefetch_row(job.X + row(q) * d, d);
+      }
       V z[4][kArrayNV];
       for (std::ptrdiff_t r = 0; r < 4; ++r) {
         for (std::ptrdiff_t h = 0; h < NV; ++h) z[r][h] = splat_runs<V>(0.0);
