@@ -115,16 +115,7 @@ GRADSTEP_INLINE void prefetch_row(const T* x, std::ptrdiff_t d) {
 #if defined(__GNUC__) || defined(__clang__)
   const char* p = reinterpret_cast<const char*>(x);
   const std::ptrdiff_t bytes = d * static_cast<std::ptrdiff_t>(sizeof(T));
-  // Four lines per trip: a row of 100 doubles is 13 lines, and one trip per line spent more
-  // instructions on the loop than on the prefetches (the kernel is bound by its instructions).
-  std::ptrdiff_t off = 0;
-  for (; off + 192 < bytes; off += 256) {
-    __builtin_prefetch(p + off, 0, 3);
-    __builtin_prefetch(p + off + 64, 0, 3);
-    __builtin_prefetch(p + off + 128, 0, 3);
-    __builtin_prefetch(p + off + 192, 0, 3);
-  }
-  for (; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+  for (std::ptrdiff_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
 #else
   (void)x;
   (void)d;
