@@ -7,9 +7,10 @@
 // cancels), and the residual s (sigmoid(z) - y) scattered back over the same nonzeros.
 //
 // Layout of the work, and why:
-// - The parameters are read transposed, PT (D, Ka) for the Ka active runs, and the sums are kept
-//   as (d + 2, Ka) (gradient, intercept, loss): one nonzero touches one contiguous row of Ka
-//   values in each, so the Ka dot products of a row take one walk over its nonzeros and the Ka
+// - The parameters are read transposed, (D, Ka) for the Ka active runs, and each block copies
+//   them into its slot of sums, feature by feature next to that feature's Ka gradient sums: one
+//   nonzero reads Ka contiguous parameters and updates the Ka sums beside them (one cache line
+//   at Ka = 1 and 2), so the Ka dot products of a row take one walk over its nonzeros and the Ka
 //   residuals one more walk (the row is then in L1). Nothing of size n x d or d x K per row.
 // - Rows are taken four at a time: the four rows' dot products first, then each run's link over
 //   the four rows with the vector link (as the dense kernel does), then the four scatters. A run's
@@ -21,12 +22,11 @@
 //   the other runs either.
 // - Determinism across threads: rows are cut into blocks of about the same work (nonzeros + 1 per
 //   row, at least max(2^15, 32 D)); the cut depends on the matrix, the rows asked for and D only,
-//   never on the thread count. Each block sums into its own (d + 2) x Ka slot, and the slots are
-//   added into the result in block order. Blocks run in waves of at most 2 per thread (one slot
+//   never on the thread count. Each block sums into its own slot, and the slots' sums are added
+//   into the zeroed result in block order. Blocks run in waves of at most 2 per thread (one slot
 //   each), so the scratch is at most 2 x threads slots whatever the matrix (sparse_numba's
 //   _partition/_n_slots do the same, with a byte cap instead). The work per block is at least 32
-//   nonzeros per parameter so that zeroing and adding a slot stays a few per cent of the pass; a
-//   matrix with fewer nonzeros than that is one block, summed straight into the result.
+//   nonzeros per parameter so that filling and adding a slot stays a few per cent of the pass.
 // - Safety: gradstep.sparse.check_csr has proved every column index in [0, d) and indptr
 //   non-decreasing from 0 to at most len(indices); the bindings check the sizes, and the
 //   partition checks each used row's range again (it reads indptr anyway), so a row's nonzeros
@@ -70,7 +70,8 @@ struct Matrix {
 };
 
 // One block of rows for the Ka active runs: positions start .. stop of rows (rows of X when rows
-// is nullptr) into out (d + 2, Ka), which the kernel zeroes first. scratch holds 12 Ka doubles.
+// is nullptr) into out, slot_size(d, Ka, Hess) doubles laid out as block() says, which the kernel
+// fills first. scratch holds 12 Ka doubles.
 template <class T, class I>
 struct Job {
   Matrix<T, I> X;
@@ -87,6 +88,15 @@ struct Job {
   double* out;
   double* scratch;
 };
+
+// A block's sums are kept next to the values the same nonzero reads (see block()): per feature,
+// the Ka parameters, hessp's Ka vector values, then the Ka sums.
+template <bool Hess>
+constexpr std::ptrdiff_t kLanes = Hess ? 3 : 2;
+
+inline std::ptrdiff_t slot_size(std::ptrdiff_t d, std::ptrdiff_t Ka, bool hess) {
+  return d * (hess ? kLanes<true> : kLanes<false>) * Ka + 2 * Ka;
+}
 
 namespace kernel {
 
@@ -204,31 +214,37 @@ GRADSTEP_INLINE void dotv_pair(const T* x, const I* c, std::ptrdiff_t nnz, const
 }
 #endif
 
-// z[a] = row . PT[:, a] for the Ka runs: 8, then 4 runs at a time in vectors, the rest one by one.
-template <class T, class I>
-GRADSTEP_INLINE void row_dots(const T* x, const I* c, std::ptrdiff_t nnz, const double* PT,
-                              std::ptrdiff_t Ka, double* z) {
+// z[a] = row . w[:, a] for the Ka runs, column c's values at w + c * stride (the block's
+// interleaved sums, below): 8, then 4 runs at a time in vectors, the rest one by one.
+template <std::ptrdiff_t stride_one_run, class T, class I>
+GRADSTEP_INLINE void row_dots(const T* x, const I* c, std::ptrdiff_t nnz, const double* w,
+                              std::ptrdiff_t stride, std::ptrdiff_t Ka, double* z) {
   std::ptrdiff_t a = 0;
 #if defined(GRADSTEP_VECTOR_EXT)
-  for (; a + 8 <= Ka; a += 8) dotv<2>(x, c, nnz, PT + a, Ka, z + a);
-  for (; a + 4 <= Ka; a += 4) dotv<1>(x, c, nnz, PT + a, Ka, z + a);
+  for (; a + 8 <= Ka; a += 8) dotv<2>(x, c, nnz, w + a, stride, z + a);
+  for (; a + 4 <= Ka; a += 4) dotv<1>(x, c, nnz, w + a, stride, z + a);
 #endif
   if (Ka == 1) {  // one run: a constant stride (no multiply per nonzero)
-    z[0] = dot1(x, c, nnz, PT, 1);
+    z[0] = dot1(x, c, nnz, w, stride_one_run);
     return;
   }
-  for (; a < Ka; ++a) z[a] = dot1(x, c, nnz, PT + a, Ka);
+  for (; a < Ka; ++a) z[a] = dot1(x, c, nnz, w + a, stride);
 }
 
-// row_dots of PT into z and of VT into u, in one walk per run group.
-template <class T, class I>
-GRADSTEP_INLINE void row_dot_pairs(const T* x, const I* c, std::ptrdiff_t nnz, const double* PT,
-                                   const double* VT, std::ptrdiff_t Ka, double* z, double* u) {
+// row_dots of w into z and of v into u, in one walk per run group.
+template <std::ptrdiff_t stride_one_run, class T, class I>
+GRADSTEP_INLINE void row_dot_pairs(const T* x, const I* c, std::ptrdiff_t nnz, const double* w,
+                                   const double* v, std::ptrdiff_t stride, std::ptrdiff_t Ka,
+                                   double* z, double* u) {
   std::ptrdiff_t a = 0;
 #if defined(GRADSTEP_VECTOR_EXT)
-  for (; a + 4 <= Ka; a += 4) dotv_pair(x, c, nnz, PT + a, VT + a, Ka, z + a, u + a);
+  for (; a + 4 <= Ka; a += 4) dotv_pair(x, c, nnz, w + a, v + a, stride, z + a, u + a);
 #endif
-  for (; a < Ka; ++a) dot1_pair(x, c, nnz, PT + a, VT + a, Ka, z[a], u[a]);
+  if (Ka == 1) {
+    dot1_pair(x, c, nnz, w, v, stride_one_run, z[0], u[0]);
+    return;
+  }
+  for (; a < Ka; ++a) dot1_pair(x, c, nnz, w + a, v + a, stride, z[a], u[a]);
 }
 
 // acc[c * stride] += r x for every nonzero (x, c) of the row: one run's column of the sums.
@@ -284,21 +300,23 @@ GRADSTEP_INLINE void scatter4(const T* x, const I* c, std::ptrdiff_t nnz, v4d r,
 }
 #endif
 
-// acc[c * Ka + a] += r[a] x for every nonzero (x, c) of the row and every run a: runs 4 at a
-// time in vectors, the rest one by one, each a walk over the row (in L1); every sum gets the same
-// single multiply-add per nonzero in any path.
-template <class T, class I>
+// acc[c * stride + a] += r[a] x for every nonzero (x, c) of the row and every run a: runs 4 at
+// a time in vectors, the rest one by one, each a walk over the row (in L1); every sum gets the
+// same single multiply-add per nonzero in any path. stride_one_run is the stride when Ka == 1,
+// as a constant.
+template <std::ptrdiff_t stride_one_run, class T, class I>
 GRADSTEP_INLINE void scatter(const T* x, const I* c, std::ptrdiff_t nnz, const double* r,
-                             std::ptrdiff_t Ka, double* GRADSTEP_RESTRICT acc) {
-  if (Ka == 1) {  // one run: a constant stride
-    scatter1(x, c, nnz, r[0], 1, acc);
+                             std::ptrdiff_t stride, std::ptrdiff_t Ka,
+                             double* GRADSTEP_RESTRICT acc) {
+  if (Ka == 1) {  // one run: a constant stride (no multiply per nonzero)
+    scatter1(x, c, nnz, r[0], stride_one_run, acc);
     return;
   }
   std::ptrdiff_t a = 0;
 #if defined(GRADSTEP_VECTOR_EXT)
-  for (; a + 4 <= Ka; a += 4) scatter4(x, c, nnz, load4(r + a), Ka, acc + a);
+  for (; a + 4 <= Ka; a += 4) scatter4(x, c, nnz, load4(r + a), stride, acc + a);
 #endif
-  for (; a < Ka; ++a) scatter1(x, c, nnz, r[a], Ka, acc + a);
+  for (; a < Ka; ++a) scatter1(x, c, nnz, r[a], stride, acc + a);
 }
 
 // The link of four rows of one run (padded rows have y = 0 and are not used): loss terms and
@@ -351,15 +369,32 @@ GRADSTEP_INLINE double weight(const Job<T, I>& job, std::ptrdiff_t i, std::ptrdi
 }
 
 // The block: rows four at a time (dot products, link per run, scatters); the last group may be
-// short, its missing rows padded with z = 0 and never used.
+// short, its missing rows padded with z = 0 and never used. Its sums live in out interleaved with
+// the parameters: feature j's Ka parameters, (hessp) Ka vector values and Ka gradient sums are
+// consecutive, so the scatter of a nonzero writes the cache line its dot product has just read
+// (one line per nonzero instead of two, where the parameters and the sums of d = 50,000 features
+// together outgrow L2: 1 run, 20M Zipf nonzeros, 63 -> 54 ms in a C++ micro-benchmark, Zen 3).
 template <bool Hess, bool PerRun, class T, class I>
 GRADSTEP_INLINE void block(const Job<T, I>& job) {
   const Matrix<T, I>& X = job.X;
   const std::ptrdiff_t d = X.d, Ka = job.Ka;
+  constexpr std::ptrdiff_t lanes = kLanes<Hess>;
+  const std::ptrdiff_t S = lanes * Ka;  // values per feature in the block's sums
   double* const out = job.out;
-  std::fill(out, out + (d + 2) * Ka, 0.0);
-  double* const gb = out + d * Ka;        // the intercept's sums
-  double* const gl = out + (d + 1) * Ka;  // the loss sums (gradient only)
+  for (std::ptrdiff_t j = 0; j < d; ++j) {  // features' parameters (and vectors), zero sums
+    double* const o = out + j * S;
+    for (std::ptrdiff_t a = 0; a < Ka; ++a) o[a] = job.PT[j * Ka + a];
+    if constexpr (Hess) {
+      for (std::ptrdiff_t a = 0; a < Ka; ++a) o[Ka + a] = job.VT[j * Ka + a];
+    }
+    for (std::ptrdiff_t a = S - Ka; a < S; ++a) o[a] = 0.0;
+  }
+  const double* const wl = out;            // feature j's parameters at wl + j S
+  const double* const vl = out + Ka;       // hessp's vectors at vl + j S
+  double* const sums = out + (S - Ka);     // feature j's gradient sums at sums + j S
+  double* const gb = out + d * S;          // the intercept's sums
+  double* const gl = gb + Ka;              // the loss sums (gradient only)
+  std::fill(gb, gb + 2 * Ka, 0.0);
   double* const z = job.scratch;          // (4, Ka) dot products with PT
   double* const u = z + 4 * Ka;           // (4, Ka) dot products with VT (hessp)
   double* const res = u + 4 * Ka;         // (4, Ka) residuals s (sigmoid - y), or hessp's
@@ -387,10 +422,10 @@ GRADSTEP_INLINE void block(const Job<T, I>& job) {
        // ahead as well was measured slower)
     for (std::ptrdiff_t q = 0; q < 4; ++q) {  // padded rows have no nonzeros: z = 0
       if constexpr (Hess) {
-        row_dot_pairs(X.data + lo[q], X.indices + lo[q], len[q], job.PT, job.VT, Ka, z + q * Ka,
-                      u + q * Ka);
+        row_dot_pairs<lanes>(X.data + lo[q], X.indices + lo[q], len[q], wl, vl, S, Ka,
+                             z + q * Ka, u + q * Ka);
       } else {
-        row_dots(X.data + lo[q], X.indices + lo[q], len[q], job.PT, Ka, z + q * Ka);
+        row_dots<lanes>(X.data + lo[q], X.indices + lo[q], len[q], wl, S, Ka, z + q * Ka);
       }
     }
     for (std::ptrdiff_t a = 0; a < Ka; ++a) {
@@ -422,7 +457,7 @@ GRADSTEP_INLINE void block(const Job<T, I>& job) {
       gb[a] = inter;
     }
     for (std::ptrdiff_t q = 0; q < nr; ++q) {
-      scatter(X.data + lo[q], X.indices + lo[q], len[q], res + q * Ka, Ka, out);
+      scatter<lanes>(X.data + lo[q], X.indices + lo[q], len[q], res + q * Ka, S, Ka, sums);
     }
   }
 }
@@ -470,7 +505,7 @@ inline void run_block(const Job<T, I>& job) {
 constexpr double kMinParallelWork = 1.0e5;
 // A block holds at least this much work (nonzeros + 1 per row) ...
 constexpr std::ptrdiff_t kMinBlockWork = std::ptrdiff_t{1} << 15;
-// ... and at least this much per parameter, so that zeroing its slot and adding it to the result
+// ... and at least this much per parameter, so that filling its slot and adding it to the result
 // (2 D Ka values, streamed) stays small next to its gathers and scatters (2 per nonzero and run).
 constexpr std::ptrdiff_t kWorkPerParam = 32;
 
@@ -615,11 +650,14 @@ class Engine {
     }
   }
 
-  // out_ ((d + 2), Ka) = the sum of the blocks' sums, in block order. Block 0 sums straight into
-  // out_ (0 + x == x, so the bits are those of a zeroed result plus block 0's slot).
+  // out_ ((d + 2), Ka) = the sum of the blocks' sums (each block's own slot, laid out as
+  // block() says), added to a zeroed out_ in block order.
   void sweep(bool hess, const std::int64_t* rows, std::ptrdiff_t used, int n_threads) {
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
-    const std::ptrdiff_t slot = (X_.d + 2) * m;
+    const std::ptrdiff_t d = X_.d;
+    // whole cache lines per slot, so that two threads' slots never share a line
+    const std::ptrdiff_t slot = (slot_size(d, m, hess) + detail::kLineDoubles - 1) /
+                                detail::kLineDoubles * detail::kLineDoubles;
     double work = 0.0;
     const std::vector<std::ptrdiff_t> starts = partition(X_, rows, used, &work);
     const auto n_blocks = static_cast<std::ptrdiff_t>(starts.size()) - 1;
@@ -631,8 +669,8 @@ class Engine {
     // are added in block order
     const std::ptrdiff_t wave =
         std::min<std::ptrdiff_t>(n_blocks, participants == 1 ? 1 : 2 * participants);
-    out_.resize(idx(slot));
-    slots_.resize(idx((n_blocks > 1 ? wave : 0) * slot + detail::kLineDoubles));
+    out_.assign(idx((d + 2) * m), 0.0);
+    slots_.resize(idx(wave * slot + detail::kLineDoubles));
     scratch_.resize(idx(wave * 12 * m));
     double* const slots = detail::align_to_line(slots_.data());
     ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
@@ -641,10 +679,7 @@ class Engine {
 
     for (std::ptrdiff_t b0 = 0; b0 < n_blocks; b0 += wave) {
       const std::ptrdiff_t nw = std::min(wave, n_blocks - b0);
-      // block b0 + t goes to out_ (block 0) or to slot t - 1 of the wave (then added in order)
-      auto target = [&](std::ptrdiff_t t) {
-        return b0 + t == 0 ? out_.data() : slots + (b0 == 0 ? t - 1 : t) * slot;
-      };
+      auto target = [&](std::ptrdiff_t t) { return slots + t * slot; };
       auto task = [&](std::ptrdiff_t t) {
         const Job<T, I> job{X_, Y_, ky_, SW_, ks_, PT, VT, runs_.data(), m, rows,
                             starts[idx(b0 + t)], starts[idx(b0 + t + 1)], target(t),
@@ -660,17 +695,21 @@ class Engine {
       } else {
         for (std::ptrdiff_t t = 0; t < nw; ++t) task(t);
       }
-      // out_ += the wave's slots, in block order; chunks of columns in parallel
-      const std::ptrdiff_t first = b0 == 0 ? 1 : 0;
-      if (nw <= first) continue;
+      // out_ += the wave's sums, in block order; chunks of features in parallel
+      const std::ptrdiff_t S = (hess ? kLanes<true> : kLanes<false>) * m;
       const std::ptrdiff_t n_chunks = pool ? 4 * participants : 1;
-      const std::ptrdiff_t chunk = (slot + n_chunks - 1) / n_chunks;
+      const std::ptrdiff_t chunk = (d + 2 + n_chunks - 1) / n_chunks;
       auto reduce = [&](std::ptrdiff_t ci) {
-        const std::ptrdiff_t lo = ci * chunk, hi = std::min(slot, lo + chunk);
-        double* GRADSTEP_RESTRICT acc = out_.data();
-        for (std::ptrdiff_t t = first; t < nw; ++t) {
+        const std::ptrdiff_t lo = ci * chunk, hi = std::min(d + 2, lo + chunk);
+        for (std::ptrdiff_t t = 0; t < nw; ++t) {
           const double* GRADSTEP_RESTRICT part = target(t);
-          for (std::ptrdiff_t e = lo; e < hi; ++e) acc[e] += part[e];
+          for (std::ptrdiff_t j = lo; j < hi; ++j) {
+            // features' sums follow their parameters; the intercept and loss sums are compact
+            const double* GRADSTEP_RESTRICT src =
+                j < d ? part + j * S + (S - m) : part + d * S + (j - d) * m;
+            double* GRADSTEP_RESTRICT acc = out_.data() + j * m;
+            for (std::ptrdiff_t a = 0; a < m; ++a) acc[a] += src[a];
+          }
         }
       };
       if (pool) {
@@ -691,7 +730,7 @@ class Engine {
   std::vector<double> totals_;        // each run's divisor (K,)
   std::vector<double> PT_, VT_;       // (D, Ka), transposed, aligned inside
   std::vector<double> out_;           // (d + 2, Ka): the result's sums
-  std::vector<double> slots_;         // the wave's other blocks' sums
+  std::vector<double> slots_;         // each block of the wave's slot
   std::vector<double> scratch_;       // 12 Ka per block of the wave
 };
 
