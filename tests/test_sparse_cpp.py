@@ -288,6 +288,37 @@ def test_structure_check_agrees_with_numpy():
         assert sparse_cpp.structure_error(M.indptr, M.indices, d) == want
 
 
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_structure_screen_finds_every_kind_of_fault(index):
+    # the C++ check screens with counts over the whole index array (pairs that do not increase
+    # must be row starts, the largest index below d) before it scans rows: equal or falling
+    # indices across a row boundary and empty rows are valid; one fault anywhere is not
+    rng = np.random.default_rng(7)
+    d = 40
+    for trial in range(200):
+        n = int(rng.integers(1, 12))
+        lengths = rng.integers(0, 6, n)
+        lengths[rng.random(n) < 0.2] = 0  # empty rows
+        indptr = np.r_[0, np.cumsum(lengths)].astype(index)
+        indices = np.concatenate(
+            [np.sort(rng.choice(d, size=k, replace=False)) for k in lengths] or [[]]
+        ).astype(index)
+        nnz = indices.size
+        fault = trial % 5
+        if fault == 1 and nnz:  # out of range, or negative
+            indices[rng.integers(nnz)] = rng.choice([d, d + 3, -1])
+        elif fault == 2 and nnz >= 2:  # a duplicate or a fall, maybe across a row boundary
+            j = int(rng.integers(1, nnz))
+            indices[j] = indices[j - 1] - int(rng.integers(0, 2))
+        elif fault == 3 and n >= 2:  # indptr falls
+            i = int(rng.integers(1, n))
+            indptr[i] = indptr[i + 1] + 1
+            if indptr[i] > nnz:
+                continue
+        want = sparse_reference.structure_error(indptr, indices, d)
+        assert sparse_cpp.structure_error(indptr, indices, d) == want, (trial, fault)
+
+
 def test_no_copy_of_the_matrix():
     X = _matrix()
     o = CSROracle(X, np.zeros(X.shape[0]), backend="cpp")
