@@ -21,6 +21,7 @@ from gradstep.rules.curvature import (
     Step,
     _two_loop,
     _two_loop_rows,
+    _two_loop_rows_numpy,
 )
 
 
@@ -42,30 +43,36 @@ def _memories(rng, counts, D, m):
     return batch, kept
 
 
-def test_rows_two_loop_equals_the_two_loop_recursion():
+# the compiled recursion (where the core is built) and the NumPy one it must agree with
+TWO_LOOPS = [_two_loop_rows, _two_loop_rows_numpy]
+
+
+@pytest.mark.parametrize("two_loop_rows", TWO_LOOPS)
+def test_rows_two_loop_equals_the_two_loop_recursion(two_loop_rows):
     rng = np.random.default_rng(0)
     D, m = 9, 5
     counts = [0, 1, 2, 5, 8, 13]  # empty, partial and full memories in one batch
     batch, kept = _memories(rng, counts, D, m)
     assert batch.n_pairs.tolist() == [min(c, m) for c in counts]
     G = rng.standard_normal((len(counts), D))
-    got = _two_loop_rows(G, batch.memory, batch._order(batch.head), batch.rho, batch.gamma,
-                         batch.n_pairs)
+    got = two_loop_rows(G, batch.memory, batch._order(batch.head), batch.rho, batch.gamma,
+                        batch.n_pairs)
     for i in range(len(counts)):
         want = _two_loop(G[i], kept[i])
         np.testing.assert_allclose(got[i], want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
     assert not np.array_equal(got[3], G[3])  # the memory was used
 
 
-def test_rings_out_of_step_give_the_same_directions():
+@pytest.mark.parametrize("two_loop_rows", TWO_LOOPS)
+def test_rings_out_of_step_give_the_same_directions(two_loop_rows):
     """Rows whose rings are at different slots (pairs skipped or memories cleared) take the
     gathering path; each row still equals its own two-loop recursion."""
     rng = np.random.default_rng(1)
     batch, kept = _memories(rng, [3, 7, 12], D=6, m=4)
     assert len(set(batch.head.tolist())) > 1
     G = rng.standard_normal((3, 6))
-    got = _two_loop_rows(G, batch.memory, batch._order(batch.head), batch.rho, batch.gamma,
-                         batch.n_pairs)
+    got = two_loop_rows(G, batch.memory, batch._order(batch.head), batch.rho, batch.gamma,
+                        batch.n_pairs)
     for i in range(3):
         np.testing.assert_allclose(got[i], _two_loop(G[i], kept[i]), rtol=1e-12, atol=1e-13)
 
@@ -153,3 +160,13 @@ def test_batched_runs_equal_separate_runs_while_others_stop(backend):
             np.testing.assert_allclose(together.coef[k], single.coef, atol=1e-6)
     assert together.status[1] == "stopped"
     assert together.status[0] == "converged"
+
+
+def test_compiled_two_loop_refuses_slots_outside_the_ring():
+    core = pytest.importorskip("gradstep._core")
+    g, memory = np.zeros((2, 3)), np.zeros((2, 4, 3))
+    rho, gamma = np.zeros((2, 2)), np.ones(2)
+    with pytest.raises(ValueError, match="order's slots"):
+        core.two_loop_rows(g, memory, np.array([[0, 1], [1, 2]]), rho, gamma, 0)
+    with pytest.raises(ValueError, match="memory must have shape"):
+        core.two_loop_rows(g, np.zeros((2, 3, 3)), np.zeros((2, 1), np.int64), rho, gamma, 0)

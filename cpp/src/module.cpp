@@ -24,6 +24,7 @@
 #include "gradstep/rules.hpp"
 #include "gradstep/sparse_kernel.hpp"
 #include "gradstep/thread_pool.hpp"
+#include "gradstep/two_loop.hpp"
 
 namespace py = pybind11;
 using py::ssize_t;
@@ -620,6 +621,38 @@ PYBIND11_MODULE(_core, m) {
         "Whether every value of a C-contiguous float64 array is 0.0 or 1.0 (so none is NaN or "
         "infinite): the 0/1 target check of gs.loss_and_grad and gs.fit, one pass on up to "
         "n_threads threads.");
+  m.def("two_loop_rows",
+        [](const carray<double>& g, const carray<double>& memory, const carray<std::int64_t>& order,
+           const carray<double>& rho, const carray<double>& gamma, ssize_t oldest) {
+          require(g.ndim() == 2, "g must be 2-D (runs, D), got shape " + shape_of(g));
+          const ssize_t r = g.shape(0), D = g.shape(1);
+          require(memory.ndim() == 3 && memory.shape(0) == r && memory.shape(1) % 2 == 0 &&
+                      memory.shape(2) == D,
+                  "memory must have shape (runs, 2m, D) with g's runs and D, got " +
+                      shape_of(memory));
+          const ssize_t m = memory.shape(1) / 2;
+          require_shape(order, "order", {r, m});
+          require_shape(rho, "rho", {r, m});
+          require_shape(gamma, "gamma", {r});
+          require(oldest >= 0 && oldest <= m, "oldest must be in [0, m]");
+          const std::int64_t* o = order.data();
+          for (ssize_t e = 0; e < r * m; ++e) {
+            require(o[e] >= 0 && o[e] < m, "order's slots must be in [0, m)");
+          }
+          carray<double> q({r, D});
+          std::vector<double> alphas(static_cast<std::size_t>(m));
+          {
+            py::gil_scoped_release release;
+            gradstep::two_loop_rows(g.data(), r, D, memory.data(), m, o, rho.data(),
+                                    gamma.data(), oldest, alphas.data(), q.mutable_data());
+          }
+          return q;
+        },
+        py::arg("g").noconvert(), py::arg("memory").noconvert(), py::arg("order").noconvert(),
+        py::arg("rho").noconvert(), py::arg("gamma").noconvert(), py::arg("oldest"),
+        "The L-BFGS two-loop recursion of each row of g (runs, D) with its own pairs: "
+        "gradstep.rules.curvature._two_loop_rows compiled (C-contiguous float64 arrays, order "
+        "int64; slots before `oldest` skipped).");
   m.def("_hold_pool_lock", [](double seconds) {
           py::gil_scoped_release release;
           gradstep::ThreadPool::hold_instance_lock_for(seconds);

@@ -114,6 +114,12 @@ def all_zero_one(a: NDArray[np.float64], n_threads: int) -> bool:
     """Whether every value of a C-contiguous float64 array is 0.0 or 1.0 (one pass, up to
     n_threads threads)."""
 
+def two_loop_rows(g: NDArray[np.float64], memory: NDArray[np.float64],
+                  order: NDArray[np.int64], rho: NDArray[np.float64], gamma: NDArray[np.float64],
+                  oldest: int) -> NDArray[np.float64]:
+    """The L-BFGS two-loop recursion of each row of g (runs, D) with its own pairs
+    (gradstep.rules.curvature._two_loop_rows compiled)."""
+
 def kernels() -> list[str]:
     """The kernels this CPU and build can run: 'baseline', then 'avx2' and 'avx512' where
     available."""

@@ -1,0 +1,63 @@
+// The two-loop recursion of L-BFGS for r runs at once: gradstep.rules.curvature._two_loop_rows
+// (the NumPy version, the specification) compiled. A batched lbfgs round (LBFGSRuns) spent most
+// of its time there on small problems: 2m row-wise dot products and updates, each a few NumPy
+// calls of tiny arrays, ~0.6 ms per round for 50 runs of 31 parameters, against ~0.2 ms for the
+// round's gradient pass of all runs.
+//
+// Per run i, with its pairs (s, y) in memory[i, slot] and memory[i, m + slot], its ring order
+// order[i, :] (oldest first, right-aligned) and rho[i, slot] = 1 / s'y (0 for an empty slot):
+//   q = g;  for c = m-1 .. oldest: a_c = rho s_c'q;  q -= a_c y_c
+//   q *= gamma;  for c = oldest .. m-1: b = rho y_c'q;  q += (a_c - b) s_c
+// The dot products keep four partial sums (entry j in sum j % 4); their order differs from
+// NumPy's einsum, so directions agree with the NumPy version to rounding, not in every bit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gradstep {
+
+inline double dot4(const double* a, const double* b, std::ptrdiff_t n) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  std::ptrdiff_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    s0 += a[j] * b[j];
+    s1 += a[j + 1] * b[j + 1];
+    s2 += a[j + 2] * b[j + 2];
+    s3 += a[j + 3] * b[j + 3];
+  }
+  for (; j < n; ++j) s0 += a[j] * b[j];
+  return (s0 + s1) + (s2 + s3);
+}
+
+// Q (r, D) = the recursion applied to G (r, D); memory (r, 2m, D), order (r, m) with values in
+// [0, m) (checked by the caller), rho (r, m), gamma (r,); slots before `oldest` in every row's
+// order are skipped (no row has pairs there). alphas is scratch of m values.
+inline void two_loop_rows(const double* G, std::ptrdiff_t r, std::ptrdiff_t D,
+                          const double* memory, std::ptrdiff_t m, const std::int64_t* order,
+                          const double* rho, const double* gamma, std::ptrdiff_t oldest,
+                          double* alphas, double* Q) {
+  for (std::ptrdiff_t i = 0; i < r; ++i) {
+    double* q = Q + i * D;
+    for (std::ptrdiff_t j = 0; j < D; ++j) q[j] = G[i * D + j];
+    const double* mem = memory + i * 2 * m * D;
+    for (std::ptrdiff_t c = m - 1; c >= oldest; --c) {  // newest first
+      const std::ptrdiff_t slot = order[i * m + c];
+      const double* s = mem + slot * D;
+      const double* y = mem + (m + slot) * D;
+      const double a = rho[i * m + slot] * dot4(s, q, D);
+      for (std::ptrdiff_t j = 0; j < D; ++j) q[j] -= y[j] * a;
+      alphas[c] = a;
+    }
+    for (std::ptrdiff_t j = 0; j < D; ++j) q[j] *= gamma[i];
+    for (std::ptrdiff_t c = oldest; c < m; ++c) {
+      const std::ptrdiff_t slot = order[i * m + c];
+      const double* s = mem + slot * D;
+      const double* y = mem + (m + slot) * D;
+      const double step = alphas[c] - rho[i * m + slot] * dot4(y, q, D);
+      for (std::ptrdiff_t j = 0; j < D; ++j) q[j] += s[j] * step;
+    }
+  }
+}
+
+}  // namespace gradstep
