@@ -19,6 +19,7 @@ from gradstep.rules.curvature import (
     LBFGSRuns,
     Stall,
     Step,
+    _Pairs,
     _two_loop,
     _two_loop_rows,
     _two_loop_rows_numpy,
@@ -61,6 +62,31 @@ def test_rows_two_loop_equals_the_two_loop_recursion(two_loop_rows):
         want = _two_loop(G[i], kept[i])
         np.testing.assert_allclose(got[i], want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
     assert not np.array_equal(got[3], G[3])  # the memory was used
+
+
+def test_one_runs_ring_equals_the_two_loop_recursion():
+    """LBFGS.iterate keeps its pairs in a _Pairs ring: after fewer, exactly m and more than m
+    pairs (the oldest dropped) and after a clear, H g is the textbook recursion's."""
+    rng = np.random.default_rng(3)
+    D, m = 7, 4
+    A = rng.standard_normal((D, D))
+    H = A @ A.T + 0.1 * np.eye(D)
+    ring, kept = _Pairs(m, D), deque(maxlen=m)
+    g = rng.standard_normal(D)
+    np.testing.assert_array_equal(ring.apply(g), g)  # no pairs: g itself
+    for count in range(1, 11):
+        s = rng.standard_normal(D)
+        y = H @ s
+        ring.append(s, y, float(s @ y), float(y @ y))
+        kept.append((s, y, 1.0 / (s @ y), y @ y))
+        want = _two_loop(g, kept)
+        np.testing.assert_allclose(ring.apply(g), want, rtol=1e-12,
+                                   atol=1e-12 * np.abs(want).max())
+        if count == 6:
+            ring.clear()
+            kept.clear()
+            assert not ring
+            np.testing.assert_array_equal(ring.apply(g), g)
 
 
 @pytest.mark.parametrize("two_loop_rows", TWO_LOOPS)

@@ -411,11 +411,11 @@ class LBFGS(StepRule):
         if l1 > 0.0:
             yield from self._owlqn(p, loss, g, l1, penalized)
             return
-        pairs: deque[tuple[np.ndarray, np.ndarray, float, float]] = deque(maxlen=self.m)
+        pairs = _Pairs(self.m, g.size)
         first = True
         while True:
-            d = _two_loop(g, pairs)
-            np.negative(d, out=d)  # _two_loop's result is a new array
+            d = pairs.apply(g)
+            np.negative(d, out=d)  # apply's result is a new array
             if not float(g.dot(d)) < 0.0:  # not a descent direction (rounding): restart
                 pairs.clear()
                 d = -g
@@ -430,18 +430,18 @@ class LBFGS(StepRule):
             s, yv = q - p, gq - g
             sy, yy = float(s.dot(yv)), float(yv.dot(yv))
             if sy > EPS * yy:  # keep only pairs with positive curvature
-                pairs.append((s, yv, 1.0 / sy, yy))
+                pairs.append(s, yv, sy, yy)
             p, loss, g = q, fq, gq
             first = False
             yield Step(p, loss, g, t)
 
     def _owlqn(self, p, loss, g, l1, penalized) -> Iteration:
-        pairs: deque[tuple[np.ndarray, np.ndarray, float, float]] = deque(maxlen=self.m)
+        pairs = _Pairs(self.m, g.size)
         objective = loss + l1 * float(np.abs(p[penalized]).sum())
         first = True
         while True:
             pg = l1_residual(p, g, l1, penalized)
-            d = _two_loop(pg, pairs)
+            d = pairs.apply(pg)
             d = np.where(d * pg > 0.0, -d, 0.0)  # -H pg where it agrees in sign with -pg
             if not float(pg @ d) < 0.0:  # nothing left of it: restart from -pg
                 pairs.clear()
@@ -460,7 +460,7 @@ class LBFGS(StepRule):
             s, yv = q - p, gq - g  # the smooth gradients: the L1 term has no curvature
             sy, yy = float(s.dot(yv)), float(yv.dot(yv))
             if sy > EPS * yy:
-                pairs.append((s, yv, 1.0 / sy, yy))
+                pairs.append(s, yv, sy, yy)
             p, loss, g = q, fq, gq
             first = False
             yield Step(p, loss, g, t)
@@ -501,9 +501,52 @@ def _lbfgs_search(p, loss, g, d, t0, retry, first=None):
     return found, False
 
 
+class _Pairs:
+    """One run's L-BFGS memory: its last m pairs (s, y) in a ring, laid out as each row of
+    LBFGSRuns keeps them (memory (1, 2m, D): the s vectors, then the y vectors; rho (1, m) = 1/s'y
+    per slot; gamma = s'y/y'y of the newest pair), so that H g is one _two_loop_rows call, compiled
+    where the core is built (~6 NumPy calls per pair before: about a third of a small fit's
+    time, e.g. 50-65 us of each ~0.6 ms iteration of a multinomial fit on digits)."""
+
+    def __init__(self, m: int, D: int) -> None:
+        self.m = m
+        self.memory = np.zeros((1, 2 * m, D))
+        self.rho = np.zeros((1, m))
+        self.gamma = np.ones(1)
+        self.count = np.zeros(1, dtype=np.intp)
+        self.head = 0  # the next slot, over the oldest pair when the ring is full
+
+    def __bool__(self) -> bool:
+        return bool(self.count[0])
+
+    def clear(self) -> None:
+        self.memory[:] = 0.0
+        self.rho[:] = 0.0
+        self.gamma[0] = 1.0
+        self.count[0] = 0
+
+    def append(self, s: np.ndarray, y: np.ndarray, sy: float, yy: float) -> None:
+        """The pair (s, y) with s'y = sy > 0 and y'y = yy, over the oldest one when full."""
+        self.memory[0, self.head] = s
+        self.memory[0, self.m + self.head] = y
+        self.rho[0, self.head] = 1.0 / sy
+        self.gamma[0] = sy / yy
+        self.head = (self.head + 1) % self.m
+        self.count[0] = min(int(self.count[0]) + 1, self.m)
+
+    def apply(self, g: np.ndarray) -> np.ndarray:
+        """H g (a new array): the two-loop recursion over the pairs, oldest first."""
+        if not self:
+            return g.copy()
+        order = (self.head + np.arange(self.m)) % self.m
+        return _two_loop_rows(g[None, :], self.memory, order[None, :], self.rho, self.gamma,
+                              self.count)[0]
+
+
 def _two_loop(g, pairs):
     """H g for the L-BFGS inverse-Hessian approximation of the pairs (s, y, 1/s'y, y'y)
-    (Nocedal & Wright 7.4).
+    (Nocedal & Wright 7.4): the textbook recursion, which _two_loop_rows (and through it
+    _Pairs.apply) is tested against.
 
     The updates go through one scratch vector with out= (q - a y is computed as tmp = y a, then
     q - tmp, the same two roundings as ``q -= a * y``), and the dot products use ndarray.dot:
