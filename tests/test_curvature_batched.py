@@ -66,7 +66,8 @@ def test_rows_two_loop_equals_the_two_loop_recursion(two_loop_rows):
 
 def test_one_runs_ring_equals_the_two_loop_recursion():
     """LBFGS.iterate keeps its pairs in a _Pairs ring: after fewer, exactly m and more than m
-    pairs (the oldest dropped) and after a clear, H g is the textbook recursion's."""
+    pairs (the oldest dropped), after a pair computed into the free slot and not kept, and after
+    a clear, H g is the textbook recursion's."""
     rng = np.random.default_rng(3)
     D, m = 7, 4
     A = rng.standard_normal((D, D))
@@ -75,10 +76,16 @@ def test_one_runs_ring_equals_the_two_loop_recursion():
     g = rng.standard_normal(D)
     np.testing.assert_array_equal(ring.apply(g), g)  # no pairs: g itself
     for count in range(1, 11):
-        s = rng.standard_normal(D)
-        y = H @ s
-        ring.append(s, y, float(s @ y), float(y @ y))
-        kept.append((s, y, 1.0 / (s @ y), y @ y))
+        s, y = ring.free()
+        s[:] = rng.standard_normal(D)
+        if count == 8:  # a rejected pair (never kept) leaves the memory as it was
+            y[:] = -s
+            want = _two_loop(g, kept)
+            np.testing.assert_allclose(ring.apply(g), want, rtol=1e-12,
+                                       atol=1e-12 * np.abs(want).max())
+        y[:] = H @ s
+        ring.keep(float(s @ y), float(y @ y))
+        kept.append((s.copy(), y.copy(), 1.0 / (s @ y), y @ y))
         want = _two_loop(g, kept)
         np.testing.assert_allclose(ring.apply(g), want, rtol=1e-12,
                                    atol=1e-12 * np.abs(want).max())

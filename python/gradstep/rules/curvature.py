@@ -427,10 +427,12 @@ class LBFGS(StepRule):
                 yield Stall()
                 return
             t, q, fq, gq = found
-            s, yv = q - p, gq - g
+            s, yv = pairs.free()
+            np.subtract(q, p, out=s)
+            np.subtract(gq, g, out=yv)
             sy, yy = float(s.dot(yv)), float(yv.dot(yv))
             if sy > EPS * yy:  # keep only pairs with positive curvature
-                pairs.append(s, yv, sy, yy)
+                pairs.keep(sy, yy)
             p, loss, g = q, fq, gq
             first = False
             yield Step(p, loss, g, t)
@@ -457,10 +459,12 @@ class LBFGS(StepRule):
                 yield Stall()
                 return
             t, q, fq, gq, objective = found
-            s, yv = q - p, gq - g  # the smooth gradients: the L1 term has no curvature
+            s, yv = pairs.free()  # the smooth gradients: the L1 term has no curvature
+            np.subtract(q, p, out=s)
+            np.subtract(gq, g, out=yv)
             sy, yy = float(s.dot(yv)), float(yv.dot(yv))
             if sy > EPS * yy:
-                pairs.append(s, yv, sy, yy)
+                pairs.keep(sy, yy)
             p, loss, g = q, fq, gq
             first = False
             yield Step(p, loss, g, t)
@@ -503,42 +507,49 @@ def _lbfgs_search(p, loss, g, d, t0, retry, first=None):
 
 class _Pairs:
     """One run's L-BFGS memory: its last m pairs (s, y) in a ring, laid out as each row of
-    LBFGSRuns keeps them (memory (1, 2m, D): the s vectors, then the y vectors; rho (1, m) = 1/s'y
-    per slot; gamma = s'y/y'y of the newest pair), so that H g is one _two_loop_rows call, compiled
-    where the core is built (~6 NumPy calls per pair before: about a third of a small fit's
-    time, e.g. 50-65 us of each ~0.6 ms iteration of a multinomial fit on digits)."""
+    LBFGSRuns keeps them (memory (1, 2R, D): R slots of s vectors, then R of y vectors; rho
+    (1, R) = 1/s'y per slot; gamma = s'y/y'y of the newest pair), so that H g is one
+    _two_loop_rows call, compiled where the core is built (~6 NumPy calls per pair before: about
+    a third of a small fit's time, e.g. 50-65 us of each ~0.6 ms iteration of a multinomial fit
+    on digits). The ring has R = m + 1 slots: the next pair is computed straight into the free
+    one (``free``) and kept or not (``keep``), so no pair is ever held twice, and a rejected one
+    leaves the m kept intact."""
 
     def __init__(self, m: int, D: int) -> None:
         self.m = m
-        self.memory = np.zeros((1, 2 * m, D))
-        self.rho = np.zeros((1, m))
+        self.slots = m + 1
+        self.memory = np.zeros((1, 2 * self.slots, D))
+        self.rho = np.zeros((1, self.slots))
         self.gamma = np.ones(1)
         self.count = np.zeros(1, dtype=np.intp)
-        self.head = 0  # the next slot, over the oldest pair when the ring is full
+        self.head = 0  # the free slot; the pairs are in the m slots after it, oldest first
 
     def __bool__(self) -> bool:
         return bool(self.count[0])
 
     def clear(self) -> None:
-        self.memory[:] = 0.0
         self.rho[:] = 0.0
         self.gamma[0] = 1.0
         self.count[0] = 0
 
-    def append(self, s: np.ndarray, y: np.ndarray, sy: float, yy: float) -> None:
-        """The pair (s, y) with s'y = sy > 0 and y'y = yy, over the oldest one when full."""
-        self.memory[0, self.head] = s
-        self.memory[0, self.m + self.head] = y
+    def free(self) -> tuple[np.ndarray, np.ndarray]:
+        """Views of the free slot's s and y, to compute the next pair into."""
+        return self.memory[0, self.head], self.memory[0, self.slots + self.head]
+
+    def keep(self, sy: float, yy: float) -> None:
+        """Keep the pair in the free slot (s'y = sy > 0, y'y = yy): the oldest of m is dropped
+        (its slot becomes the free one)."""
         self.rho[0, self.head] = 1.0 / sy
         self.gamma[0] = sy / yy
-        self.head = (self.head + 1) % self.m
+        self.head = (self.head + 1) % self.slots
         self.count[0] = min(int(self.count[0]) + 1, self.m)
 
     def apply(self, g: np.ndarray) -> np.ndarray:
-        """H g (a new array): the two-loop recursion over the pairs, oldest first."""
+        """H g (a new array): the two-loop recursion over the pairs, oldest first (the free
+        slot first in the order, never reached: count <= m < R)."""
         if not self:
             return g.copy()
-        order = (self.head + np.arange(self.m)) % self.m
+        order = (self.head + np.arange(self.slots)) % self.slots
         return _two_loop_rows(g[None, :], self.memory, order[None, :], self.rho, self.gamma,
                               self.count)[0]
 
