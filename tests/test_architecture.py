@@ -135,6 +135,23 @@ def test_resume_continues_the_rule_state(backend, data):
     np.testing.assert_allclose(second.coef, whole.coef, rtol=1e-13)
 
 
+def test_resume_through_a_curvature_fit_keeps_the_first_order_state(data):
+    """A curvature fit allocates no first-order slots of its own, but one resumed from an adam
+    fit carries adam's moments through to the next adam fit; a fresh curvature fit hands on
+    zero moments, as a fresh adam fit has."""
+    X, y = data
+    kw = dict(lr=0.05, tol=None)
+    adam = gs.fit(X, y, "adam", max_iter=3, **kw)
+    lbfgs = gs.fit(X, y, "lbfgs", max_iter=2, tol=None, resume=adam)
+    np.testing.assert_array_equal(lbfgs.state.slots, adam.state.slots)
+    again = gs.fit(X, y, "adam", max_iter=3, resume=lbfgs, **kw)
+    fresh = gs.fit(X, y, "lbfgs", max_iter=2, tol=None)
+    assert fresh.state.slots.size == 0
+    from_fresh = gs.fit(X, y, "adam", max_iter=3, resume=fresh, **kw)
+    assert again.status == from_fresh.status == "max_iter"
+    np.testing.assert_array_equal(from_fresh.state.slots.shape, adam.state.slots.shape)
+
+
 def test_passes_count_every_pass_of_every_run(backend, data):
     X, y = data
     res = gs.fit(X, y, ["lbfgs", "newton", "adam", "bb"], alpha=1e-2, tol=1e-9, backend=backend)

@@ -726,11 +726,20 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         spec.alpha = oracle.alphas(n_runs)
     if l1 is not None:
         spec.l1 = l1
-    # the history grows with the iterations actually run (see _drive): memory is O(n_iter)
-    state = FitState.empty(n_runs, D, min(max_iter + 1, INITIAL_HISTORY) if history else 0)
+    # the history grows with the iterations actually run (see _drive): memory is O(n_iter).
+    # The first-order rules' slots (2 D per run) and the reference rows (D per run) are only
+    # allocated when a first-order rule, a resumed rule state or a reference needs them: a
+    # curvature fit's peak memory is then its own vectors (a sparse fit's, next to X's CSR).
+    slots_needed = (any(r.compiled for r in rules)
+                    or (resume is not None and resume.state is not None
+                        and resume.state.slots.shape[1] > 0))
+    state = FitState.empty(n_runs, D, min(max_iter + 1, INITIAL_HISTORY) if history else 0,
+                           slots=slots_needed, reference=slots_needed or ref is not None)
     state.P[:] = P0
+    del P0  # the state holds the starting rows now
     if resume is not None and resume.state is not None:
-        state.slots[:] = resume.state.slots
+        if resume.state.slots.shape[1] > 0:  # none after a curvature fit: the zeros stay
+            state.slots[:] = resume.state.slots
         state.t[:] = resume.state.t
         state.epoch[0] = resume.state.epoch
     if ref is not None:

@@ -116,7 +116,7 @@ class FitState:
     """Everything a fit loop advances; every array is C-contiguous and owned by the state."""
 
     P: np.ndarray  # (K, D) weights, intercept last
-    slots: np.ndarray  # (K, N_SLOTS, D) optimizer state
+    slots: np.ndarray  # (K, N_SLOTS, D) optimizer state; (K, 0, D) when no rule uses it
     grad: np.ndarray  # (K, D) gradient at P (full batch)
     loss: np.ndarray  # (K,) loss at P (full batch) or last epoch loss (mini-batch)
     t: np.ndarray  # (K,) int64 updates taken
@@ -126,14 +126,18 @@ class FitState:
     no_improve: np.ndarray  # (K,) int64 epochs without improvement
     epoch: np.ndarray  # (1,) int64 epochs shuffled so far (the shuffle's counter)
     history: np.ndarray  # (N_HISTORY, K, H) float64, NaN where not reached; H = 0 when off
-    reference: np.ndarray  # (K, D) float64, zeros when no reference
+    reference: np.ndarray  # (K, D) float64, zeros when no reference; (K, 0) when unused
     start_loss: np.ndarray  # (K,) full-batch loss at the starting point (divergence test)
 
     @classmethod
-    def empty(cls, n_runs: int, n_params: int, history_len: int) -> FitState:
+    def empty(cls, n_runs: int, n_params: int, history_len: int, *, slots: bool = True,
+              reference: bool = True) -> FitState:
+        """A zeroed state. slots=False / reference=False give those arrays no columns (shape
+        (K, 0, D) and (K, 0)): for fits that never read them (no first-order rule; no
+        reference), which the compiled first-order loops then never see."""
         return cls(
             P=np.zeros((n_runs, n_params)),
-            slots=np.zeros((n_runs, N_SLOTS, n_params)),
+            slots=np.zeros((n_runs, N_SLOTS if slots else 0, n_params)),
             grad=np.zeros((n_runs, n_params)),
             loss=np.zeros(n_runs),
             t=np.zeros(n_runs, dtype=np.int64),
@@ -143,7 +147,7 @@ class FitState:
             no_improve=np.zeros(n_runs, dtype=np.int64),
             epoch=np.zeros(1, dtype=np.int64),
             history=np.full((N_HISTORY, n_runs, history_len), np.nan),
-            reference=np.zeros((n_runs, n_params)),
+            reference=np.zeros((n_runs, n_params if reference else 0)),
             start_loss=np.zeros(n_runs),
         )
 
