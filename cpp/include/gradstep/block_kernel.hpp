@@ -346,8 +346,9 @@ GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row,
 }
 
 #if defined(GRADSTEP_VECTOR_EXT)
-// Runs eight at a time, vectorized over the runs instead of over the features: the layout of a
-// GEMM micro-kernel (BLIS, OpenBLAS). With K runs the gradient is two small matrix products per
+// Runs in chunks (8 in the AVX2 kernel; 16, then 8, in the AVX-512 one), vectorized over the
+// runs instead of over the features: the layout of a GEMM micro-kernel (BLIS, OpenBLAS). With K
+// runs the gradient is two small matrix products per
 // block, Z = X_b W^T and G += R^T X_b; taking runs in pairs with the dot products vectorized over
 // features (group_runs) leaves each 4-row group with 8 horizontal sums and re-reads the rows and
 // the gradient from L1 once per pair, and was measured at about 1 multiply-add per cycle. Here
@@ -539,7 +540,7 @@ GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job) {
   auto row = [&](std::ptrdiff_t p) -> std::ptrdiff_t {
     return job.rows ? static_cast<std::ptrdiff_t>(job.rows[p]) : job.start + p;
   };
-  std::ptrdiff_t first_pair = job.c0;  // runs before it were taken eight at a time
+  std::ptrdiff_t first_pair = job.c0;  // runs before it were taken in chunks (run_chunks)
 #if defined(GRADSTEP_VECTOR_EXT)
   if constexpr (!Hess && Wide) {
     first_pair = run_chunks<PerRun, v8d, 2>(job, row, job.c0);
