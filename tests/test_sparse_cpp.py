@@ -319,6 +319,27 @@ def test_structure_screen_finds_every_kind_of_fault(index):
         assert sparse_cpp.structure_error(indptr, indices, d) == want, (trial, fault)
 
 
+def test_structure_screen_on_threads_finds_faults_in_any_chunk():
+    # past 2^20 indices the screen is split into chunks over the threads: a fault in a late
+    # chunk, or across a chunk border, is found (and named by row) on any number of threads
+    n, per_row, d = 4000, 300, 5000
+    rng = np.random.default_rng(11)
+    indices = np.concatenate(
+        [np.sort(rng.choice(d, per_row, replace=False)) for _ in range(n)]).astype(np.int32)
+    indptr = np.arange(0, indices.size + 1, per_row, dtype=np.int64)
+    assert indices.size > 2**20
+    for where in (None, 2**20, 2**20 + 1, indices.size - 1):
+        bad = indices.copy()
+        if where is not None:
+            bad[where] = bad[where - 1]  # a duplicate (or, at a row start, allowed)
+        want = sparse_reference.structure_error(indptr, bad, d)
+        for threads in (1, 2, 3):
+            assert sparse_cpp.structure_error(indptr, bad, d, threads) == want, (where, threads)
+    past = indices.copy()
+    past[-1] = d
+    assert sparse_cpp.structure_error(indptr, past, d, 2) == (2, n - 1)
+
+
 def test_no_copy_of_the_matrix():
     X = _matrix()
     o = CSROracle(X, np.zeros(X.shape[0]), backend="cpp")

@@ -502,22 +502,24 @@ py::array csr_hessp(const py::array& data, const py::array& indices, const py::a
 }
 
 template <class I>
-py::tuple structure_error_of(const carray<I>& indices, const py::array& indptr, ssize_t n_cols) {
+py::tuple structure_error_of(const carray<I>& indices, const py::array& indptr, ssize_t n_cols,
+                             int n_threads) {
   const ssize_t n_rows = indptr.shape(0) - 1;
   std::pair<int, std::ptrdiff_t> result;
   if (is_carray<std::int64_t>(indptr)) {
     const std::int64_t* ip = as_carray<std::int64_t>(indptr).data();
     py::gil_scoped_release release;
-    result = gradstep::csr::structure_error(ip, n_rows, indices.data(), n_cols);
+    result = gradstep::csr::structure_error(ip, n_rows, indices.data(), n_cols, n_threads);
   } else {
     const std::int32_t* ip = as_carray<std::int32_t>(indptr).data();
     py::gil_scoped_release release;
-    result = gradstep::csr::structure_error(ip, n_rows, indices.data(), n_cols);
+    result = gradstep::csr::structure_error(ip, n_rows, indices.data(), n_cols, n_threads);
   }
   return py::make_tuple(result.first, result.second);
 }
 
-py::tuple csr_structure_error(const py::array& indptr, const py::array& indices, ssize_t n_cols) {
+py::tuple csr_structure_error(const py::array& indptr, const py::array& indices, ssize_t n_cols,
+                              int n_threads) {
   require(indptr.ndim() == 1 && indptr.shape(0) >= 1 && indices.ndim() == 1,
           "indptr and indices must be 1-D, indptr with n_rows + 1 >= 1 entries");
   if (!is_carray<std::int64_t>(indptr) && !is_carray<std::int32_t>(indptr)) {
@@ -531,10 +533,10 @@ py::tuple csr_structure_error(const py::array& indptr, const py::array& indices,
   require(first_last(0) == 0 && first_last(indptr.shape(0) - 1) <= indices.shape(0),
           "indptr must start at 0 and end at most at len(indices)");
   if (is_carray<std::int64_t>(indices)) {
-    return structure_error_of(as_carray<std::int64_t>(indices), indptr, n_cols);
+    return structure_error_of(as_carray<std::int64_t>(indices), indptr, n_cols, n_threads);
   }
   if (is_carray<std::int32_t>(indices)) {
-    return structure_error_of(as_carray<std::int32_t>(indices), indptr, n_cols);
+    return structure_error_of(as_carray<std::int32_t>(indices), indptr, n_cols, n_threads);
   }
   throw py::type_error("indices must be a C-contiguous int32 or int64 numpy array, got dtype " +
                        std::string(py::str(indices.dtype())));
@@ -554,8 +556,9 @@ void bind_csr(py::module_& m) {
         "Hessian-vector products HV (K, d + 1) of the active runs at P times V for the CSR "
         "matrix (data, indices, indptr) (see gradstep._backends.sparse_reference).");
   m.def("csr_structure_error", &csr_structure_error, py::arg("indptr"), py::arg("indices"),
-        py::arg("n_cols"),
-        "(code, row): sparse_reference.structure_error without temporaries.");
+        py::arg("n_cols"), py::arg("n_threads") = 1,
+        "(code, row): sparse_reference.structure_error without temporaries; its screen on up "
+        "to n_threads threads.");
 }
 
 }  // namespace

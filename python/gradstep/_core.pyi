@@ -184,7 +184,9 @@ def csr_structure_error(
     indptr: NDArray[np.int32] | NDArray[np.int64],
     indices: NDArray[np.int32] | NDArray[np.int64],
     n_cols: int,
+    n_threads: int = 1,
 ) -> tuple[int, int]:
     """(code, first offending row) of a CSR structure, as sparse_reference.structure_error
     (0 OK, 1 indptr decreases, 2 an index outside [0, n_cols), 3 unsorted or duplicate indices),
-    without temporaries. indptr must start at 0 and end at most at len(indices) (ValueError)."""
+    without temporaries, its screen on up to n_threads threads. indptr must start at 0 and end
+    at most at len(indices) (ValueError)."""

@@ -121,7 +121,8 @@ def multinomial_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backen
     from .sparse import check_csr, is_sparse
 
     sparse = is_sparse(X)
-    X = check_csr(X, finite=finite) if sparse else v.check_X(X, finite=finite)
+    X = (check_csr(X, finite=finite, n_threads=v.check_n_threads(n_threads)) if sparse
+         else v.check_X(X, finite=finite))
     labels = np.asarray(y)
     if labels.ndim != 1 or labels.shape[0] != X.shape[0]:
         raise ValueError(

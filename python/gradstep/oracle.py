@@ -184,8 +184,9 @@ def data_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
     from . import sparse as _sparse  # here: gradstep.sparse builds on DenseOracle
 
     csr = _sparse.is_sparse(X)
-    X = _sparse.check_csr(X, finite=finite) if csr else v.check_X(X, finite=finite)
     threads = v.check_n_threads(n_threads)
+    X = (_sparse.check_csr(X, finite=finite, n_threads=threads) if csr
+         else v.check_X(X, finite=finite))
     Y, classes = v.check_targets(y, X.shape[0], labels=labels, n_threads=threads)
     SW = v.check_sample_weight(sample_weight, X.shape[0])
     alphas = v.check_alpha(alpha)

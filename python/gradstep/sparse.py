@@ -81,11 +81,17 @@ def kernels(backend: str) -> tuple[str, ModuleType]:
 # ---- checks ---------------------------------------------------------------------------------
 
 
-def _structure_error(indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> tuple[int, int]:
-    """A compiled structure check (C++, else Numba: no temporaries), else NumPy's."""
-    module = _load("cpp") or _load("numba") or _load("numpy")
-    assert module is not None
-    code, row = module.structure_error(indptr, indices, n_cols)
+def _structure_error(indptr: np.ndarray, indices: np.ndarray, n_cols: int,
+                     n_threads: int) -> tuple[int, int]:
+    """A compiled structure check (C++, on up to n_threads threads, else Numba: no
+    temporaries), else NumPy's."""
+    cpp = _load("cpp")
+    if cpp is not None:
+        code, row = cpp.structure_error(indptr, indices, n_cols, n_threads)
+    else:
+        module = _load("numba") or _load("numpy")
+        assert module is not None
+        code, row = module.structure_error(indptr, indices, n_cols)
     return int(code), int(row)
 
 
@@ -97,7 +103,7 @@ def _rebuilt(X: Any, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) 
     return out
 
 
-def check_csr(X: Any, *, finite: bool = True) -> Any:
+def check_csr(X: Any, *, finite: bool = True, n_threads: int | None = None) -> Any:
     """A SciPy CSR matrix or array the kernels can trust, or a ValueError before any work.
 
     A CSR X with float32/float64 data, int32/int64 indices and indptr, its indices sorted and
@@ -110,6 +116,7 @@ def check_csr(X: Any, *, finite: bool = True) -> Any:
     and NaN or infinity among the stored values (unless ``finite=False``: then the caller proves
     finiteness from its first pass and calls ``CSROracle.check_finite`` when it is not).
     int64 indices are supported throughout (the kernels index with them as they are).
+    ``n_threads`` (default: every core) runs the compiled structure check's screen in parallel.
     """
     if not is_sparse(X):
         raise ValueError(f"X must be a SciPy sparse matrix or array here, got {type(X).__name__}")
@@ -157,7 +164,7 @@ def check_csr(X: Any, *, finite: bool = True) -> Any:
         indptr = np.ascontiguousarray(
             indptr, dtype=indptr.dtype if indptr.dtype in (np.int32, np.int64) else np.int64)
         X = _rebuilt(X, data, indices, indptr)
-    code, row = _structure_error(indptr, indices, d)
+    code, row = _structure_error(indptr, indices, d, v.check_n_threads(n_threads))
     from ._backends.sparse_reference import INDEX_OUT_OF_RANGE, INDPTR_DECREASES, NOT_CANONICAL
 
     if code == INDPTR_DECREASES:
@@ -218,11 +225,11 @@ class CSROracle(DenseOracle):
 
     def __init__(self, X: Any, y: Any, sample_weight: Any = None, alpha: Any = 0.0,
                  backend: str = "auto", n_threads: int | None = None) -> None:
-        X = check_csr(X)
+        threads = v.check_n_threads(n_threads)
+        X = check_csr(X, n_threads=threads)
         Y, _ = v.check_targets(y, X.shape[0], labels=False)
         SW = v.check_sample_weight(sample_weight, X.shape[0])
         alphas = v.check_alpha(alpha)
-        threads = v.check_n_threads(n_threads)
         name, module = kernels(backend)
         self._setup(X, Y, SW, alphas, name, module, threads)
 

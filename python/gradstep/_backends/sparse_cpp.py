@@ -46,10 +46,13 @@ def _matrix(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     return X.data, X.indices, X.indptr, int(X.shape[1])
 
 
-def structure_error(indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> tuple[int, int]:
-    """sparse_reference.structure_error without temporaries: (code, first offending row)."""
+def structure_error(indptr: np.ndarray, indices: np.ndarray, n_cols: int,
+                    n_threads: int = 1) -> tuple[int, int]:
+    """sparse_reference.structure_error without temporaries: (code, first offending row); the
+    screen of valid structures on up to n_threads threads (the same answer on any number)."""
     code, row = _core.csr_structure_error(np.ascontiguousarray(indptr),
-                                          np.ascontiguousarray(indices), int(n_cols))
+                                          np.ascontiguousarray(indices), int(n_cols),
+                                          int(n_threads))
     return int(code), int(row)
 
 
