@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 import gradstep as gs
 import gradstep.estimator as est
 from gradstep import GDClassifier, GDClassifierCV
+from gradstep.cv import path_memory
 
 
 def _standardized(load):
@@ -155,6 +156,22 @@ def test_bad_parameters_name_themselves(params, match):
     X, y = _standardized(load_iris)
     with pytest.raises(ValueError, match=match):
         GDClassifierCV(cv=3, **params).fit(X, y)
+
+
+def test_path_runs_keep_a_longer_lbfgs_memory():
+    """Without an "m" in rule_params the folds x Cs runs keep up to 40 pairs, which takes the
+    ill-conditioned largest Cs a few times fewer iterations to the same tol; an explicit m is
+    used as given; both choose the same C with the same scores (at C = 1e4, nearly separable,
+    the tol leaves room for one held-out row to fall on the other side)."""
+    X, y = _standardized(load_breast_cancer)
+    longer = GDClassifierCV(Cs=[1.0, 1e4], cv=3).fit(X, y)
+    short = GDClassifierCV(Cs=[1.0, 1e4], cv=3, rule_params={"m": 10}).fit(X, y)
+    assert longer.n_iter_[..., 1].max() < 0.6 * short.n_iter_[..., 1].max()
+    np.testing.assert_array_equal(longer.C_, short.C_)
+    np.testing.assert_array_equal(longer.scores_[1][:, 0], short.scores_[1][:, 0])
+    np.testing.assert_allclose(longer.scores_[1][:, 1], short.scores_[1][:, 1], atol=1.5 / 189)
+    assert path_memory(n_runs=50, n_params=31) == 40  # breast cancer: 0.5 MB of pairs
+    assert path_memory(n_runs=50, n_params=20_001) == 10  # a wide sparse problem: the default
 
 
 def test_exported():
