@@ -74,8 +74,9 @@ class GDClassifierCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
     fit_intercept : bool, default True
     max_iter : int, default 2000
         Per run. The largest Cs on nearly separable data need about 1000 L-BFGS iterations
-        at tol=1e-6 (breast cancer at C=1e4: 930 to 1120, as rounding steers the run), hence
-        more than GDClassifier's 1000.
+        at tol=1e-6 with lbfgs's 10 pairs (breast cancer at C=1e4: 930 to 1120, as rounding
+        steers the run), about 230 with the 40 the path's runs keep where they fit (see
+        rule_params); hence more than GDClassifier's 1000, for the wide problems that keep 10.
     tol : float, default 1e-6
         A run stops when max |gradient| <= tol; tight enough that the folds' scores are those
         of the exact minimizers.
