@@ -204,15 +204,10 @@ def _exp_nonpositive(x):
 
 
 @numba.njit(**_JIT_FMA)
-def _log1p_unit(e):
-    """log1p(e) for 0 <= e <= 1 (NaN stays NaN), as vector_math.hpp's log1p_unit: fdlibm's
-    log on u = 1 + e rounded, plus the rounding error c / u. Within 1 ulp."""
-    u = 1.0 + e
-    c = e - (u - 1.0)  # u + c == 1 + e exactly
-    high = u > 1.4142135623730951
-    k = 1.0 if high else 0.0
-    m = u * 0.5 if high else u
-    f = m - 1.0
+def _log_reduced(f, k):
+    """log(2^k m) with f = m - 1 and m in [sqrt(2)/2, sqrt(2)): fdlibm's kernel, log(m) =
+    f - f^2/2 + s (f^2/2 + R(s^2)) with s = f / (2 + f), and k ln 2 in two parts. Shared by
+    _log1p_unit and softmax_numba's _log1p_nonnegative, which differ in how they reduce u."""
     s = f / (2.0 + f)
     z = s * s
     w = z * z
@@ -222,9 +217,20 @@ def _log1p_unit(e):
         1.818357216161805012e-01 + w * 1.479819860511658591e-01)))
     R = t2 + t1
     hfsq = 0.5 * f * f
-    log_u = k * 6.93147180369123816490e-01 - (
+    return k * 6.93147180369123816490e-01 - (
         (hfsq - (s * (hfsq + R) + k * 1.90821492927058770002e-10)) - f)
-    return log_u + c / u
+
+
+@numba.njit(**_JIT_FMA)
+def _log1p_unit(e):
+    """log1p(e) for 0 <= e <= 1 (NaN stays NaN), as vector_math.hpp's log1p_unit: fdlibm's
+    log on u = 1 + e rounded, plus the rounding error c / u. Within 1 ulp."""
+    u = 1.0 + e
+    c = e - (u - 1.0)  # u + c == 1 + e exactly
+    high = u > 1.4142135623730951
+    k = 1.0 if high else 0.0
+    m = u * 0.5 if high else u
+    return _log_reduced(m - 1.0, k) + c / u
 
 
 @numba.njit(**_JIT_FMA)

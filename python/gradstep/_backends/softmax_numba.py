@@ -22,7 +22,7 @@ from numba.extending import overload
 
 from .numba import _JIT_FMA as JIT_FMA
 from .numba import _JIT_SUM as JIT_SUM
-from .numba import _bits_f64, _exp_nonpositive, _f64_bits, _serial_only, _Threads
+from .numba import _bits_f64, _exp_nonpositive, _f64_bits, _log_reduced, _serial_only, _Threads
 from .numba_rules import JIT
 
 _BLOCK_ELEMENTS = 2**17
@@ -139,19 +139,7 @@ def _log1p_nonnegative(e):
     m = m0 * 0.5 if high else m0
     k = (_bits_f64((bits >> 52) | 0x4330000000000000) - 4503599627371519.0) + (
         1.0 if high else 0.0)
-    f = m - 1.0
-    s = f / (2.0 + f)
-    z = s * s
-    w = z * z
-    t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
-                                              + w * 1.531383769920937332e-01))
-    t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 + w * (
-        1.818357216161805012e-01 + w * 1.479819860511658591e-01)))
-    R = t2 + t1
-    hfsq = 0.5 * f * f
-    log_u = k * 6.93147180369123816490e-01 - (
-        (hfsq - (s * (hfsq + R) + k * 1.90821492927058770002e-10)) - f)
-    return log_u + c / u
+    return _log_reduced(m - 1.0, k) + c / u
 
 
 @numba.njit(**JIT_FMA)
