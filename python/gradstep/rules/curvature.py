@@ -654,8 +654,9 @@ class LBFGSRuns:
     NumPy calls; a run whose first trial failed: its own strong_wolfe generator's next
     point), answers them with one batched pass through ``receive``, and ``drop``s the runs it
     stopped. The directions come from _two_loop_rows (the two-loop recursion of all rows at
-    once; its dot products are summed in another order than ndarray.dot's, so iterates
-    differ from LBFGS.iterate's at the rounding level only). The first trial is accepted by the
+    once, the one LBFGS.iterate's _Pairs calls for its single row); the other dot products
+    here are row sums (einsum's), in another order than ndarray.dot's, so iterates differ
+    from LBFGS.iterate's at the rounding level only. The first trial is accepted by the
     strong Wolfe test of strong_wolfe's first iteration, vectorized; any other outcome hands
     the run to _lbfgs_search with that trial's answer, which goes on exactly as
     LBFGS.iterate's search would."""
