@@ -8,27 +8,17 @@
 // order[i, :] (oldest first, right-aligned) and rho[i, slot] = 1 / s'y (0 for an empty slot):
 //   q = g;  for c = m-1 .. oldest: a_c = rho s_c'q;  q -= a_c y_c
 //   q *= gamma;  for c = oldest .. m-1: b = rho y_c'q;  q += (a_c - b) s_c
-// The dot products keep four partial sums (entry j in sum j % 4); their order differs from
-// NumPy's einsum, so directions agree with the NumPy version to rounding, not in every bit.
+// The dot products are the kernels' simd::dot1 (four partial sums, entry j in sum j % 4); their
+// order differs from NumPy's einsum, so directions agree with the NumPy version to rounding, not
+// in every bit.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-namespace gradstep {
+#include "block_kernel.hpp"
 
-inline double dot4(const double* a, const double* b, std::ptrdiff_t n) {
-  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-  std::ptrdiff_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    s0 += a[j] * b[j];
-    s1 += a[j + 1] * b[j + 1];
-    s2 += a[j + 2] * b[j + 2];
-    s3 += a[j + 3] * b[j + 3];
-  }
-  for (; j < n; ++j) s0 += a[j] * b[j];
-  return (s0 + s1) + (s2 + s3);
-}
+namespace gradstep {
 
 // Q (r, D) = the recursion applied to G (r, D); memory (r, 2m, D), order (r, m) with values in
 // [0, m) (checked by the caller), rho (r, m), gamma (r,); slots before `oldest` in every row's
@@ -45,7 +35,7 @@ inline void two_loop_rows(const double* G, std::ptrdiff_t r, std::ptrdiff_t D,
       const std::ptrdiff_t slot = order[i * m + c];
       const double* s = mem + slot * D;
       const double* y = mem + (m + slot) * D;
-      const double a = rho[i * m + slot] * dot4(s, q, D);
+      const double a = rho[i * m + slot] * simd::dot1(s, q, D);
       for (std::ptrdiff_t j = 0; j < D; ++j) q[j] -= y[j] * a;
       alphas[c] = a;
     }
@@ -54,7 +44,7 @@ inline void two_loop_rows(const double* G, std::ptrdiff_t r, std::ptrdiff_t D,
       const std::ptrdiff_t slot = order[i * m + c];
       const double* s = mem + slot * D;
       const double* y = mem + (m + slot) * D;
-      const double step = alphas[c] - rho[i * m + slot] * dot4(y, q, D);
+      const double step = alphas[c] - rho[i * m + slot] * simd::dot1(y, q, D);
       for (std::ptrdiff_t j = 0; j < D; ++j) q[j] += s[j] * step;
     }
   }
