@@ -190,3 +190,19 @@ def test_refit_is_the_plain_fit_at_C_(multi_class):
         for k in range(3):
             one = GDClassifier(C=cv.C_[k]).fit(X, (y == k).astype(int))
             np.testing.assert_allclose(cv.coef_[k], one.coef_[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("load", [load_breast_cancer, load_iris])
+def test_accuracy_by_name_scores_as_scikit_learns_scorer(load):
+    """scoring="accuracy" takes the all-Cs-at-once path: the same scores as scikit-learn's
+    accuracy scorer called per fold and C (a callable, so the per-C path), with sample weights."""
+    X, y = _standardized(load)
+    sw = np.random.default_rng(1).uniform(0.5, 2.0, y.size)
+    scorer = get_scorer("accuracy")
+    per_c = GDClassifierCV(Cs=4, cv=3, scoring=lambda *a, **k: scorer(*a, **k))
+    by_name = GDClassifierCV(Cs=4, cv=3, scoring="accuracy")
+    for kwargs in ({}, {"sample_weight": sw}):
+        a, b = per_c.fit(X, y, **kwargs), by_name.fit(X, y, **kwargs)
+        for key in a.scores_:
+            np.testing.assert_allclose(b.scores_[key], a.scores_[key], rtol=1e-15, atol=0)
+        assert b.C_.tolist() == a.C_.tolist()

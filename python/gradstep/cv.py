@@ -67,7 +67,8 @@ class GDClassifierCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
     l1_ratio : float, default 0.0
         The penalty's L1 share: alpha * (l1_ratio ||w||_1 + (1 - l1_ratio)/2 ||w||^2).
     scoring : str, callable or None, default None
-        None is accuracy; otherwise scikit-learn's ``get_scorer(scoring)``.
+        None or "accuracy" is accuracy, all Cs of a fold scored at once; otherwise
+        scikit-learn's ``get_scorer(scoring)``, called once per fold and C.
     refit : bool, default True
         Refit on all the data at C_; False averages the folds' coefficients, each at its
         fold's best C (C_ is then the mean of those Cs), as ``LogisticRegressionCV``.
@@ -199,7 +200,11 @@ class GDClassifierCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
         l1_ratio = self._l1_ratio()
         if not isinstance(self.refit, (bool, np.bool_)):
             raise ValueError(f"refit must be True or False, got {self.refit!r}")
-        scorer = None if self.scoring is None else get_scorer(self.scoring)
+        # "accuracy" by name is the fast path's score (all Cs of a fold from one product, the
+        # weighted share of right predictions): scikit-learn's scorer, called once per fold and C,
+        # validates its inputs each time (breast cancer, 50 calls: ~75 of ~150 ms).
+        named_accuracy = isinstance(self.scoring, str) and self.scoring == "accuracy"
+        scorer = None if self.scoring is None or named_accuracy else get_scorer(self.scoring)
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C",
                              accept_sparse="csr", accept_large_sparse=True)
         check_classification_targets(y)
