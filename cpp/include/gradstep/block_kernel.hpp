@@ -106,9 +106,10 @@ GRADSTEP_INLINE void log1pexp_sigmoid(double z, double& log1pexp, double& sigmoi
 namespace simd {
 
 constexpr std::ptrdiff_t kPrefetchRows = 8;  // how far ahead rows are prefetched
-// Groups of four rows whose links are taken back to back by the gradient (group_runs) where rows
-// are short (at most kLinkGroupRowBytes), and the first row prefetched is then that far ahead: the
-// rows of the next call. 1,000 x 20 and 512 x 8 in cache, one run, 1 thread (Zen 3): 22.0 -> 17.1
+// Groups of four rows whose links (or Hessian weights) are taken back to back by the gradient
+// (group_runs) and the Hessian-vector product (group_hessp) where rows are short (at most
+// kLinkGroupRowBytes), and the first row prefetched is then that far ahead: the rows of the next
+// call. 1,000 x 20 and 512 x 8 in cache, one run, 1 thread (Zen 3): 22.0 -> 17.1
 // and 19.7 -> 15.0 ns per row with 4 groups (2: 19.0; 8: 16.6 and 14.3). Long rows keep one group
 // at a time: at d = 100, 4 groups were 10 % faster in cache (41 -> 37 ns per row) but about 8 %
 // slower from memory (1M x 100, 121 -> 131 ms, medians of 6 alternating processes), where the 16
@@ -316,11 +317,62 @@ GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const RowGroup<T>* grp, 
   }
 }
 
-// The Hessian-vector product: four rows against NW runs starting at runs[c]. For each run the dot
-// products of w_k and v_k with the four rows are taken in one go (8 Quads, as a pair of runs in
-// the gradient), then both runs' accumulators are updated in one pass over the rows (axpy4).
+// The Hessian-vector product: NG groups of four rows against NW runs starting at runs[c]. For each
+// run the dot products of w_k and v_k with a group's rows are taken in one go (8 Quads, as a pair
+// of runs in the gradient); the weights of all groups follow (one exp and one division per group,
+// overlapping as the gradient's links do), then both runs' accumulators are updated in one pass
+// over each group's rows (axpy4). Same operations in the same order for any NG: the same bits.
+template <std::size_t NG, std::size_t NW, bool PerRun, class T>
+GRADSTEP_INLINE void group_hessp(const BlockJob<T>& job, const RowGroup<T>* grp, std::ptrdiff_t c) {
+  const std::ptrdiff_t d = job.d, D = d + 1;
+  double* g[NW];
+  double res[NG][NW][4];
+  double zu[NG][NW][2][4];
+  const double* wv[NW][2];
+  std::ptrdiff_t k[NW];
+  for (std::size_t q = 0; q < NW; ++q) {
+    const std::ptrdiff_t cq = c + static_cast<std::ptrdiff_t>(q);
+    k[q] = job.runs[cq];
+    wv[q][0] = job.P + k[q] * D;
+    wv[q][1] = job.V + k[q] * D;
+    g[q] = job.out + cq * job.stride;
+  }
+  for (std::size_t G = 0; G < NG; ++G) {
+    for (std::size_t q = 0; q < NW; ++q) dot_rows<4, 2>(grp[G].x, wv[q], d, zu[G][q]);
+  }
+  for (std::size_t q = 0; q < NW; ++q) {
+    const double b = wv[q][0][d], vb = wv[q][1][d];
+    double hb = g[q][d];
+    for (std::size_t G = 0; G < NG; ++G) {
+      double sq[4];
+      run_weights<4, PerRun>(job, grp[G].i, grp[G].s, k[q], sq);
+#if defined(GRADSTEP_VECTOR_EXT)
+      const v4d zv = v4d{zu[G][q][0][0], zu[G][q][0][1], zu[G][q][0][2], zu[G][q][0][3]} + splat(b);
+      const v4d uv = v4d{zu[G][q][1][0], zu[G][q][1][1], zu[G][q][1][2], zu[G][q][1][3]} + splat(vb);
+      const v4d sv = {sq[0], sq[1], sq[2], sq[3]};
+      const v4d rv = sv * hess_weight4(zv) * uv;  // reference.hessp's order
+      for (std::size_t r = 0; r < 4; ++r) res[G][q][r] = rv[r];
+#else
+      for (std::size_t r = 0; r < 4; ++r) {
+        res[G][q][r] = sq[r] * hess_weight1(zu[G][q][0][r] + b) * (zu[G][q][1][r] + vb);
+      }
+#endif
+      for (std::size_t r = 0; r < 4; ++r) hb += res[G][q][r];
+    }
+    g[q][d] = hb;
+  }
+  for (std::size_t G = 0; G < NG; ++G) {
+    axpy4<NW>(g[0], NW == 2 ? g[NW - 1] : nullptr, res[G], grp[G].x, d);
+  }
+}
+
+// The Hessian-vector product of one group of four rows (long rows): for each run the dot products
+// of w_k and v_k with the four rows in one go, then its weights, then both runs' accumulators are
+// updated in one pass over the rows (axpy4). The same operations as group_hessp's, in the same
+// order per run. (group_hessp with NG = 1, its stages run after one another for both runs, was
+// measured ~15 % slower at d = 100.)
 template <std::size_t NW, bool PerRun, class T>
-GRADSTEP_INLINE void group_hessp(const BlockJob<T>& job, const T* const x[4],
+GRADSTEP_INLINE void group_hessp1(const BlockJob<T>& job, const T* const x[4],
                                  const std::ptrdiff_t i[4], const double s[4], std::ptrdiff_t c) {
   const std::ptrdiff_t d = job.d, D = d + 1;
   double* g[NW];
@@ -352,22 +404,37 @@ GRADSTEP_INLINE void group_hessp(const BlockJob<T>& job, const T* const x[4],
   axpy4<NW>(g[0], NW == 2 ? g[NW - 1] : nullptr, res, x, d);
 }
 
-// The groups of 4 rows of a block from row 0 on, each against the tile's runs two at a time
-// (the gradient: kGroups groups at once, see group_runs); returns the first row not taken.
-template <bool Hess, bool PerRun, class T, class RowIndex>
-GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row,
-                                          std::ptrdiff_t first_run) {
+// NG groups of four rows against the tile's runs from first_run on, two at a time.
+template <bool Hess, std::size_t NG, bool PerRun, class T>
+GRADSTEP_INLINE void groups_of_runs(const BlockJob<T>& job, const RowGroup<T>* grp,
+                                    std::ptrdiff_t first_run) {
+  std::ptrdiff_t c = first_run;
+  if constexpr (Hess && NG == 1) {
+    const RowGroup<T>& h = grp[0];
+    for (; c + 2 <= job.c1; c += 2) group_hessp1<2, PerRun>(job, h.x, h.i, h.s, c);
+    if (c < job.c1) group_hessp1<1, PerRun>(job, h.x, h.i, h.s, c);
+  } else if constexpr (Hess) {
+    for (; c + 2 <= job.c1; c += 2) group_hessp<NG, 2, PerRun>(job, grp, c);
+    if (c < job.c1) group_hessp<NG, 1, PerRun>(job, grp, c);
+  } else {
+    for (; c + 2 <= job.c1; c += 2) group_runs<NG, 2, PerRun>(job, grp, c);
+    if (c < job.c1) group_runs<NG, 1, PerRun>(job, grp, c);
+  }
+}
+
+// The rows of a block from position p on in calls of NG groups of four rows, each against the
+// tile's runs two at a time; returns the first position not taken.
+template <bool Hess, bool PerRun, std::size_t NG, class T, class RowIndex>
+GRADSTEP_INLINE std::ptrdiff_t row_groups_of(const BlockJob<T>& job, RowIndex row,
+                                             std::ptrdiff_t first_run, std::ptrdiff_t p) {
+  constexpr auto kRows = static_cast<std::ptrdiff_t>(4 * NG);
+  constexpr std::ptrdiff_t kLead = std::max(kPrefetchRows, kRows);  // the next call's rows
   const std::ptrdiff_t d = job.d;
-  const bool short_rows = d * static_cast<std::ptrdiff_t>(sizeof(T)) <= kLinkGroupRowBytes;
-  const std::ptrdiff_t groups = !Hess && short_rows ? kLinkGroups : 1;
-  const std::ptrdiff_t lead = std::max(kPrefetchRows, 4 * groups);  // the next call's rows
-  std::ptrdiff_t p = 0;
-  while (p + 4 <= job.count) {
-    const std::ptrdiff_t ng = std::min(groups, (job.count - p) / 4);
-    RowGroup<T> grp[static_cast<std::size_t>(kLinkGroups)];
-    for (std::ptrdiff_t G = 0; G < ng; ++G) {
+  for (; p + kRows <= job.count; p += kRows) {
+    RowGroup<T> grp[NG];
+    for (std::size_t G = 0; G < NG; ++G) {
       for (std::size_t r = 0; r < 4; ++r) {
-        const std::ptrdiff_t i = row(p + 4 * G + static_cast<std::ptrdiff_t>(r));
+        const std::ptrdiff_t i = row(p + static_cast<std::ptrdiff_t>(4 * G + r));
         grp[G].i[r] = i;
         grp[G].x[r] = job.X + i * d;
         if constexpr (PerRun) {
@@ -377,25 +444,22 @@ GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row,
         }
       }
     }
-    prefetch_rows(job.X, d, row, p + lead, std::min(job.count, p + lead + 4 * ng));
-    std::ptrdiff_t c = first_run;
-    if constexpr (Hess) {
-      const RowGroup<T>& h = grp[0];
-      for (; c + 2 <= job.c1; c += 2) group_hessp<2, PerRun>(job, h.x, h.i, h.s, c);
-      if (c < job.c1) group_hessp<1, PerRun>(job, h.x, h.i, h.s, c);
-    } else if (ng == kLinkGroups) {
-      for (; c + 2 <= job.c1; c += 2) group_runs<kLinkGroups, 2, PerRun>(job, grp, c);
-      if (c < job.c1) group_runs<kLinkGroups, 1, PerRun>(job, grp, c);
-    } else {
-      for (std::ptrdiff_t G = 0; G < ng; ++G) {
-        std::ptrdiff_t cg = first_run;
-        for (; cg + 2 <= job.c1; cg += 2) group_runs<1, 2, PerRun>(job, grp + G, cg);
-        if (cg < job.c1) group_runs<1, 1, PerRun>(job, grp + G, cg);
-      }
-    }
-    p += 4 * ng;
+    prefetch_rows(job.X, d, row, p + kLead, std::min(job.count, p + kLead + kRows));
+    groups_of_runs<Hess, NG, PerRun>(job, grp, first_run);
   }
   return p;
+}
+
+// The groups of 4 rows of a block from row 0 on: kLinkGroups of them per call where rows are short
+// (see kLinkGroups), then one per call; returns the first row not taken.
+template <bool Hess, bool PerRun, class T, class RowIndex>
+GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row,
+                                          std::ptrdiff_t first_run) {
+  std::ptrdiff_t p = 0;
+  if (job.d * static_cast<std::ptrdiff_t>(sizeof(T)) <= kLinkGroupRowBytes) {
+    p = row_groups_of<Hess, PerRun, static_cast<std::size_t>(kLinkGroups)>(job, row, first_run, p);
+  }
+  return row_groups_of<Hess, PerRun, 1>(job, row, first_run, p);
 }
 
 #if defined(GRADSTEP_VECTOR_EXT)
