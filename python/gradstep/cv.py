@@ -234,7 +234,9 @@ class GDClassifierCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
                       tol=self.tol, random_state=self.random_state, backend=self.backend,
                       n_threads=self.n_threads, l1_ratio=l1_ratio, **dict(self.rule_params or {}))
         n_classes = self.classes_.size
-        path_engine = dict(engine)  # the refit keeps engine: exactly GDClassifier(C=C_)'s fit
+        # the refit keeps engine: exactly GDClassifier(C=C_)'s fit. The path runs record no
+        # history (nothing reads it; breast cancer at the default tol, 296 rounds: 178 -> 156 ms)
+        path_engine = dict(engine, history=False)
         if self.rule == "lbfgs" and "m" not in engine:
             n_params = (X.shape[1] + 1) * (n_classes if softmax else 1)
             path_engine["m"] = path_memory(n_folds * n_cs, n_params)
