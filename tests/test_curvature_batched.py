@@ -19,6 +19,8 @@ from gradstep.rules.curvature import (
     LBFGSRuns,
     Stall,
     Step,
+    _accept_rows,
+    _accept_rows_numpy,
     _Pairs,
     _two_loop,
     _two_loop_rows,
@@ -203,3 +205,64 @@ def test_compiled_two_loop_refuses_slots_outside_the_ring():
         core.two_loop_rows(g, memory, np.array([[0, 1], [1, 2]]), rho, gamma, 0)
     with pytest.raises(ValueError, match="memory must have shape"):
         core.two_loop_rows(g, np.zeros((2, 3, 3)), np.zeros((2, 1), np.int64), rho, gamma, 0)
+
+
+def test_compiled_first_trial_test_equals_the_numpy_one():
+    """gradstep._core.accept_rows decides as _accept_rows_numpy on trials of every kind: plain
+    accepts, each condition failing, the rounding fallback (f above f0 by less than 1e-10
+    relative), NaN and infinite losses."""
+    core = pytest.importorskip("gradstep._core")
+    rng = np.random.default_rng(5)
+    r, D = 400, 7
+    G, d = rng.standard_normal((r, D)), rng.standard_normal((r, D))
+    s = np.einsum("ij,ij->i", G, d)
+    slope0 = -np.abs(rng.standard_normal(r)) - 0.1
+    slope0[:100] = -np.abs(s[:100]) / rng.uniform(0.5, 1.5, 100)  # |s| on both sides of c2
+    f0, t0 = rng.uniform(-1.0, 1.0, r), rng.uniform(0.1, 2.0, r)
+    f = f0 + t0 * slope0 * rng.uniform(-0.5, 1.0, r)  # decrease met, or not
+    f[100:150] = f0[100:150] * (1.0 + np.sign(f0[100:150]) * 1e-12)  # only the fallback's
+    f[150], f[151], f[152] = np.nan, np.inf, -np.inf
+    want = _accept_rows_numpy(f, G, d, f0, t0, slope0)
+    got = core.accept_rows(f, G, d, f0, t0, slope0)
+    # s near the c2 boundary could round either way: no row here is within 1e-12 of it
+    assert np.abs(np.abs(s) + 0.9 * slope0).min() > 1e-12
+    np.testing.assert_array_equal(got, want)
+    assert 0 < want.sum() < r and want[100:150].any() and not want[150:153].any()
+    np.testing.assert_array_equal(_accept_rows(f, G, d, f0, t0, slope0), want)
+    with pytest.raises(ValueError, match="f0"):
+        core.accept_rows(f, G, d, f0[:-1], t0, slope0)
+
+
+def test_compiled_pair_push_equals_the_numpy_finish(monkeypatch):
+    """LBFGSRuns._finish through gradstep._core.push_pairs_rows leaves the same rings, heads,
+    rho, gamma, counts and points as its NumPy code, over rounds of whole and partial steps with
+    pairs kept and rejected (s'y <= 0) and rings wrapping around."""
+    core = pytest.importorskip("gradstep._core")
+    rng = np.random.default_rng(6)
+    r, D, m = 6, 5, 3
+    start = (rng.standard_normal((r, D)), rng.standard_normal(r), rng.standard_normal((r, D)))
+    compiled = LBFGSRuns(LBFGS(m=m), range(r), *start)
+    spec = LBFGSRuns(LBFGS(m=m), range(r), *start)
+    from gradstep.rules import curvature
+    for step in range(12):
+        rows = np.arange(r) if step % 3 == 0 else np.sort(rng.choice(r, 3, replace=False))
+        S = rng.standard_normal((rows.size, D))
+        Y = S @ np.diag(rng.uniform(0.5, 2.0, D))  # positive curvature ...
+        Y[rng.random(rows.size) < 0.3] *= -1.0  # ... or not: the pair is dropped
+        f = rng.standard_normal(rows.size)
+        for batch, name in ((compiled, "push_pairs_rows"), (spec, None)):
+            with monkeypatch.context() as mp:
+                if name is None:
+                    mp.setattr(curvature, "_compiled", lambda _: None)
+                batch._finish(rows, batch.p[rows] + S, f, batch.g[rows] + Y, np.ones(rows.size),
+                              whole=rows.size == r)
+        for name in ("head", "n_pairs"):
+            np.testing.assert_array_equal(getattr(compiled, name), getattr(spec, name))
+        for name in ("memory", "rho", "gamma", "p", "g", "loss"):
+            np.testing.assert_allclose(getattr(compiled, name), getattr(spec, name),
+                                       rtol=1e-14, atol=0)
+    assert spec.n_pairs.min() > 0 and (spec.head != 0).any()
+    with pytest.raises(ValueError, match="distinct"):
+        core.push_pairs_rows(np.array([1, 1]), np.zeros((2, D)), np.zeros((2, D)), compiled.p,
+                             compiled.g, compiled.memory, compiled.head, compiled.rho,
+                             compiled.gamma, compiled.n_pairs, 1e-16)

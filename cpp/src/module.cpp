@@ -24,6 +24,7 @@
 #include "gradstep/rules.hpp"
 #include "gradstep/sparse_kernel.hpp"
 #include "gradstep/thread_pool.hpp"
+#include "gradstep/lbfgs_rows.hpp"
 #include "gradstep/two_loop.hpp"
 
 namespace py = pybind11;
@@ -625,8 +626,8 @@ PYBIND11_MODULE(_core, m) {
         "infinite): the 0/1 target check of gs.loss_and_grad and gs.fit, one pass on up to "
         "n_threads threads.");
   m.def("two_loop_rows",
-        [](const carray<double>& g, const carray<double>& memory, const carray<std::int64_t>& order,
-           const carray<double>& rho, const carray<double>& gamma, ssize_t oldest) {
+        [](const carray<double>& g, const carray<double> memory, const carray<std::int64_t>& order,
+           const carray<double> rho, const carray<double> gamma, ssize_t oldest) {
           require(g.ndim() == 2, "g must be 2-D (runs, D), got shape " + shape_of(g));
           const ssize_t r = g.shape(0), D = g.shape(1);
           require(memory.ndim() == 3 && memory.shape(0) == r && memory.shape(1) % 2 == 0 &&
@@ -656,6 +657,66 @@ PYBIND11_MODULE(_core, m) {
         "The L-BFGS two-loop recursion of each row of g (runs, D) with its own pairs: "
         "gradstep.rules.curvature._two_loop_rows compiled (C-contiguous float64 arrays, order "
         "int64; slots before `oldest` skipped).");
+  m.def("accept_rows",
+        [](const carray<double>& f, const carray<double>& G, const carray<double>& d,
+           const carray<double>& f0, const carray<double>& t0, const carray<double>& slope0) {
+          require(G.ndim() == 2, "G must be 2-D (runs, D), got shape " + shape_of(G));
+          const ssize_t r = G.shape(0), D = G.shape(1);
+          require_shape(d, "d", {r, D});
+          require_shape(f, "f", {r});
+          require_shape(f0, "f0", {r});
+          require_shape(t0, "t0", {r});
+          require_shape(slope0, "slope0", {r});
+          py::array_t<bool> accept(r);
+          gradstep::accept_rows(f.data(), G.data(), d.data(), f0.data(), t0.data(), slope0.data(),
+                                r, D, reinterpret_cast<std::uint8_t*>(accept.mutable_data()));
+          return accept;
+        },
+        py::arg("f").noconvert(), py::arg("G").noconvert(), py::arg("d").noconvert(),
+        py::arg("f0").noconvert(), py::arg("t0").noconvert(), py::arg("slope0").noconvert(),
+        "strong_wolfe's first test of each run's first trial, row by row (LBFGSRuns.receive; "
+        "gradstep.rules.curvature._accept_rows_numpy compiled): a bool array (runs,).");
+  m.def("push_pairs_rows",
+        [](const carray<std::int64_t>& rows, const carray<double>& Q, const carray<double>& G,
+           const carray<double>& P, const carray<double>& Gold, carray<double>& memory,
+           carray<std::int64_t> head, carray<double>& rho, carray<double>& gamma,
+           carray<std::int64_t> n_pairs, double eps) {
+          require(P.ndim() == 2, "P must be 2-D (runs, D), got shape " + shape_of(P));
+          const ssize_t runs = P.shape(0), D = P.shape(1);
+          require(rows.ndim() == 1, "rows must be 1-D");
+          const ssize_t n = rows.shape(0);
+          require_shape(Q, "Q", {n, D});
+          require_shape(G, "G", {n, D});
+          require_shape(Gold, "Gold", {runs, D});
+          require(memory.ndim() == 3 && memory.shape(0) == runs && memory.shape(1) % 2 == 0 &&
+                      memory.shape(1) > 0 && memory.shape(2) == D,
+                  "memory must have shape (runs, 2m, D) with P's runs and D, got " +
+                      shape_of(memory));
+          const ssize_t m = memory.shape(1) / 2;
+          require_shape(rho, "rho", {runs, m});
+          require_shape(head, "head", {runs});
+          require_shape(gamma, "gamma", {runs});
+          require_shape(n_pairs, "n_pairs", {runs});
+          const std::int64_t* rw = rows.data();
+          const std::int64_t* hd = head.data();
+          std::vector<bool> seen(static_cast<std::size_t>(runs), false);
+          for (ssize_t i = 0; i < n; ++i) {
+            require(rw[i] >= 0 && rw[i] < runs, "rows must be in [0, runs)");
+            require(!seen[static_cast<std::size_t>(rw[i])], "rows must be distinct");
+            seen[static_cast<std::size_t>(rw[i])] = true;
+            require(hd[rw[i]] >= 0 && hd[rw[i]] < m, "head's slots must be in [0, m)");
+          }
+          gradstep::push_pairs_rows(rw, n, Q.data(), G.data(), P.data(), Gold.data(), D,
+                                    memory.mutable_data(), m, head.mutable_data(),
+                                    rho.mutable_data(), gamma.mutable_data(),
+                                    n_pairs.mutable_data(), eps);
+        },
+        py::arg("rows").noconvert(), py::arg("Q").noconvert(), py::arg("G").noconvert(),
+        py::arg("P").noconvert(), py::arg("Gold").noconvert(), py::arg("memory").noconvert(),
+        py::arg("head").noconvert(), py::arg("rho").noconvert(), py::arg("gamma").noconvert(),
+        py::arg("n_pairs").noconvert(), py::arg("eps"),
+        "The new (s, y) pairs of the runs in rows pushed into their rings in place, where s'y > "
+        "eps y'y (LBFGSRuns._finish's pair step compiled; int64 rows, head and n_pairs).");
   m.def("_hold_pool_lock", [](double seconds) {
           py::gil_scoped_release release;
           gradstep::ThreadPool::hold_instance_lock_for(seconds);

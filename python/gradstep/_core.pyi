@@ -120,6 +120,20 @@ def two_loop_rows(g: NDArray[np.float64], memory: NDArray[np.float64],
     """The L-BFGS two-loop recursion of each row of g (runs, D) with its own pairs
     (gradstep.rules.curvature._two_loop_rows compiled)."""
 
+def accept_rows(f: NDArray[np.float64], G: NDArray[np.float64], d: NDArray[np.float64],
+                f0: NDArray[np.float64], t0: NDArray[np.float64],
+                slope0: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """strong_wolfe's first test of each run's first trial, row by row
+    (gradstep.rules.curvature._accept_rows_numpy compiled)."""
+
+def push_pairs_rows(rows: NDArray[np.int64], Q: NDArray[np.float64], G: NDArray[np.float64],
+                    P: NDArray[np.float64], Gold: NDArray[np.float64],
+                    memory: NDArray[np.float64], head: NDArray[np.int64],
+                    rho: NDArray[np.float64], gamma: NDArray[np.float64],
+                    n_pairs: NDArray[np.int64], eps: float) -> None:
+    """The new (s, y) pairs of the runs in rows pushed into their rings in place where
+    s'y > eps y'y (LBFGSRuns._finish's pair step compiled)."""
+
 def kernels() -> list[str]:
     """The kernels this CPU and build can run: 'baseline', then 'avx2' and 'avx512' where
     available."""

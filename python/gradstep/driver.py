@@ -341,7 +341,9 @@ class ReferenceDriver:
         if not good.all():  # st.P keeps the last good weights
             st.status[runs[~good]] = DIVERGED
             runs, P, loss, G, t = runs[good], P[good], loss[good], G[good], t[good]
-        step = P - st.P[runs]
+        if spec.record_history:  # the step's norm, before st.P moves on
+            step = P - st.P[runs]
+            step_norm = np.sqrt(np.einsum("ij,ij->i", step, step))
         st.P[runs] = P
         st.loss[runs] = loss
         st.grad[runs] = G
@@ -352,7 +354,7 @@ class ReferenceDriver:
             h = st.history
             h[H_LOSS, runs, n_iter] = loss
             h[H_GRAD_NORM, runs, n_iter] = np.sqrt(np.einsum("ij,ij->i", G, G))
-            h[H_STEP_NORM, runs, n_iter] = np.sqrt(np.einsum("ij,ij->i", step, step))
+            h[H_STEP_NORM, runs, n_iter] = step_norm
             h[H_LR, runs, n_iter] = t
             h[H_PASSES, runs, n_iter] = self.passes[runs]
             if spec.has_reference:

@@ -27,6 +27,7 @@ import math
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Union
 
 import numpy as np
@@ -588,6 +589,41 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
+def _compiled(name: str):
+    """gradstep._core's function ``name``, or None in the pure-Python install."""
+    try:
+        from .. import _core
+    except ImportError:
+        return None
+    return getattr(_core, name, None)
+
+
+def _accept_rows(f, G, d, f0, t0, slope0) -> np.ndarray:
+    """strong_wolfe's first test of each row's first trial: _accept_rows_numpy compiled
+    (gradstep._core.accept_rows, lbfgs_rows.hpp) where the C++ core is built; its G.d differs
+    from einsum's by rounding."""
+    compiled = _compiled("accept_rows")
+    if compiled is None:
+        return _accept_rows_numpy(f, G, d, f0, t0, slope0)
+    as64 = partial(np.ascontiguousarray, dtype=np.float64)
+    return compiled(as64(f), as64(G), as64(d), as64(f0), as64(t0), as64(slope0))
+
+
+def _accept_rows_numpy(f, G, d, f0, t0, slope0) -> np.ndarray:
+    """For each row: f(p + t0 d) <= f0 + c1 t0 g.d and |G.d| <= c2 |g.d| (slope0 = g.d < 0),
+    strong_wolfe's first iteration, vectorized; where some row fails, the rounding fallback of
+    _sufficient_decrease is tried on every row (rows that passed stay accepted)."""
+    s = _rowdot(G, d)
+    c1, c2 = 1e-4, 0.9
+    with np.errstate(invalid="ignore"):
+        accept = (f <= f0 + c1 * t0 * slope0) & (np.abs(s) <= -c2 * slope0)
+        if not accept.all():
+            accept |= (np.isfinite(f) & (f <= f0 + 1e-10 * np.abs(f0))
+                       & (s <= (1.0 - 2.0 * c1) * -slope0)
+                       & (np.abs(s) <= -c2 * slope0))
+    return accept
+
+
 def _two_loop_rows(g, memory, order, rho, gamma, n_pairs):
     """_two_loop_rows_numpy compiled (gradstep._core.two_loop_rows, two_loop.hpp) where the C++
     core is built: one call instead of a few NumPy calls per pair, a batched round's largest cost
@@ -796,15 +832,7 @@ class LBFGSRuns:
             whole = n_trial == len(self)
             f, G = losses[:n_trial], grads[:n_trial]
             f0 = self.loss if whole else self.loss[rows]
-            s = _rowdot(G, d)
-            # strong_wolfe's first iteration: sufficient decrease and the curvature condition
-            c1, c2 = 1e-4, 0.9
-            with np.errstate(invalid="ignore"):
-                accept = (f <= f0 + c1 * t0 * slope0) & (np.abs(s) <= -c2 * slope0)
-                if not accept.all():  # the rounding fallback of _sufficient_decrease
-                    accept |= (np.isfinite(f) & (f <= f0 + 1e-10 * np.abs(f0))
-                               & (s <= (1.0 - 2.0 * c1) * -slope0)
-                               & (np.abs(s) <= -c2 * slope0))
+            accept = _accept_rows(f, G, d, f0, t0, slope0)
             if accept.all():
                 stepped_rows, stepped_t = rows, t0
                 self._finish(rows, Q, f, G, t0, whole)
@@ -837,7 +865,25 @@ class LBFGSRuns:
 
     def _finish(self, rows, Q, f, G, t, whole=False) -> None:
         """Rows that accepted a step (whole: every row, in order): the new pair (when its
-        curvature is positive), then the new point."""
+        curvature is positive), then the new point. The pairs go in through
+        gradstep._core.push_pairs_rows where the C++ core is built (one call instead of ~20 NumPy
+        calls; s'y and y'y to rounding), else through the NumPy code below (the specification)."""
+        push = _compiled("push_pairs_rows")
+        if push is not None and self.head.dtype == np.int64 and self.n_pairs.dtype == np.int64:
+            Q = np.ascontiguousarray(Q, dtype=np.float64)
+            G = np.ascontiguousarray(G, dtype=np.float64)
+            push(np.ascontiguousarray(rows, dtype=np.int64), Q, G, self.p, self.g, self.memory,
+                 self.head, self.rho, self.gamma, self.n_pairs, EPS)
+            if whole:  # the round's own arrays become the state, as below
+                self.p, self.g = Q, G
+                self.loss = np.array(f, dtype=np.float64)
+                self.first[:] = False
+            else:
+                self.p[rows] = Q
+                self.loss[rows] = f
+                self.g[rows] = G
+                self.first[rows] = False
+            return
         if whole:
             s = Q - self.p
             y = G - self.g
