@@ -15,6 +15,8 @@ from conftest import make_data, oracle_loss_grad
 from gradstep import driver
 from gradstep.rules.curvature import (
     LBFGS,
+    WOLFE_C1,
+    WOLFE_C2,
     Grad,
     LBFGSRuns,
     Stall,
@@ -223,14 +225,14 @@ def test_compiled_first_trial_test_equals_the_numpy_one():
     f[100:150] = f0[100:150] * (1.0 + np.sign(f0[100:150]) * 1e-12)  # only the fallback's
     f[150], f[151], f[152] = np.nan, np.inf, -np.inf
     want = _accept_rows_numpy(f, G, d, f0, t0, slope0)
-    got = core.accept_rows(f, G, d, f0, t0, slope0)
+    got = core.accept_rows(f, G, d, f0, t0, slope0, WOLFE_C1, WOLFE_C2)
     # s near the c2 boundary could round either way: no row here is within 1e-12 of it
     assert np.abs(np.abs(s) + 0.9 * slope0).min() > 1e-12
     np.testing.assert_array_equal(got, want)
     assert 0 < want.sum() < r and want[100:150].any() and not want[150:153].any()
     np.testing.assert_array_equal(_accept_rows(f, G, d, f0, t0, slope0), want)
     with pytest.raises(ValueError, match="f0"):
-        core.accept_rows(f, G, d, f0[:-1], t0, slope0)
+        core.accept_rows(f, G, d, f0[:-1], t0, slope0, WOLFE_C1, WOLFE_C2)
 
 
 def test_compiled_pair_push_equals_the_numpy_finish(monkeypatch):

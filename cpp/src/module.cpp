@@ -20,11 +20,11 @@
 #include <vector>
 
 #include "gradstep/fit.hpp"
+#include "gradstep/lbfgs_rows.hpp"
 #include "gradstep/logistic.hpp"
 #include "gradstep/rules.hpp"
 #include "gradstep/sparse_kernel.hpp"
 #include "gradstep/thread_pool.hpp"
-#include "gradstep/lbfgs_rows.hpp"
 #include "gradstep/two_loop.hpp"
 
 namespace py = pybind11;
@@ -626,8 +626,8 @@ PYBIND11_MODULE(_core, m) {
         "infinite): the 0/1 target check of gs.loss_and_grad and gs.fit, one pass on up to "
         "n_threads threads.");
   m.def("two_loop_rows",
-        [](const carray<double>& g, const carray<double> memory, const carray<std::int64_t>& order,
-           const carray<double> rho, const carray<double> gamma, ssize_t oldest) {
+        [](const carray<double>& g, const carray<double>& memory, const carray<std::int64_t>& order,
+           const carray<double>& rho, const carray<double>& gamma, ssize_t oldest) {
           require(g.ndim() == 2, "g must be 2-D (runs, D), got shape " + shape_of(g));
           const ssize_t r = g.shape(0), D = g.shape(1);
           require(memory.ndim() == 3 && memory.shape(0) == r && memory.shape(1) % 2 == 0 &&
@@ -659,7 +659,8 @@ PYBIND11_MODULE(_core, m) {
         "int64; slots before `oldest` skipped).");
   m.def("accept_rows",
         [](const carray<double>& f, const carray<double>& G, const carray<double>& d,
-           const carray<double>& f0, const carray<double>& t0, const carray<double>& slope0) {
+           const carray<double>& f0, const carray<double>& t0, const carray<double>& slope0,
+           double c1, double c2) {
           require(G.ndim() == 2, "G must be 2-D (runs, D), got shape " + shape_of(G));
           const ssize_t r = G.shape(0), D = G.shape(1);
           require_shape(d, "d", {r, D});
@@ -669,18 +670,19 @@ PYBIND11_MODULE(_core, m) {
           require_shape(slope0, "slope0", {r});
           py::array_t<bool> accept(r);
           gradstep::accept_rows(f.data(), G.data(), d.data(), f0.data(), t0.data(), slope0.data(),
-                                r, D, reinterpret_cast<std::uint8_t*>(accept.mutable_data()));
+                                r, D, c1, c2, reinterpret_cast<std::uint8_t*>(accept.mutable_data()));
           return accept;
         },
         py::arg("f").noconvert(), py::arg("G").noconvert(), py::arg("d").noconvert(),
         py::arg("f0").noconvert(), py::arg("t0").noconvert(), py::arg("slope0").noconvert(),
+        py::arg("c1"), py::arg("c2"),
         "strong_wolfe's first test of each run's first trial, row by row (LBFGSRuns.receive; "
         "gradstep.rules.curvature._accept_rows_numpy compiled): a bool array (runs,).");
   m.def("push_pairs_rows",
         [](const carray<std::int64_t>& rows, const carray<double>& Q, const carray<double>& G,
-           const carray<double>& P, const carray<double>& Gold, carray<double>& memory,
-           carray<std::int64_t> head, carray<double>& rho, carray<double>& gamma,
-           carray<std::int64_t> n_pairs, double eps) {
+           const carray<double>& P, const carray<double>& Gold, carray<double> memory,
+           carray<std::int64_t> head, carray<double> rho, carray<double> gamma,
+           carray<std::int64_t> n_pairs, double eps) {  // by value: views, written in place
           require(P.ndim() == 2, "P must be 2-D (runs, D), got shape " + shape_of(P));
           const ssize_t runs = P.shape(0), D = P.shape(1);
           require(rows.ndim() == 1, "rows must be 1-D");

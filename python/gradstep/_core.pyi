@@ -122,7 +122,7 @@ def two_loop_rows(g: NDArray[np.float64], memory: NDArray[np.float64],
 
 def accept_rows(f: NDArray[np.float64], G: NDArray[np.float64], d: NDArray[np.float64],
                 f0: NDArray[np.float64], t0: NDArray[np.float64],
-                slope0: NDArray[np.float64]) -> NDArray[np.bool_]:
+                slope0: NDArray[np.float64], c1: float, c2: float) -> NDArray[np.bool_]:
     """strong_wolfe's first test of each run's first trial, row by row
     (gradstep.rules.curvature._accept_rows_numpy compiled)."""
 

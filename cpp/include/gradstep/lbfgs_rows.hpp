@@ -18,25 +18,22 @@
 
 namespace gradstep {
 
-// strong_wolfe's constants (rules/curvature.py)
-constexpr double kWolfeC1 = 1e-4;
-constexpr double kWolfeC2 = 0.9;
-
 // accept[i] = 1 where run i's first trial (loss f[i], gradient row i of G, along row i of d,
-// from loss f0[i] with slope0[i] = g.d < 0, at step t0[i]) passes strong_wolfe's first test:
+// from loss f0[i] with slope0[i] = g.d < 0, at step t0[i]) passes strong_wolfe's first test
+// (c1, c2: its constants, curvature.WOLFE_C1 and WOLFE_C2):
 //   f <= f0 + c1 t0 slope0 and |s| <= c2 |slope0| (s = G.d), or its rounding fallback
 //   (_sufficient_decrease): f finite, f <= f0 + 1e-10 |f0|, s <= (1 - 2 c1) |slope0|, |s| <= ...
 // LBFGSRuns.receive applies the fallback only when some row failed the first test; the result
 // is the same as taking the union row by row. Comparisons with a NaN are false, as NumPy's.
 inline void accept_rows(const double* f, const double* G, const double* d, const double* f0,
                         const double* t0, const double* slope0, std::ptrdiff_t r,
-                        std::ptrdiff_t D, std::uint8_t* accept) {
+                        std::ptrdiff_t D, double c1, double c2, std::uint8_t* accept) {
   for (std::ptrdiff_t i = 0; i < r; ++i) {
     const double s = simd::dot1(G + i * D, d + i * D, D);
-    const bool curvature = std::fabs(s) <= -kWolfeC2 * slope0[i];
-    const bool decrease = f[i] <= f0[i] + kWolfeC1 * t0[i] * slope0[i];
+    const bool curvature = std::fabs(s) <= -c2 * slope0[i];
+    const bool decrease = f[i] <= f0[i] + c1 * t0[i] * slope0[i];
     const bool rounded = std::isfinite(f[i]) && f[i] <= f0[i] + 1e-10 * std::fabs(f0[i]) &&
-                         s <= (1.0 - 2.0 * kWolfeC1) * -slope0[i];
+                         s <= (1.0 - 2.0 * c1) * -slope0[i];
     accept[i] = static_cast<std::uint8_t>(curvature && (decrease || rounded));
   }
 }

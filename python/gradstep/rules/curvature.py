@@ -37,6 +37,8 @@ from ._checks import check_count, check_open_unit, check_positive
 from .base import StepRule
 
 EPS = float(np.finfo(np.float64).eps)
+# strong_wolfe's sufficient-decrease and curvature constants (also LBFGSRuns' first-trial test)
+WOLFE_C1, WOLFE_C2 = 1e-4, 0.9
 
 
 @dataclass
@@ -299,7 +301,7 @@ def _cubic_min(a, fa, ga, b, fb, gb):
     return b - (b - a) * (gb + d2 - d1) / denom
 
 
-def strong_wolfe(p, f0, g0, d, t, c1=1e-4, c2=0.9, max_evals=25, first=None):
+def strong_wolfe(p, f0, g0, d, t, c1=WOLFE_C1, c2=WOLFE_C2, max_evals=25, first=None):
     """Line search for the strong Wolfe conditions along d (Nocedal & Wright, Alg. 3.5/3.6):
     f(p + t d) <= f0 + c1 t g0.d and |g(p + t d).d| <= c2 |g0.d|. A generator yielding Grad
     requests; returns (t, p_new, f, g) or None when no acceptable point is representable.
@@ -606,7 +608,8 @@ def _accept_rows(f, G, d, f0, t0, slope0) -> np.ndarray:
     if compiled is None:
         return _accept_rows_numpy(f, G, d, f0, t0, slope0)
     as64 = partial(np.ascontiguousarray, dtype=np.float64)
-    return compiled(as64(f), as64(G), as64(d), as64(f0), as64(t0), as64(slope0))
+    return compiled(as64(f), as64(G), as64(d), as64(f0), as64(t0), as64(slope0), WOLFE_C1,
+                    WOLFE_C2)
 
 
 def _accept_rows_numpy(f, G, d, f0, t0, slope0) -> np.ndarray:
@@ -614,7 +617,7 @@ def _accept_rows_numpy(f, G, d, f0, t0, slope0) -> np.ndarray:
     strong_wolfe's first iteration, vectorized; where some row fails, the rounding fallback of
     _sufficient_decrease is tried on every row (rows that passed stay accepted)."""
     s = _rowdot(G, d)
-    c1, c2 = 1e-4, 0.9
+    c1, c2 = WOLFE_C1, WOLFE_C2
     with np.errstate(invalid="ignore"):
         accept = (f <= f0 + c1 * t0 * slope0) & (np.abs(s) <= -c2 * slope0)
         if not accept.all():
@@ -867,23 +870,30 @@ class LBFGSRuns:
         """Rows that accepted a step (whole: every row, in order): the new pair (when its
         curvature is positive), then the new point. The pairs go in through
         gradstep._core.push_pairs_rows where the C++ core is built (one call instead of ~20 NumPy
-        calls; s'y and y'y to rounding), else through the NumPy code below (the specification)."""
+        calls; s'y and y'y to rounding), else through _push_pairs_numpy (the specification)."""
         push = _compiled("push_pairs_rows")
         if push is not None and self.head.dtype == np.int64 and self.n_pairs.dtype == np.int64:
             Q = np.ascontiguousarray(Q, dtype=np.float64)
             G = np.ascontiguousarray(G, dtype=np.float64)
             push(np.ascontiguousarray(rows, dtype=np.int64), Q, G, self.p, self.g, self.memory,
                  self.head, self.rho, self.gamma, self.n_pairs, EPS)
-            if whole:  # the round's own arrays become the state, as below
-                self.p, self.g = Q, G
-                self.loss = np.array(f, dtype=np.float64)
-                self.first[:] = False
-            else:
-                self.p[rows] = Q
-                self.loss[rows] = f
-                self.g[rows] = G
-                self.first[rows] = False
-            return
+        else:
+            self._push_pairs_numpy(rows, Q, G, whole)
+        if whole:
+            # the round's own arrays become the state (nothing else writes into them; a
+            # search generator's views of the old rows stay as they were)
+            self.p, self.g = Q, np.asarray(G, dtype=np.float64)
+            self.loss = np.array(f, dtype=np.float64)
+            self.first[:] = False
+        else:
+            self.p[rows] = Q
+            self.loss[rows] = f
+            self.g[rows] = G
+            self.first[rows] = False
+
+    def _push_pairs_numpy(self, rows, Q, G, whole) -> None:
+        """_finish's pair step: s = Q - p and y = G - g of the rows, pushed where s'y > EPS y'y,
+        with their gamma and pair counts."""
         if whole:
             s = Q - self.p
             y = G - self.g
@@ -896,21 +906,11 @@ class LBFGSRuns:
             self._push(rows, s, y, sy)
             np.divide(sy, yy, out=self.gamma)
             np.minimum(self.n_pairs + 1, self.rule.m, out=self.n_pairs)
-            # the round's own arrays become the state (nothing else writes into them; a
-            # search generator's views of the old rows stay as they were)
-            self.p, self.g = Q, np.asarray(G, dtype=np.float64)
-            self.loss = np.array(f, dtype=np.float64)
-            self.first[:] = False
-            return
-        if keep.any():
+        elif keep.any():
             pr = rows[keep]
             self._push(pr, s[keep], y[keep], sy[keep])
             self.gamma[pr] = sy[keep] / yy[keep]
             self.n_pairs[pr] = np.minimum(self.n_pairs[pr] + 1, self.rule.m)
-        self.p[rows] = Q
-        self.loss[rows] = f
-        self.g[rows] = G
-        self.first[rows] = False
 
     def _push(self, rows, s, y, sy) -> None:
         """Append the pairs (s, y) (s'y = sy) to the memories of rows (distinct, in any
