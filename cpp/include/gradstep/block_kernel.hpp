@@ -109,8 +109,8 @@ constexpr std::ptrdiff_t kPrefetchRows = 8;  // how far ahead rows are prefetche
 // Groups of four rows whose links (or Hessian weights) are taken back to back by the gradient
 // (group_runs) and the Hessian-vector product (group_hessp) where rows are short (at most
 // kLinkGroupRowBytes), and the first row prefetched is then that far ahead: the rows of the next
-// call. 1,000 x 20 and 512 x 8 in cache, one run, 1 thread (Zen 3): 22.0 -> 17.1
-// and 19.7 -> 15.0 ns per row with 4 groups (2: 19.0; 8: 16.6 and 14.3). Long rows keep one group
+// call. 1,000 x 20 and 512 x 8 in cache, one run, 1 thread (Zen 3): 22.0 -> 17.1 and 19.7 -> 15.0
+// ns per row with 4 groups (2: 19.0; 8: 16.6 and 14.3). Long rows keep one group
 // at a time: at d = 100, 4 groups were 10 % faster in cache (41 -> 37 ns per row) but about 8 %
 // slower from memory (1M x 100, 121 -> 131 ms, medians of 6 alternating processes), where the 16
 // rows in use and the 16 prefetched (25 KB) crowd the 32 KB L1.
