@@ -194,6 +194,34 @@ def test_a_runs_bits_do_not_depend_on_the_other_runs(kernel):
         assert np.array_equal(hk[0], HV[k])
 
 
+def test_wide_matrices_that_outgrow_l2_give_the_same_results(kernel):
+    """30,000 features x 16 runs: the block's sums (7.7 MB, hessp 11.5 MB) are past
+    kPrefetchSumsBytes, so the kernel asks for each group's feature entries ahead of their use;
+    the results are the NumPy kernels', and each run's bits are those of the run alone (1 run:
+    480 KB, no prefetching)."""
+    rng = np.random.default_rng(11)
+    n, d, K = 400, 30_000, 16
+    X = sp.random(n, d, density=2e-3, format="csr", random_state=12)
+    Y = (rng.random((n, 1)) < 0.5).astype(np.float64)
+    SW = np.empty((n, 0))
+    P = 0.3 * rng.standard_normal((K, d + 1))
+    V = rng.standard_normal((K, d + 1))
+    alpha = np.full(K, 0.01)
+    active = np.ones(K, np.uint8)
+    rows = rng.permutation(n)[:150].astype(np.int64)
+    for r in (NO_ROWS, rows):
+        loss, G = sparse_cpp.loss_grad(X, Y, SW, P, alpha, r, active, 1)
+        want = sparse_reference.loss_grad(X, Y, SW, P, alpha, r, active)
+        _close(loss, want[0], 1e-9)
+        _close(G, want[1], 1e-9)
+        lk, gk = sparse_cpp.loss_grad(X, Y, SW, P[5:6], alpha[:1], r, active[:1], 1)
+        assert lk[0] == loss[5] and np.array_equal(gk[0], G[5])
+    HV = sparse_cpp.hessp(X, SW, P, V, alpha, active, 1)
+    _close(HV, sparse_reference.hessp(X, SW, P, V, alpha, active), 1e-9)
+    hk = sparse_cpp.hessp(X, SW, P[9:10], V[9:10], alpha[:1], active[:1], 1)
+    assert np.array_equal(hk[0], HV[9])
+
+
 # ---- structure: empty rows and columns, no nonzeros, no copies --------------------------------
 
 
