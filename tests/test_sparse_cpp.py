@@ -296,6 +296,88 @@ def test_bad_calls_raise_instead_of_reading_out_of_bounds():
         sparse_cpp.loss_grad(X.astype(np.int64), Y, np.empty((n, 0)), P, *args)
 
 
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_kernels_that_check_rows_refuse_exactly_the_bad_rows_they_read(index):
+    """check_rows: a pass raises a ValueError naming a bad row exactly when a row it reads has
+    an index outside [0, d), a duplicate or a fall (faults across a row boundary are no fault),
+    and gives the unchecked pass's bits otherwise."""
+    rng = np.random.default_rng(17)
+    d = 30
+    for trial in range(150):
+        n = int(rng.integers(1, 40))
+        lengths = rng.integers(0, 7, n)
+        indptr = np.r_[0, np.cumsum(lengths)].astype(index)
+        indices = np.concatenate(
+            [np.sort(rng.choice(d, size=k, replace=False)) for k in lengths] or [[]]
+        ).astype(index)
+        nnz = indices.size
+        fault = trial % 4
+        if fault == 1 and nnz:
+            indices[rng.integers(nnz)] = rng.choice([d, d + 7, -1, -d])
+        elif fault == 2 and nnz >= 2:
+            j = int(rng.integers(1, nnz))
+            indices[j] = indices[j - 1] - int(rng.integers(0, 2))
+        X = sp.csr_matrix((rng.standard_normal(nnz), indices, indptr), shape=(n, d))
+        X.indices, X.indptr = indices, indptr  # as they are (no narrowing, no checks)
+        bad_rows = {i for i in range(n)
+                    if sparse_reference.structure_error(
+                        indptr[i:i + 2] - indptr[i], indices[indptr[i]:indptr[i + 1]], d)[0]}
+        K = 2
+        Y = (rng.random((n, 1)) < 0.5).astype(np.float64)
+        SW = np.empty((n, 0))
+        P = rng.standard_normal((K, d + 1))
+        alpha, active = np.zeros(K), np.ones(K, np.uint8)
+        rows = rng.choice(n, size=max(1, n // 2), replace=False).astype(np.int64)
+        for r in (NO_ROWS, rows):
+            used = set(range(n)) if r.size == 0 else set(r.tolist())
+            if used & bad_rows:
+                with pytest.raises(ValueError, match=r"row \d+ has a column index outside"):
+                    sparse_cpp.loss_grad(X, Y, SW, P, alpha, r, active, 1, check_rows=True)
+            else:
+                got = sparse_cpp.loss_grad(X, Y, SW, P, alpha, r, active, 1, check_rows=True)
+                want = sparse_cpp.loss_grad(X, Y, SW, P, alpha, r, active, 1)
+                assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        if bad_rows:
+            with pytest.raises(ValueError, match=r"row \d+ has a column index outside"):
+                sparse_cpp.hessp(X, SW, P, P, alpha, active, 1, check_rows=True)
+        else:
+            assert np.array_equal(sparse_cpp.hessp(X, SW, P, P, alpha, active, 1, check_rows=True),
+                                  sparse_cpp.hessp(X, SW, P, P, alpha, active, 1))
+
+
+def test_one_pass_calls_have_no_structure_pass_of_their_own(monkeypatch):
+    """gs.loss_and_grad and gs.fit on CSR with the C++ kernels read X once at the start: the
+    kernels check each row, check_csr's O(nnz) structure check does not run; an oracle made by
+    from_validated (a copy) proves the structure again with its first pass."""
+    from gradstep import sparse as gs_sparse
+
+    calls = []
+    real = gs_sparse._structure_error
+    monkeypatch.setattr(gs_sparse, "_structure_error",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    X = _matrix(n=60, d=7)
+    y = (np.arange(60) % 3 == 0).astype(np.float64)
+    coef = np.full(7, 0.1)
+    want = gs.loss_and_grad(X.toarray(), y, coef, 0.2)
+    got = gs.loss_and_grad(X, y, coef, 0.2, backend="cpp")
+    assert not calls
+    _close(got[0], want[0], 1e-12)
+    _close(got[1], want[1], 1e-12)
+    gs.fit(X, y, "lbfgs", max_iter=5, backend="cpp")
+    assert not calls
+    oracle = CSROracle(X, y, backend="cpp")  # the public constructor checks X in full
+    assert len(calls) == 1 and oracle.structure_proven
+    copy = CSROracle.from_validated(oracle.X, oracle.Y, oracle.SW, np.zeros(1), oracle.backend,
+                                    oracle.module, 1)
+    assert not copy.structure_proven
+    copy.loss_grad(np.zeros((1, 8)), np.ones(1, np.uint8), rows=np.arange(5))
+    assert not copy.structure_proven  # five rows prove five rows
+    copy.hessp(np.zeros((1, 8)), np.ones((1, 8)), np.ones(1, np.uint8))
+    assert copy.structure_proven and len(calls) == 1
+    gs.loss_and_grad(X, y, coef, 0.2, backend="numpy")  # kernels that do not check rows
+    assert len(calls) == 2
+
+
 def test_structure_check_agrees_with_numpy():
     X = _matrix(n=50, d=8)
     d = X.shape[1]

@@ -341,7 +341,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
 // [0, n_cols) and sorted within rows, indptr non-decreasing): never copied. The cheap structural
 // facts are checked again here (sizes, indptr[0] == 0, indptr[n] <= len(indices)), and the
 // kernel's partition checks each used row's range, so no row is read outside the arrays; the
-// O(nnz) index checks are check_csr's (or csr_structure_error's).
+// O(nnz) index checks are check_csr's (or csr_structure_error's), or the kernel's own with
+// check_rows (each used row's indices just before its walks).
 
 template <class T>
 bool is_carray(const py::array& a) {
@@ -435,7 +436,7 @@ py::tuple csr_loss_grad(const py::array& data, const py::array& indices, const p
                         ssize_t n_cols, const carray<double>& Y, const carray<double>& SW,
                         const carray<double>& P, const carray<double>& alpha,
                         const carray<std::int64_t>& rows, const carray<std::uint8_t>& active,
-                        int n_threads, const carray<double>& denominator) {
+                        int n_threads, const carray<double>& denominator, bool check_rows) {
   return with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
     using Matrix = std::decay_t<decltype(X)>;
     const ssize_t K = csr_runs(P, X.d), D = P.shape(1);
@@ -467,7 +468,8 @@ py::tuple csr_loss_grad(const py::array& data, const py::array& indices, const p
       py::gil_scoped_release release;
       gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
           X, Y.data(), Y.shape(1), sw, SW.shape(1), K);
-      engine.loss_grad(pp, alp, n_rows ? rp : nullptr, n_rows, ap, n_threads, lp, gp, den);
+      engine.loss_grad(pp, alp, n_rows ? rp : nullptr, n_rows, ap, n_threads, lp, gp, den,
+                       check_rows);
     }
     return py::make_tuple(loss, G);
   });
@@ -476,7 +478,7 @@ py::tuple csr_loss_grad(const py::array& data, const py::array& indices, const p
 py::array csr_hessp(const py::array& data, const py::array& indices, const py::array& indptr,
                     ssize_t n_cols, const carray<double>& SW, const carray<double>& P,
                     const carray<double>& V, const carray<double>& alpha,
-                    const carray<std::uint8_t>& active, int n_threads) {
+                    const carray<std::uint8_t>& active, int n_threads, bool check_rows) {
   return with_csr(data, indices, indptr, n_cols, [&](const auto& X) -> py::array {
     const ssize_t K = csr_runs(P, X.d), D = P.shape(1);
     require_targets(nullptr, SW, X.n, K);
@@ -496,7 +498,7 @@ py::array csr_hessp(const py::array& data, const py::array& indices, const py::a
       using Matrix = std::decay_t<decltype(X)>;
       gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
           X, nullptr, 1, sw, SW.shape(1), K);
-      engine.hessp(pp, vp, alp, ap, n_threads, hp);
+      engine.hessp(pp, vp, alp, ap, n_threads, hp, check_rows);
     }
     return std::move(HV);
   });
@@ -548,14 +550,17 @@ void bind_csr(py::module_& m) {
         py::arg("n_cols"), py::arg("Y").noconvert(), py::arg("SW").noconvert(),
         py::arg("P").noconvert(), py::arg("alpha").noconvert(), py::arg("rows").noconvert(),
         py::arg("active").noconvert(), py::arg("n_threads"), py::arg("denominator").noconvert(),
+        py::arg("check_rows") = false,
         "Loss (K,) and gradient (K, d + 1) of the active runs at P for the CSR matrix (data, "
-        "indices, indptr) with n_cols columns (see gradstep._backends.sparse_reference).");
+        "indices, indptr) with n_cols columns (see gradstep._backends.sparse_reference). "
+        "check_rows: check each used row's column indices first (ValueError on a bad row).");
   m.def("csr_hessp", &csr_hessp, py::arg("data"), py::arg("indices"), py::arg("indptr"),
         py::arg("n_cols"), py::arg("SW").noconvert(), py::arg("P").noconvert(),
         py::arg("V").noconvert(), py::arg("alpha").noconvert(), py::arg("active").noconvert(),
-        py::arg("n_threads"),
+        py::arg("n_threads"), py::arg("check_rows") = false,
         "Hessian-vector products HV (K, d + 1) of the active runs at P times V for the CSR "
-        "matrix (data, indices, indptr) (see gradstep._backends.sparse_reference).");
+        "matrix (data, indices, indptr) (see gradstep._backends.sparse_reference); check_rows "
+        "as csr_loss_grad's.");
   m.def("csr_structure_error", &csr_structure_error, py::arg("indptr"), py::arg("indices"),
         py::arg("n_cols"), py::arg("n_threads") = 1,
         "(code, row): sparse_reference.structure_error without temporaries; its screen on up "

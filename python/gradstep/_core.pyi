@@ -169,6 +169,7 @@ def csr_loss_grad(
     active: NDArray[np.uint8],
     n_threads: int,
     denominator: NDArray[np.float64],
+    check_rows: bool = False,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Loss (K,) and gradient (K, D) of the active runs at P for the CSR matrix (data, indices,
     indptr) with n = len(indptr) - 1 rows and n_cols columns, in one pass over the nonzeros for
@@ -176,8 +177,11 @@ def csr_loss_grad(
     The arrays are read as they are (C-contiguous; float32/float64 data, int32/int64 indices and
     indptr, each independently), never copied; the column indices must lie in [0, n_cols) and
     indptr must not decrease (gradstep.sparse.check_csr proves both; the sizes, indptr[0] == 0,
-    indptr[-1] <= len(indices) and each used row's range are checked here). The same bits for any
-    n_threads, and for a run alone or among others."""
+    indptr[-1] <= len(indices) and each used row's range are checked here). ``check_rows``: the
+    kernel checks each used row's column indices (in [0, n_cols), strictly increasing) just before
+    it reads by them, and raises a ValueError naming the first bad row; for a matrix whose
+    structure check_csr has not proven. The same bits for any n_threads, and for a run alone or
+    among others."""
 
 def csr_hessp(
     data: NDArray[np.float32] | NDArray[np.float64],
@@ -190,6 +194,7 @@ def csr_hessp(
     alpha: NDArray[np.float64],
     active: NDArray[np.uint8],
     n_threads: int,
+    check_rows: bool = False,
 ) -> NDArray[np.float64]:
     """HV (K, D) of the active runs for the CSR matrix (data, indices, indptr); as csr_loss_grad
     for the matrix and hessp_float64 for the rest."""

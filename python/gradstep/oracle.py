@@ -30,7 +30,7 @@ one-pass kernels (C++, Numba or NumPy). Its ``lipschitz`` runs Lanczos on the He
 from __future__ import annotations
 
 import sys
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -174,7 +174,8 @@ def data_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
     classes of a 1-D y when ``labels``. Each data format gradstep reads has its branch here
     (dense arrays: DenseOracle; SciPy sparse matrices and arrays: sparse.CSROracle, a CSR used
     without a copy, other formats converted to CSR once). ``finite=False`` leaves X's finiteness
-    to the caller's first pass (``first_pass``). A dask array or DataFrame X gives a
+    to the caller's first pass (``first_pass``), and on CSR with the C++ kernels its structure
+    too (``CSROracle.structure_proven``). A dask array or DataFrame X gives a
     ``gradstep.dask.DaskOracle`` (y and sample_weight dask or NumPy; dask imported only then)."""
     if "dask" in sys.modules and hasattr(X, "__dask_graph__"):
         from .dask import dask_oracle
@@ -185,14 +186,21 @@ def data_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
 
     csr = _sparse.is_sparse(X)
     threads = v.check_n_threads(n_threads)
-    X = (_sparse.check_csr(X, finite=finite, n_threads=threads) if csr
-         else v.check_X(X, finite=finite))
+    if csr:
+        name, module = _sparse.kernels(backend)
+        # with finite=False the first pass proves X: the C++ kernels check its structure too
+        structure = finite or not getattr(module, "CHECKS_ROWS", False)
+        X = _sparse.check_csr(X, finite=finite, structure=structure, n_threads=threads)
+    else:
+        X = v.check_X(X, finite=finite)
     Y, classes = v.check_targets(y, X.shape[0], labels=labels, n_threads=threads)
     SW = v.check_sample_weight(sample_weight, X.shape[0])
     alphas = v.check_alpha(alpha)
     if csr:
-        name, module = _sparse.kernels(backend)
-        return _sparse.CSROracle.from_validated(X, Y, SW, alphas, name, module, threads), classes
+        csr_oracle = cast(_sparse.CSROracle, _sparse.CSROracle.from_validated(
+            X, Y, SW, alphas, name, module, threads))
+        csr_oracle.structure_proven = structure
+        return csr_oracle, classes
     name, module = _backends.get(backend)
     return DenseOracle.from_validated(X, Y, SW, alphas, name, module, threads), classes
 

@@ -18,8 +18,10 @@ says which ran ("cpp-csr", "numba-csr", "numpy-csr").
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -103,7 +105,8 @@ def _rebuilt(X: Any, data: np.ndarray, indices: np.ndarray, indptr: np.ndarray) 
     return out
 
 
-def check_csr(X: Any, *, finite: bool = True, n_threads: int | None = None) -> Any:
+def check_csr(X: Any, *, finite: bool = True, structure: bool = True,
+              n_threads: int | None = None) -> Any:
     """A SciPy CSR matrix or array the kernels can trust, or a ValueError before any work.
 
     A CSR X with float32/float64 data, int32/int64 indices and indptr, its indices sorted and
@@ -115,7 +118,11 @@ def check_csr(X: Any, *, finite: bool = True, n_threads: int | None = None) -> A
     unsorted or duplicate indices in a user's CSR (make a canonical copy: the message says how),
     and NaN or infinity among the stored values (unless ``finite=False``: then the caller proves
     finiteness from its first pass and calls ``CSROracle.check_finite`` when it is not).
-    int64 indices are supported throughout (the kernels index with them as they are).
+    ``structure=False`` leaves out the O(nnz) check of the column indices (in range, sorted,
+    unique) for a caller whose C++ kernels check each row just before reading by it (a
+    ``CSROracle`` with ``structure_proven = False``); the O(1) checks of the shapes and of indptr's
+    ends always run. int64 indices are supported throughout (the kernels index with them as they
+    are).
     ``n_threads`` (default: every core) runs the compiled structure check's screen in parallel.
     """
     if not is_sparse(X):
@@ -164,7 +171,17 @@ def check_csr(X: Any, *, finite: bool = True, n_threads: int | None = None) -> A
         indptr = np.ascontiguousarray(
             indptr, dtype=indptr.dtype if indptr.dtype in (np.int32, np.int64) else np.int64)
         X = _rebuilt(X, data, indices, indptr)
-    code, row = _structure_error(indptr, indices, d, v.check_n_threads(n_threads))
+    if structure:
+        _raise_structure_error(indptr, indices, d, v.check_n_threads(n_threads))
+    if finite:
+        v._finite_check(data[: int(indptr[-1])], "X")
+    return X
+
+
+def _raise_structure_error(indptr: np.ndarray, indices: np.ndarray, d: int,
+                           n_threads: int) -> None:
+    """The ValueError naming the first structural fault of a CSR's indptr and indices, if any."""
+    code, row = _structure_error(indptr, indices, d, n_threads)
     from ._backends.sparse_reference import INDEX_OUT_OF_RANGE, INDPTR_DECREASES, NOT_CANONICAL
 
     if code == INDPTR_DECREASES:
@@ -180,9 +197,6 @@ def check_csr(X: Any, *, finite: bool = True, n_threads: int | None = None) -> A
             "modifies your matrix: pass a canonical copy, X = X.copy(); X.sum_duplicates() "
             "(which sorts the indices and adds duplicates)"
         )
-    if finite:
-        v._finite_check(data[: int(indptr[-1])], "X")
-    return X
 
 
 # ---- the oracle -----------------------------------------------------------------------------
@@ -223,6 +237,14 @@ class CSROracle(DenseOracle):
     ('numpy-csr', 0.693147, [[-0.3333, 0.0, -0.1667]])
     """
 
+    # Whether X's column indices are proven in range, sorted and unique (check_csr's structure
+    # check, or a full pass of kernels that check each row). Until then every pass goes to the
+    # C++ kernels with check_rows (each row checked just before its walks, a few per cent of the
+    # pass: the public one-pass calls and a fit's first pass read X once), or, for kernels that
+    # do not check rows, the exact check runs first. False unless set: an oracle made by
+    # from_validated (a copy with other alpha, say) proves it again rather than trust it.
+    structure_proven = False
+
     def __init__(self, X: Any, y: Any, sample_weight: Any = None, alpha: Any = 0.0,
                  backend: str = "auto", n_threads: int | None = None) -> None:
         threads = v.check_n_threads(n_threads)
@@ -232,6 +254,49 @@ class CSROracle(DenseOracle):
         alphas = v.check_alpha(alpha)
         name, module = kernels(backend)
         self._setup(X, Y, SW, alphas, name, module, threads)
+        self.structure_proven = True
+
+    def loss_grad(self, P, active, rows=None, denominator=None):
+        if not self._pass_checks_rows():
+            return super().loss_grad(P, active, rows, denominator)
+        with self._named_structure_error():
+            result = self.module.loss_grad(
+                self.X, self.Y, self.SW, P, self.alphas(P.shape[0]),
+                _NO_ROWS if rows is None else rows, active, self.n_threads,
+                _NO_DENOMINATOR if denominator is None else denominator, check_rows=True)
+        self.structure_proven = rows is None or len(rows) == 0  # a subset proves its rows only
+        return result
+
+    def hessp(self, P, V, active):
+        if not self._pass_checks_rows():
+            return super().hessp(P, V, active)
+        with self._named_structure_error():
+            result = self.module.hessp(self.X, self.SW, P, V, self.alphas(P.shape[0]), active,
+                                       self.n_threads, check_rows=True)
+        self.structure_proven = True
+        return result
+
+    def _pass_checks_rows(self) -> bool:
+        """Whether the next pass must have the kernels check each row: X's structure is not
+        proven yet and the kernels can (CHECKS_ROWS); kernels that cannot get the exact check
+        here, once."""
+        if self.structure_proven:
+            return False
+        if getattr(self.module, "CHECKS_ROWS", False):
+            return True
+        _raise_structure_error(self.X.indptr, self.X.indices, self.n_features, self.n_threads)
+        self.structure_proven = True
+        return False
+
+    @contextlib.contextmanager
+    def _named_structure_error(self) -> Iterator[None]:
+        """A row the kernels refuse gets the exact check's ValueError, which names the fault."""
+        try:
+            yield
+        except ValueError:
+            _raise_structure_error(self.X.indptr, self.X.indices, self.n_features,
+                                   self.n_threads)
+            raise
 
     def __repr__(self) -> str:
         return (f"CSROracle({self.n_samples} x {self.n_features}, nnz={int(self.X.indptr[-1])}, "

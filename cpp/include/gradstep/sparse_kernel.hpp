@@ -27,10 +27,11 @@
 //   each), so the scratch is at most 2 x threads slots whatever the matrix (sparse_numba's
 //   _partition/_n_slots do the same, with a byte cap instead). The work per block is at least 32
 //   nonzeros per parameter so that filling and adding a slot stays a few per cent of the pass.
-// - Safety: gradstep.sparse.check_csr has proved every column index in [0, d) and indptr
-//   non-decreasing from 0 to at most len(indices); the bindings check the sizes, and the
-//   partition checks each used row's range again (it reads indptr anyway), so a row's nonzeros
-//   are always read inside the arrays.
+// - Safety: every column index is in [0, d), proven either by gradstep.sparse.check_csr (a pass
+//   of its own) or, with check_rows, by the kernel itself just before it reads by them
+//   (rows_are_canonical, per block; the public one-pass calls and a fit's first pass, so that
+//   they read X once); the bindings check the sizes, and the partition checks each used row's range (it
+//   reads indptr anyway), so a row's nonzeros are always read inside the arrays.
 #pragma once
 
 #include <algorithm>
@@ -72,7 +73,9 @@ struct Matrix {
 
 // One block of rows for the Ka active runs: positions start .. stop of rows (rows of X when rows
 // is nullptr) into out, slot_size(d, Ka, Hess) doubles laid out as block() says, which the kernel
-// fills first. scratch holds 12 Ka doubles.
+// fills first. scratch holds 12 Ka doubles. With check_rows, the rows' column indices are
+// checked before the walks read by them (rows_are_canonical); the block stops at the first row
+// that fails and writes it to *bad_row (which stays -1 otherwise).
 template <class T, class I>
 struct Job {
   Matrix<T, I> X;
@@ -88,6 +91,8 @@ struct Job {
   std::ptrdiff_t start, stop;
   double* out;
   double* scratch;
+  bool check_rows;
+  std::ptrdiff_t* bad_row;
 };
 
 // A block's sums are kept next to the values the same nonzero reads (see block()): per feature,
@@ -99,6 +104,37 @@ inline std::ptrdiff_t lanes_of(bool hess) { return hess ? kLanes<true> : kLanes<
 
 inline std::ptrdiff_t slot_size(std::ptrdiff_t d, std::ptrdiff_t Ka, bool hess) {
   return d * lanes_of(hess) * Ka + 2 * Ka;
+}
+
+// Over indices[j0 .. j1): the largest index as an unsigned number (a negative one wraps above any
+// column count) and the number of pairs (j - 1, j), j0 < j, whose indices do not increase. The
+// counts run in I's width over chunks of 2^20 (no overflow), with no branch: the loops vectorize
+// (7 instructions per 8 int32 indices with AVX2).
+template <class I>
+struct IndexScreen {
+  std::make_unsigned_t<I> top = 0;
+  std::int64_t falls = 0;
+};
+
+template <class I>
+GRADSTEP_INLINE IndexScreen<I> screen_indices(const I* indices, std::ptrdiff_t j0,
+                                              std::ptrdiff_t j1) {
+  using U = std::make_unsigned_t<I>;
+  IndexScreen<I> out;
+  if (j1 <= j0) return out;
+  constexpr std::ptrdiff_t kChunk = std::ptrdiff_t{1} << 20;
+  U top = static_cast<U>(indices[j0]);
+  for (std::ptrdiff_t c0 = j0 + 1; c0 < j1; c0 += kChunk) {
+    const std::ptrdiff_t c1 = std::min(j1, c0 + kChunk);
+    I count = 0;
+    for (std::ptrdiff_t j = c0; j < c1; ++j) {
+      top = std::max(top, static_cast<U>(indices[j]));
+      count += static_cast<I>(indices[j] <= indices[j - 1]);
+    }
+    out.falls += count;
+  }
+  out.top = top;
+  return out;
 }
 
 namespace kernel {
@@ -388,6 +424,26 @@ GRADSTEP_INLINE void prefetch_features(const Matrix<T, I>& X, std::ptrdiff_t i, 
 #endif
 }
 
+// Whether the column indices of rows first .. last - 1 of X (consecutive: their nonzeros are
+// one range) are strictly increasing within each row and inside [0, d): what check_csr proves for
+// the whole matrix, here for the rows a block is about to read by (check_rows). One vectorized
+// screen of the range, then each non-empty row's start is allowed one fall (from the row before).
+// A block checks each group of rows just before the group's walks, which then find the indices in
+// L1.
+template <class T, class I>
+GRADSTEP_INLINE bool rows_are_canonical(const Matrix<T, I>& X, std::ptrdiff_t first,
+                                        std::ptrdiff_t last) {
+  const std::ptrdiff_t lo = X.at(first), hi = X.at(last);
+  const IndexScreen<I> screen = screen_indices(X.indices, lo, hi);
+  std::int64_t falls = screen.falls;
+  for (std::ptrdiff_t i = first + 1; i < last && falls > 0; ++i) {
+    const std::ptrdiff_t start = X.at(i);
+    if (start > lo && start < X.at(i + 1)) falls -= X.indices[start] <= X.indices[start - 1];
+  }
+  return hi == lo ||
+         (falls == 0 && static_cast<std::uint64_t>(screen.top) < static_cast<std::uint64_t>(X.d));
+}
+
 // Row i's weight for run k.
 template <bool PerRun, class T, class I>
 GRADSTEP_INLINE double weight(const Job<T, I>& job, std::ptrdiff_t i, std::ptrdiff_t k) {
@@ -456,6 +512,16 @@ GRADSTEP_INLINE void block(const Job<T, I>& job) {
     if (prefetch_sums) {
       const std::ptrdiff_t ahead = std::min(job.stop, p + 8);
       for (std::ptrdiff_t q = p + 4; q < ahead; ++q) prefetch_features(X, row(q), out, S);
+    }
+    // check_rows: the group's range at once when its rows are consecutive, else (or to find the
+    // bad row) row by row
+    if (job.check_rows && (job.rows || !rows_are_canonical(X, i[0], i[0] + nr))) {
+      for (std::ptrdiff_t q = 0; q < nr; ++q) {
+        if (!rows_are_canonical(X, i[q], i[q] + 1)) {
+          *job.bad_row = i[q];
+          return;
+        }
+      }
     }
     for (std::ptrdiff_t q = 0; q < 4; ++q) {  // padded rows have no nonzeros: z = 0
       if constexpr (Hess) {
@@ -591,9 +657,11 @@ class Engine {
   // As GradientEngine::compute (logistic.hpp): loss (K,), G (K, D) at P over rows[0 .. n_rows)
   // (rows == nullptr: all rows), active runs only, divided by each run's weight of the rows used
   // or by denominator[k]; a run whose divisor is 0 comes back as zeros; alpha's L2 term added.
+  // check_rows: check each used row's column indices before reading by them (a matrix whose
+  // structure check_csr has not proven); std::invalid_argument names the first bad row.
   void loss_grad(const double* P, const double* alpha, const std::int64_t* rows,
                  std::ptrdiff_t n_rows, const std::uint8_t* active, int n_threads, double* loss,
-                 double* G, const double* denominator) {
+                 double* G, const double* denominator, bool check_rows = false) {
     const std::ptrdiff_t d = X_.d, D = d + 1;
     std::fill(loss, loss + K_, 0.0);
     std::fill(G, G + K_ * D, 0.0);
@@ -606,7 +674,7 @@ class Engine {
     }
     if (!select_runs(active)) return;
     transpose(P, PT_);
-    sweep(false, rows, used, n_threads);
+    sweep(false, rows, used, n_threads, check_rows);
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
     for (std::ptrdiff_t a = 0; a < m; ++a) {
       const std::ptrdiff_t k = runs_[idx(a)];
@@ -625,9 +693,9 @@ class Engine {
     }
   }
 
-  // HV (K, D): as GradientEngine::hessp, over all rows.
+  // HV (K, D): as GradientEngine::hessp, over all rows; check_rows as loss_grad's.
   void hessp(const double* P, const double* V, const double* alpha, const std::uint8_t* active,
-             int n_threads, double* HV) {
+             int n_threads, double* HV, bool check_rows = false) {
     const std::ptrdiff_t d = X_.d, D = d + 1;
     std::fill(HV, HV + K_ * D, 0.0);
     if (X_.n == 0) return;
@@ -635,7 +703,7 @@ class Engine {
     if (!select_runs(active)) return;
     transpose(P, PT_);
     transpose(V, VT_);
-    sweep(true, nullptr, X_.n, n_threads);
+    sweep(true, nullptr, X_.n, n_threads, check_rows);
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
     for (std::ptrdiff_t a = 0; a < m; ++a) {
       const std::ptrdiff_t k = runs_[idx(a)];
@@ -689,7 +757,8 @@ class Engine {
 
   // out_ ((d + 2), Ka) = the sum of the blocks' sums (each block's own slot, laid out as
   // block() says), added to a zeroed out_ in block order.
-  void sweep(bool hess, const std::int64_t* rows, std::ptrdiff_t used, int n_threads) {
+  void sweep(bool hess, const std::int64_t* rows, std::ptrdiff_t used, int n_threads,
+             bool check_rows) {
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
     const std::ptrdiff_t d = X_.d;
     // whole cache lines per slot, so that two threads' slots never share a line
@@ -709,6 +778,7 @@ class Engine {
     out_.assign(idx((d + 2) * m), 0.0);
     slots_.resize(idx(wave * slot + detail::kLineDoubles));
     scratch_.resize(idx(wave * 12 * m));
+    bad_rows_.assign(idx(wave), -1);
     double* const slots = detail::align_to_line(slots_.data());
     ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
     const double* PT = detail::align_to_line(PT_.data());
@@ -720,7 +790,7 @@ class Engine {
       auto task = [&](std::ptrdiff_t t) {
         const Job<T, I> job{X_, Y_, ky_, SW_, ks_, PT, VT, runs_.data(), m, rows,
                             starts[idx(b0 + t)], starts[idx(b0 + t + 1)], target(t),
-                            scratch_.data() + t * 12 * m};
+                            scratch_.data() + t * 12 * m, check_rows, &bad_rows_[idx(t)]};
         if (hess) {
           run_block<true>(job);
         } else {
@@ -731,6 +801,16 @@ class Engine {
         pool->parallel_for(nw, participants, task);
       } else {
         for (std::ptrdiff_t t = 0; t < nw; ++t) task(t);
+      }
+      for (std::ptrdiff_t t = 0; t < nw; ++t) {  // the first bad row in block order
+        const std::ptrdiff_t bad = bad_rows_[idx(t)];
+        if (bad >= 0) {
+          throw std::invalid_argument(
+              "X is not a valid CSR matrix: row " + std::to_string(bad) +
+              " has a column index outside [0, " + std::to_string(d) +
+              ") or its column indices are not sorted and unique (check it with "
+              "gradstep.sparse.check_csr)");
+        }
       }
       // out_ += the wave's sums, in block order; chunks of features in parallel
       const std::ptrdiff_t S = lanes_of(hess) * m;
@@ -769,6 +849,7 @@ class Engine {
   std::vector<double> out_;           // (d + 2, Ka): the result's sums
   std::vector<double> slots_;         // each block of the wave's slot
   std::vector<double> scratch_;       // 12 Ka per block of the wave
+  std::vector<std::ptrdiff_t> bad_rows_;  // each block of the wave's first bad row, or -1
 };
 
 // The structural check of gradstep.sparse.check_csr without temporaries, as
@@ -799,15 +880,11 @@ bool structure_is_valid(const J* indptr, std::ptrdiff_t n_rows, const I* indices
   std::vector<U> largest(static_cast<std::size_t>(n_chunks));
   std::vector<std::int64_t> not_above(static_cast<std::size_t>(n_chunks));  // pairs (j - 1, j)
   auto task = [&](std::ptrdiff_t c) {                                        // with c_j <= c_j-1
-    const std::ptrdiff_t j0 = c * chunk, j1 = std::min(nnz, j0 + chunk);
-    U top = static_cast<U>(indices[j0]);
-    I count = 0;
-    for (std::ptrdiff_t j = std::max<std::ptrdiff_t>(j0, 1); j < j1; ++j) {
-      top = std::max(top, static_cast<U>(indices[j]));
-      count += static_cast<I>(indices[j] <= indices[j - 1]);
-    }
-    largest[static_cast<std::size_t>(c)] = top;
-    not_above[static_cast<std::size_t>(c)] = count;
+    const std::ptrdiff_t j0 = c * chunk;  // pairs (j - 1, j) for j in [j0, j0 + chunk)
+    const IndexScreen<I> screen =
+        screen_indices(indices, std::max<std::ptrdiff_t>(j0 - 1, 0), std::min(nnz, j0 + chunk));
+    largest[static_cast<std::size_t>(c)] = screen.top;
+    not_above[static_cast<std::size_t>(c)] = screen.falls;
   };
   if (n_chunks > 1 && n_threads > 1) {
     ThreadPool::instance().parallel_for(n_chunks, n_threads, task);

@@ -20,7 +20,11 @@ import numpy as np
 
 from .. import _core  # an ImportError here tells gradstep.sparse the C++ kernels are missing
 
-__all__ = ["hessp", "loss_grad", "structure_error"]
+__all__ = ["CHECKS_ROWS", "hessp", "loss_grad", "structure_error"]
+
+# loss_grad and hessp take check_rows=True: each row's column indices checked just before the
+# kernel reads by them (ValueError on a bad row), for a matrix whose structure is not proven
+CHECKS_ROWS = True
 
 _NO_DENOMINATOR = np.empty(0, dtype=np.float64)
 _NO_DENOMINATOR.flags.writeable = False
@@ -56,8 +60,10 @@ def structure_error(indptr: np.ndarray, indices: np.ndarray, n_cols: int,
     return int(code), int(row)
 
 
-def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None):
-    """Loss (K,) and gradient (K, D) of the runs marked active (see sparse_reference.py)."""
+def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None, *,
+              check_rows=False):
+    """Loss (K,) and gradient (K, D) of the runs marked active (see sparse_reference.py);
+    ``check_rows``: see CHECKS_ROWS."""
     P = _f64(P)
     n_runs = P.shape[0] if P.ndim == 2 else 0
     if denominator is None or np.size(denominator) == 0:
@@ -67,12 +73,14 @@ def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None
     return _core.csr_loss_grad(
         *_matrix(X), _f64(Y), _f64(SW), P, _per_run(alpha, n_runs, "alpha"),
         np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(active, dtype=np.uint8),
-        _threads(n_threads), den)
+        _threads(n_threads), den, bool(check_rows))
 
 
-def hessp(X, SW, P, V, alpha, active, n_threads=None):
-    """Hessian-vector products (K, D) of the runs marked active (see sparse_reference.py)."""
+def hessp(X, SW, P, V, alpha, active, n_threads=None, *, check_rows=False):
+    """Hessian-vector products (K, D) of the runs marked active (see sparse_reference.py);
+    ``check_rows``: see CHECKS_ROWS."""
     P = _f64(P)
     n_runs = P.shape[0] if P.ndim == 2 else 0
     return _core.csr_hessp(*_matrix(X), _f64(SW), P, _f64(V), _per_run(alpha, n_runs, "alpha"),
-                           np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads))
+                           np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads),
+                           bool(check_rows))
