@@ -313,36 +313,44 @@ GRADSTEP_INLINE void scatter1(const T* x, const I* c, std::ptrdiff_t nnz, double
 }
 
 #if defined(GRADSTEP_VECTOR_EXT)
-// scatter1 for four consecutive runs (acc points at the first one's column), one vector each.
-template <class T, class I>
-GRADSTEP_INLINE void scatter4(const T* x, const I* c, std::ptrdiff_t nnz, v4d r,
+// scatter1 for NV * 4 consecutive runs (acc points at the first one's column), one vector per
+// four runs: each sum gets scatter1's single multiply-add per nonzero, in the row's order.
+template <std::size_t NV, class T, class I>
+GRADSTEP_INLINE void scatterv(const T* x, const I* c, std::ptrdiff_t nnz, const double* r,
                               std::ptrdiff_t stride, double* GRADSTEP_RESTRICT acc) {
+  v4d rv[NV];
+  for (std::size_t h = 0; h < NV; ++h) rv[h] = load4(r + 4 * h);
   std::ptrdiff_t q = 0;
-  for (; q + 4 <= nnz; q += 4) {
-    double* g0 = acc + col(c[q]) * stride;
-    double* g1 = acc + col(c[q + 1]) * stride;
-    double* g2 = acc + col(c[q + 2]) * stride;
-    double* g3 = acc + col(c[q + 3]) * stride;
-    const v4d v0 = load4(g0) + r * splat(static_cast<double>(x[q]));
-    const v4d v1 = load4(g1) + r * splat(static_cast<double>(x[q + 1]));
-    const v4d v2 = load4(g2) + r * splat(static_cast<double>(x[q + 2]));
-    const v4d v3 = load4(g3) + r * splat(static_cast<double>(x[q + 3]));
-    store4(g0, v0);
-    store4(g1, v1);
-    store4(g2, v2);
-    store4(g3, v3);
+  if constexpr (NV == 1) {  // four nonzeros' loads before their stores (see scatter1)
+    for (; q + 4 <= nnz; q += 4) {
+      double* g0 = acc + col(c[q]) * stride;
+      double* g1 = acc + col(c[q + 1]) * stride;
+      double* g2 = acc + col(c[q + 2]) * stride;
+      double* g3 = acc + col(c[q + 3]) * stride;
+      const v4d v0 = load4(g0) + rv[0] * splat(static_cast<double>(x[q]));
+      const v4d v1 = load4(g1) + rv[0] * splat(static_cast<double>(x[q + 1]));
+      const v4d v2 = load4(g2) + rv[0] * splat(static_cast<double>(x[q + 2]));
+      const v4d v3 = load4(g3) + rv[0] * splat(static_cast<double>(x[q + 3]));
+      store4(g0, v0);
+      store4(g1, v1);
+      store4(g2, v2);
+      store4(g3, v3);
+    }
   }
-  for (; q < nnz; ++q) {
+  for (; q < nnz; ++q) {  // NV > 1: one nonzero's NV loads before its NV stores
     double* g = acc + col(c[q]) * stride;
-    store4(g, load4(g) + r * splat(static_cast<double>(x[q])));
+    const v4d xv = splat(static_cast<double>(x[q]));
+    v4d v[NV];
+    for (std::size_t h = 0; h < NV; ++h) v[h] = load4(g + 4 * h) + rv[h] * xv;
+    for (std::size_t h = 0; h < NV; ++h) store4(g + 4 * h, v[h]);
   }
 }
 #endif
 
-// acc[c * stride + a] += r[a] x for every nonzero (x, c) of the row and every run a: runs 4 at
-// a time in vectors, the rest one by one, each a walk over the row (in L1); every sum gets the
-// same single multiply-add per nonzero in any path. stride_one_run is the stride when Ka == 1,
-// as a constant.
+// acc[c * stride + a] += r[a] x for every nonzero (x, c) of the row and every run a: runs 16,
+// then 4 at a time in vectors, the rest one by one, each a walk over the row (in L1); every sum
+// gets the same single multiply-add per nonzero in any path. stride_one_run is the stride when
+// Ka == 1, as a constant.
 template <std::ptrdiff_t stride_one_run, class T, class I>
 GRADSTEP_INLINE void scatter(const T* x, const I* c, std::ptrdiff_t nnz, const double* r,
                              std::ptrdiff_t stride, std::ptrdiff_t Ka,
@@ -353,7 +361,8 @@ GRADSTEP_INLINE void scatter(const T* x, const I* c, std::ptrdiff_t nnz, const d
   }
   std::ptrdiff_t a = 0;
 #if defined(GRADSTEP_VECTOR_EXT)
-  for (; a + 4 <= Ka; a += 4) scatter4(x, c, nnz, load4(r + a), stride, acc + a);
+  for (; a + 16 <= Ka; a += 16) scatterv<4>(x, c, nnz, r + a, stride, acc + a);
+  for (; a + 4 <= Ka; a += 4) scatterv<1>(x, c, nnz, r + a, stride, acc + a);
 #endif
   for (; a < Ka; ++a) scatter1(x, c, nnz, r[a], stride, acc + a);
 }
