@@ -141,13 +141,19 @@ class DenseOracle(InMemoryOracle):
         denominator = _NO_DENOMINATOR if denominator is None else denominator
         result: tuple[np.ndarray, np.ndarray] = self.module.loss_grad(
             self.X, self.Y, self.SW, P, self.alphas(P.shape[0]), rows, active,
-            self.n_threads, denominator)
+            self.n_threads, denominator, **self._kernel_options())
         return result
 
     def hessp(self, P, V, active):
         result: np.ndarray = self.module.hessp(
-            self.X, self.SW, P, V, self.alphas(P.shape[0]), active, self.n_threads)
+            self.X, self.SW, P, V, self.alphas(P.shape[0]), active, self.n_threads,
+            **self._kernel_options())
         return result
+
+    def _kernel_options(self) -> dict:
+        """Keyword arguments of the next kernel call beyond the contract's (none here;
+        CSROracle's check_rows)."""
+        return {}
 
     def lipschitz(self, n_runs: int, fit_intercept: bool) -> np.ndarray:
         """Per run: the largest eigenvalue of X'SX / (4 sum s) (X with a ones column when the

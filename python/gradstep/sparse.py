@@ -202,10 +202,6 @@ def _raise_structure_error(indptr: np.ndarray, indices: np.ndarray, d: int,
 # ---- the oracle -----------------------------------------------------------------------------
 
 
-_NO_ROWS = np.empty(0, dtype=np.int64)
-_NO_DENOMINATOR = np.empty(0, dtype=np.float64)
-
-
 class CSROracle(DenseOracle):
     """The logistic loss of a SciPy CSR matrix, answered by one-pass CSR kernels: a
     DenseOracle (see ``gradstep.oracle``) whose kernels module and finiteness test are the
@@ -238,11 +234,12 @@ class CSROracle(DenseOracle):
     """
 
     # Whether X's column indices are proven in range, sorted and unique (check_csr's structure
-    # check, or a full pass of kernels that check each row). Until then every pass goes to the
-    # C++ kernels with check_rows (each row checked just before its walks, a few per cent of the
-    # pass: the public one-pass calls and a fit's first pass read X once), or, for kernels that
-    # do not check rows, the exact check runs first. False unless set: an oracle made by
-    # from_validated (a copy with other alpha, say) proves it again rather than trust it.
+    # check, or a full pass of kernels that check rows). Until then every pass asks the C++
+    # kernels to check each group of rows just before reading by it (~10 % of that pass, where
+    # check_csr's own pass over the indices is a second read of them: the public one-pass calls
+    # and a fit's first pass read X once); kernels that cannot get the exact check first. False
+    # unless set: an oracle made by from_validated (a copy with other alpha, say) proves it
+    # again rather than trust it.
     structure_proven = False
 
     def __init__(self, X: Any, y: Any, sample_weight: Any = None, alpha: Any = 0.0,
@@ -257,36 +254,28 @@ class CSROracle(DenseOracle):
         self.structure_proven = True
 
     def loss_grad(self, P, active, rows=None, denominator=None):
-        if not self._pass_checks_rows():
-            return super().loss_grad(P, active, rows, denominator)
         with self._named_structure_error():
-            result = self.module.loss_grad(
-                self.X, self.Y, self.SW, P, self.alphas(P.shape[0]),
-                _NO_ROWS if rows is None else rows, active, self.n_threads,
-                _NO_DENOMINATOR if denominator is None else denominator, check_rows=True)
-        self.structure_proven = rows is None or len(rows) == 0  # a subset proves its rows only
+            result = super().loss_grad(P, active, rows, denominator)
+        if rows is None or len(rows) == 0:  # a subset of the rows proves those rows only
+            self.structure_proven = True
         return result
 
     def hessp(self, P, V, active):
-        if not self._pass_checks_rows():
-            return super().hessp(P, V, active)
         with self._named_structure_error():
-            result = self.module.hessp(self.X, self.SW, P, V, self.alphas(P.shape[0]), active,
-                                       self.n_threads, check_rows=True)
+            result = super().hessp(P, V, active)
         self.structure_proven = True
         return result
 
-    def _pass_checks_rows(self) -> bool:
-        """Whether the next pass must have the kernels check each row: X's structure is not
-        proven yet and the kernels can (CHECKS_ROWS); kernels that cannot get the exact check
-        here, once."""
+    def _kernel_options(self) -> dict:
+        """check_rows=True while X's structure is not proven and the kernels can check rows
+        (CHECKS_ROWS); kernels that cannot get the exact check here, once."""
         if self.structure_proven:
-            return False
+            return {}
         if getattr(self.module, "CHECKS_ROWS", False):
-            return True
+            return {"check_rows": True}
         _raise_structure_error(self.X.indptr, self.X.indices, self.n_features, self.n_threads)
         self.structure_proven = True
-        return False
+        return {}
 
     @contextlib.contextmanager
     def _named_structure_error(self) -> Iterator[None]:
@@ -294,8 +283,9 @@ class CSROracle(DenseOracle):
         try:
             yield
         except ValueError:
-            _raise_structure_error(self.X.indptr, self.X.indices, self.n_features,
-                                   self.n_threads)
+            if not self.structure_proven:
+                _raise_structure_error(self.X.indptr, self.X.indices, self.n_features,
+                                       self.n_threads)
             raise
 
     def __repr__(self) -> str:

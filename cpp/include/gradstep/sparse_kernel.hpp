@@ -29,9 +29,10 @@
 //   nonzeros per parameter so that filling and adding a slot stays a few per cent of the pass.
 // - Safety: every column index is in [0, d), proven either by gradstep.sparse.check_csr (a pass
 //   of its own) or, with check_rows, by the kernel itself just before it reads by them
-//   (rows_are_canonical, per block; the public one-pass calls and a fit's first pass, so that
-//   they read X once); the bindings check the sizes, and the partition checks each used row's range (it
-//   reads indptr anyway), so a row's nonzeros are always read inside the arrays.
+//   (rows_are_canonical, per group of rows; the public one-pass calls and a fit's first pass,
+//   so that they read X once); the bindings check the sizes, and the partition checks each used
+//   row's range (it reads indptr anyway), so a row's nonzeros are always read inside the arrays.
+//   Only prefetches (which never fault) use a group's indices before its check.
 #pragma once
 
 #include <algorithm>
