@@ -196,7 +196,8 @@ def _params(coef, intercept, d: int, name: str) -> tuple[np.ndarray, bool]:
 
 def _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads):
     """The oracle of loss_and_grad and hessp: X's finiteness is proven by the result of the one
-    pass (see oracle.first_pass), not by a pass of its own."""
+    pass (see oracle.first_pass), not by a pass of its own; so is a CSR X's index structure on
+    the C++ kernels (sparse.CSROracle.structure_proven)."""
     oracle, _ = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
                             n_threads=n_threads, labels=False, finite=False)
     return oracle
@@ -236,7 +237,8 @@ def loss_and_grad(X, y, coef, intercept=0.0, *, sample_weight=None, alpha=0.0,
     Raises
     ------
     ValueError
-        Bad shapes, NaN or infinity in the input, labels other than 0/1.
+        Bad shapes, NaN or infinity in the input, labels other than 0/1, a CSR X whose column
+        indices are out of range, unsorted or repeated.
 
     Examples
     --------
