@@ -52,6 +52,15 @@ def _weights(rng, n, K, kind):
             "K": rng.uniform(0.0, 2.0, (n, K))}[kind]
 
 
+def _runs(rng, n, d, K):
+    """(Y, SW, P, V, active) of K runs on n x d: one shared 0/1 target column, unit weights,
+    parameters and hessp vectors drawn from rng, every run active."""
+    Y = (rng.random((n, 1)) < 0.5).astype(np.float64)
+    P = 0.3 * rng.standard_normal((K, d + 1))
+    V = rng.standard_normal((K, d + 1))
+    return Y, np.empty((n, 0)), P, V, np.ones(K, np.uint8)
+
+
 def _modules():
     mods = {"numpy": sparse_reference}
     if HAVE_NUMBA:
@@ -179,12 +188,8 @@ def test_a_runs_bits_do_not_depend_on_the_other_runs(kernel, K):
     X = _big(7)
     n, d = X.shape
     rng = np.random.default_rng(8)
-    Y = (rng.random((n, 1)) < 0.5).astype(np.float64)
-    SW = np.empty((n, 0))
-    P = 0.3 * rng.standard_normal((K, d + 1))
-    V = rng.standard_normal((K, d + 1))
+    Y, SW, P, V, active = _runs(rng, n, d, K)
     alpha = np.zeros(K)
-    active = np.ones(K, np.uint8)
     loss, G = sparse_cpp.loss_grad(X, Y, SW, P, alpha, NO_ROWS, active, 2)
     HV = sparse_cpp.hessp(X, SW, P, V, alpha, active, 2)
     one = np.ones(1, np.uint8)
@@ -203,12 +208,8 @@ def test_wide_matrices_that_outgrow_l2_give_the_same_results(kernel):
     rng = np.random.default_rng(11)
     n, d, K = 400, 30_000, 16
     X = sp.random(n, d, density=2e-3, format="csr", random_state=12)
-    Y = (rng.random((n, 1)) < 0.5).astype(np.float64)
-    SW = np.empty((n, 0))
-    P = 0.3 * rng.standard_normal((K, d + 1))
-    V = rng.standard_normal((K, d + 1))
+    Y, SW, P, V, active = _runs(rng, n, d, K)
     alpha = np.full(K, 0.01)
-    active = np.ones(K, np.uint8)
     rows = rng.permutation(n)[:150].astype(np.int64)
     for r in (NO_ROWS, rows):
         loss, G = sparse_cpp.loss_grad(X, Y, SW, P, alpha, r, active, 1)
