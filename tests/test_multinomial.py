@@ -173,3 +173,102 @@ def test_csr_input_gives_the_dense_fit(l1_ratio):
     np.testing.assert_allclose(sparse.intercept, dense.intercept, atol=1e-8)
     if l1_ratio:
         assert np.count_nonzero(sparse.coef == 0.0) > 0
+
+
+# ---- the public functions: gs.loss_and_grad / gs.hessp with loss="multinomial" ------------
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "cpp"])
+def test_public_loss_and_grad_is_the_objective_and_its_gradient(backend):
+    if not gs.backends()[backend]:
+        pytest.skip(f"{backend} missing")
+    X, y, W, b = _problem(seed=3)
+    sw = np.random.default_rng(4).uniform(0.2, 3, len(y))
+    loss, G, g0 = gs.loss_and_grad(X, y, W, b, sample_weight=sw, alpha=0.1,
+                                   loss="multinomial", backend=backend)
+    assert isinstance(loss, float) and G.shape == W.shape and g0.shape == b.shape
+    assert loss == pytest.approx(_objective(X, y, W, b, 0.1, sw), rel=1e-12)
+    # central differences of the independent objective, every coordinate of W and b
+    h = 1e-6
+    for idx in np.ndindex(W.shape):
+        E = np.zeros_like(W)
+        E[idx] = h
+        fd = (_objective(X, y, W + E, b, 0.1, sw) - _objective(X, y, W - E, b, 0.1, sw)) / (2 * h)
+        assert G[idx] == pytest.approx(fd, rel=1e-6, abs=1e-9)
+    for c in range(len(b)):
+        e = np.zeros_like(b)
+        e[c] = h
+        fd = (_objective(X, y, W, b + e, 0.1, sw) - _objective(X, y, W, b - e, 0.1, sw)) / (2 * h)
+        assert g0[c] == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+def test_public_functions_batch_runs_and_take_csr_and_classes():
+    import scipy.sparse as sp
+
+    X, y, W, b = _problem(seed=5)
+    W2 = np.stack([W, -W, 2 * W])
+    b2 = np.stack([b, b[::-1], np.zeros(3)])
+    alphas = np.array([0.0, 0.1, 1.0])
+    loss, G, g0 = gs.loss_and_grad(X, y, W2, b2, alpha=alphas, loss="multinomial")
+    assert loss.shape == (3,) and G.shape == (3, 3, 4) and g0.shape == (3, 3)
+    for k in range(3):  # each run is the single call at its own alpha (to rounding: the
+        one = gs.loss_and_grad(X, y, W2[k], b2[k], alpha=alphas[k],  # batched kernel's order)
+                               loss="multinomial")
+        assert loss[k] == pytest.approx(one[0], rel=1e-14)
+        np.testing.assert_allclose(G[k], one[1], rtol=1e-13, atol=1e-16)
+        np.testing.assert_allclose(g0[k], one[2], rtol=1e-13, atol=1e-16)
+    # CSR: the dense result; a scalar intercept is every class's
+    Xs = sp.csr_matrix(np.where(np.abs(X) > 0.5, X, 0.0))
+    dense = gs.loss_and_grad(Xs.toarray(), y, W, 0.25, loss="multinomial", backend="numpy")
+    sparse = gs.loss_and_grad(Xs, y, W, np.full(3, 0.25), loss="multinomial")
+    assert sparse[0] == pytest.approx(dense[0], rel=1e-13)
+    np.testing.assert_allclose(sparse[1], dense[1], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(sparse[2], dense[2], rtol=1e-12, atol=1e-15)
+    # a mini-batch without class 2: classes keeps C = 3 rows, and class 2's row only sees its
+    # probability, whose gradient (a mean of p_2 x) is positive on positive rows
+    batch = y != 2
+    Xb = np.abs(X[batch])
+    _, Gb, gb = gs.loss_and_grad(Xb, y[batch], np.zeros((3, 4)), loss="multinomial",
+                                 classes=[0, 1, 2])
+    np.testing.assert_allclose(Gb[2], Xb.mean(axis=0) / 3, rtol=1e-12)
+    assert gb[2] == pytest.approx(1 / 3)
+
+
+def test_public_hessp_is_the_gradients_derivative():
+    X, y, W, b = _problem(seed=6)
+    rng = np.random.default_rng(7)
+    V, v0 = rng.standard_normal(W.shape), rng.standard_normal(3)
+    HV, hv0 = gs.hessp(X, y, W, b, V, v0, alpha=0.3, loss="multinomial")
+    assert HV.shape == W.shape and hv0.shape == (3,)
+    h = 1e-6
+    _, Gp, gp = gs.loss_and_grad(X, y, W + h * V, b + h * v0, alpha=0.3, loss="multinomial")
+    _, Gm, gm = gs.loss_and_grad(X, y, W - h * V, b - h * v0, alpha=0.3, loss="multinomial")
+    np.testing.assert_allclose(HV, (Gp - Gm) / (2 * h), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(hv0, (gp - gm) / (2 * h), rtol=1e-6, atol=1e-8)
+    # K points, one vector: K products
+    HK, hK = gs.hessp(X, y, np.stack([W, 0 * W]), np.stack([b, b]), V, v0, alpha=0.3,
+                      loss="multinomial")
+    assert HK.shape == (2, 3, 4) and hK.shape == (2, 3)
+    np.testing.assert_allclose(HK[0], HV, rtol=1e-13, atol=1e-16)
+
+
+def test_public_functions_name_bad_multinomial_input():
+    X, y, W, b = _problem()
+    with pytest.raises(ValueError, match=r"coef must have shape \(3, 4\) or \(K, 3, 4\)"):
+        gs.loss_and_grad(X, y, W.T, b, loss="multinomial")
+    with pytest.raises(ValueError, match=r"coef must have shape \(3, 4\)"):
+        gs.loss_and_grad(X, y, W.ravel(), b, loss="multinomial")  # flat: no silent reshape
+    with pytest.raises(ValueError, match=r"intercept must be a scalar or have shape \(3,\)"):
+        gs.loss_and_grad(X, y, W, np.zeros(4), loss="multinomial")
+    with pytest.raises(ValueError, match=r"vec_coef must have shape \(3, 4\)"):
+        gs.hessp(X, y, W, b, W[:2], loss="multinomial")
+    with pytest.raises(ValueError, match="loss must be"):
+        gs.loss_and_grad(X, y, W, b, loss="softmax")
+    with pytest.raises(ValueError, match="classes is for loss='multinomial'"):
+        gs.loss_and_grad(X, y % 2, W[0], classes=[0, 1])
+    with pytest.raises(ValueError, match="not in classes"):
+        gs.loss_and_grad(X, y, W[:2], b[:2], loss="multinomial", classes=[0, 1])
+    bad = X.copy()
+    bad[5, 2] = np.inf
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity \(first at row 5"):
+        gs.loss_and_grad(bad, y, W, b, loss="multinomial")

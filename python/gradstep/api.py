@@ -32,8 +32,8 @@ from ._backends.state import (
 )
 from ._progress import Progress, ProgressBar, read_only
 from .driver import init_state, make_driver
-from .multinomial import multinomial_oracle
-from .oracle import DenseOracle, data_oracle, first_pass
+from .multinomial import MultinomialOracle, multinomial_oracle, public_params
+from .oracle import data_oracle, first_pass
 from .penalty import check_l1_ratio, l1_norms, l1_residual, penalized_columns, resolve_l1_ratio
 from .rules import (
     RULES,
@@ -194,51 +194,92 @@ def _params(coef, intercept, d: int, name: str) -> tuple[np.ndarray, bool]:
     return P, single
 
 
-def _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads):
+def _check_loss(loss: Any, classes: Any) -> None:
+    if loss not in ("logistic", "multinomial"):
+        raise ValueError(f"loss must be 'logistic' or 'multinomial', got {loss!r}")
+    if classes is not None and loss != "multinomial":
+        raise ValueError("classes is for loss='multinomial'; binary fits take the two classes "
+                         "of y")
+
+
+def _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads, loss, classes):
     """The oracle of loss_and_grad and hessp: X's finiteness is proven by the result of the one
     pass (see oracle.first_pass), not by a pass of its own; so is a CSR X's index structure on
     the C++ kernels (sparse.CSROracle.structure_proven)."""
+    if loss == "multinomial":
+        oracle, _ = multinomial_oracle(X, y, sample_weight=sample_weight, alpha=alpha,
+                                       backend=backend, n_threads=n_threads, fit_intercept=True,
+                                       finite=False, classes=classes)
+        return oracle
     oracle, _ = data_oracle(X, y, sample_weight=sample_weight, alpha=alpha, backend=backend,
                             n_threads=n_threads, labels=False, finite=False)
     return oracle
 
 
-def _check_runs(oracle: DenseOracle, n_runs: int) -> None:
-    for what, count in (("y", oracle.Y.shape[1]), ("sample_weight", oracle.SW.shape[1]),
-                        ("alpha", oracle.alpha.size)):
+def _public_params(oracle: Any, coef: Any, intercept: Any, name: str) -> tuple[np.ndarray, bool]:
+    """(P, single): the parameter rows of coef and intercept, as the oracle's loss lays them."""
+    if isinstance(oracle, MultinomialOracle):
+        return public_params(coef, intercept, oracle.n_classes, oracle.n_features, name)
+    return _params(coef, intercept, oracle.n_features, name)
+
+
+def _public_result(oracle: Any, A: np.ndarray, single: bool) -> tuple[Any, Any]:
+    """(coef part, intercept part) of parameter rows A: (d,) and a float for one binary run,
+    (C, d) and (C,) for one multinomial run, a leading K axis on both for K runs."""
+    if isinstance(oracle, MultinomialOracle):
+        W, b = oracle.split(A)
+        return (W[0], b[0]) if single else (W, b)
+    d = oracle.n_features
+    if single:
+        return A[0, :d].copy(), float(A[0, d])
+    return np.ascontiguousarray(A[:, :d]), A[:, d].copy()
+
+
+def _check_runs(oracle: Any, n_runs: int) -> None:
+    for what, count in (("y", oracle.Y.shape[1] if hasattr(oracle, "Y") else 1),
+                        ("sample_weight", oracle.SW.shape[1]), ("alpha", oracle.alpha.size)):
         if count not in (0, 1, n_runs):
             raise ValueError(f"{what} has {count} columns/entries but coef has {n_runs} rows")
 
 
 def loss_and_grad(X, y, coef, intercept=0.0, *, sample_weight=None, alpha=0.0,
-                  backend="auto", n_threads=None):
+                  backend="auto", n_threads=None, loss="logistic", classes=None):
     """The mean (weighted) logistic loss plus (alpha/2)||coef||^2, and its gradient, in one
     pass over X.
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
+    X : array-like or scipy.sparse matrix of shape (n_samples, n_features)
     y : array-like of shape (n_samples,) or (n_samples, K)
-        0/1 targets (one column per run when 2-D).
+        0/1 targets (one column per run when 2-D); class labels for loss="multinomial".
     coef : array-like of shape (n_features,) or (K, n_features)
-        K rows evaluate K parameter vectors in the same pass.
+        K rows evaluate K parameter vectors in the same pass. loss="multinomial": shape
+        (C, n_features) or (K, C, n_features), C the number of classes.
     intercept : float or array-like of shape (K,), default 0.0
+        loss="multinomial": a float (every class), (C,) or (K, C).
     sample_weight : array-like of shape (n_samples,) or (n_samples, K), optional
     alpha : float or array-like of shape (K,), default 0.0
     backend : {"auto", "cpp", "numba", "numpy"}, default "auto"
     n_threads : int, optional
+    loss : {"logistic", "multinomial"}, default "logistic"
+        "multinomial": the mean softmax cross-entropy of ``gs.fit(..., loss="multinomial")``
+        plus (alpha/2)||coef||^2 (never the intercepts).
+    classes : array-like, optional
+        loss="multinomial" only: every class label, sorted order = the rows of coef (default:
+        the labels in y), so that a mini-batch that lacks a class still has all C rows.
 
     Returns
     -------
     loss : float or ndarray of shape (K,)
-    grad_coef : ndarray of shape (n_features,) or (K, n_features)
-    grad_intercept : float or ndarray of shape (K,)
+    grad_coef : ndarray shaped as coef
+    grad_intercept : float or ndarray of shape (K,); (C,) or (K, C) for loss="multinomial"
 
     Raises
     ------
     ValueError
-        Bad shapes, NaN or infinity in the input, labels other than 0/1, a CSR X whose column
-        indices are out of range, unsorted or repeated.
+        Bad shapes, NaN or infinity in the input, labels other than 0/1 (multinomial: labels
+        outside ``classes``), a CSR X whose column indices are out of range, unsorted or
+        repeated.
 
     Examples
     --------
@@ -247,34 +288,42 @@ def loss_and_grad(X, y, coef, intercept=0.0, *, sample_weight=None, alpha=0.0,
     >>> loss, g, g0 = gs.loss_and_grad(X, y, np.zeros(2))
     >>> round(loss, 6), g.tolist(), g0
     (0.693147, [-0.125, -0.75], 0.0)
+
+    Three classes:
+
+    >>> loss, G, g0 = gs.loss_and_grad(X, [0, 2], np.zeros((3, 2)), classes=[0, 1, 2],
+    ...                                loss="multinomial")
+    >>> round(loss, 6), G.shape, g0.round(4).tolist()
+    (1.098612, (3, 2), [-0.1667, 0.3333, -0.1667])
     """
-    oracle = _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads)
-    P, single = _params(coef, intercept, oracle.n_features, "coef")
+    _check_loss(loss, classes)
+    oracle = _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads, loss, classes)
+    P, single = _public_params(oracle, coef, intercept, "coef")
     _check_runs(oracle, P.shape[0])
-    d = oracle.n_features
-    loss, G = first_pass(oracle, P)
-    if single:
-        return float(loss[0]), G[0, :d].copy(), float(G[0, d])
-    return loss, np.ascontiguousarray(G[:, :d]), G[:, d].copy()
+    losses, G = first_pass(oracle, P)
+    grad_coef, grad_intercept = _public_result(oracle, G, single)
+    return (float(losses[0]) if single else losses), grad_coef, grad_intercept
 
 
 def hessp(X, y, coef, intercept, vec_coef, vec_intercept=0.0, *, sample_weight=None,
-          alpha=0.0, backend="auto", n_threads=None):
+          alpha=0.0, backend="auto", n_threads=None, loss="logistic", classes=None):
     """The Hessian of the loss of ``loss_and_grad`` at (coef, intercept) times a vector, in one
     pass over X.
 
     Parameters
     ----------
-    X, y, coef, intercept, sample_weight, alpha, backend, n_threads
+    X, y, coef, intercept, sample_weight, alpha, backend, n_threads, loss, classes
         As for ``loss_and_grad`` (y is checked but not needed: the logistic Hessian does not
-        depend on the labels).
+        depend on the labels; loss="multinomial" takes the number of classes from it).
     vec_coef : array-like of shape (n_features,) or (K, n_features)
+        loss="multinomial": (C, n_features) or (K, C, n_features).
     vec_intercept : float or array-like of shape (K,), default 0.0
+        loss="multinomial": a float, (C,) or (K, C).
 
     Returns
     -------
-    hv_coef : ndarray of shape (n_features,) or (K, n_features)
-    hv_intercept : float or ndarray of shape (K,)
+    hv_coef : ndarray shaped as vec_coef (with K rows when coef has them)
+    hv_intercept : float or ndarray of shape (K,); (C,) or (K, C) for loss="multinomial"
 
     Examples
     --------
@@ -295,10 +344,10 @@ def hessp(X, y, coef, intercept, vec_coef, vec_intercept=0.0, *, sample_weight=N
     >>> res.success
     True
     """
-    oracle = _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads)
-    d = oracle.n_features
-    P, single = _params(coef, intercept, d, "coef")
-    V, _ = _params(vec_coef, vec_intercept, d, "vec_coef")
+    _check_loss(loss, classes)
+    oracle = _one_pass_oracle(X, y, sample_weight, alpha, backend, n_threads, loss, classes)
+    P, single = _public_params(oracle, coef, intercept, "coef")
+    V, single_vec = _public_params(oracle, vec_coef, vec_intercept, "vec_coef")
     if V.shape[0] != P.shape[0]:
         if V.shape[0] == 1:
             V = np.repeat(V, P.shape[0], axis=0)
@@ -310,9 +359,7 @@ def hessp(X, y, coef, intercept, vec_coef, vec_intercept=0.0, *, sample_weight=N
     HV = oracle.hessp(P, V, np.ones(P.shape[0], np.uint8))
     if not np.isfinite(HV).all():
         oracle.check_finite()  # a NaN or inf in X: name it
-    if single and np.ndim(vec_coef) == 1:
-        return HV[0, :d].copy(), float(HV[0, d])
-    return np.ascontiguousarray(HV[:, :d]), HV[:, d].copy()
+    return _public_result(oracle, HV, single and single_vec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -604,11 +651,7 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
     """
     started = time.perf_counter()
     # ---- validation: everything before any work -------------------------------------------
-    if loss not in ("logistic", "multinomial"):
-        raise ValueError(f"loss must be 'logistic' or 'multinomial', got {loss!r}")
-    if classes is not None and loss != "multinomial":
-        raise ValueError("classes is for loss='multinomial'; binary fits take the two classes "
-                         "of y")
+    _check_loss(loss, classes)
     tol = -np.inf if tol is None else v.check_nonneg_float(tol, "tol")
     max_iter = v.check_positive_int(max_iter, "max_iter")
     batch = v.check_positive_int(batch_size, "batch_size", allow_none=True) or 0

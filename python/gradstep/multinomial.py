@@ -113,6 +113,29 @@ class MultinomialOracle(InMemoryOracle):
         return np.concatenate([W, b[:, :, None]], axis=2).reshape(n_runs, -1)
 
 
+def public_params(coef: Any, intercept: Any, n_classes: int, n_features: int,
+                  name: str) -> tuple[np.ndarray, bool]:
+    """(P (K, C (d + 1)), single) from the public functions' coef, (C, d) or (K, C, d), and
+    intercept, a scalar (every class), (C,) or (K, C): strict shapes, unlike ``pack`` (which
+    takes flattened rows from the driver's own callers)."""
+    C, d = n_classes, n_features
+    W = np.asarray(coef)
+    if W.ndim not in (2, 3) or W.shape[-2:] != (C, d):
+        raise ValueError(f"{name} must have shape ({C}, {d}) or (K, {C}, {d}) for "
+                         f"loss='multinomial' ({C} classes, {d} features), got {W.shape}")
+    single = W.ndim == 2
+    n_runs = 1 if single else W.shape[0]
+    W = v.check_params(W.reshape(n_runs, C * d), name, n_runs, C * d).reshape(n_runs, C, d)
+    iname = name.replace("coef", "intercept")
+    b = np.asarray(intercept)
+    if b.ndim == 0 or b.shape in ((C,), (n_runs, C)):
+        b = v.check_params(np.broadcast_to(b, (n_runs, C)), iname, n_runs, C)
+    else:
+        raise ValueError(f"{iname} must be a scalar or have shape ({C},) or ({n_runs}, {C}), "
+                         f"got {b.shape}")
+    return np.concatenate([W, b[:, :, None]], axis=2).reshape(n_runs, -1), single
+
+
 def multinomial_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backend: str,
                        n_threads: Any, fit_intercept: bool, finite: bool = True,
                        classes: Any = None) -> tuple[MultinomialOracle, np.ndarray]:
