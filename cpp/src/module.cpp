@@ -425,6 +425,24 @@ void require_targets(const carray<double>* Y, const carray<double>& SW, ssize_t 
               std::to_string(K) + "}, got " + shape_of(SW));
 }
 
+// alpha (K,), active (K,), rows (1-D, each in [0, n)) and denominator ((0,) or (K,)).
+void require_run_arrays(const carray<double>& alpha, const carray<std::uint8_t>& active,
+                        const carray<std::int64_t>& rows, const carray<double>& denominator,
+                        ssize_t K, ssize_t n) {
+  require_shape(alpha, "alpha", {K});
+  require_shape(active, "active", {K});
+  require(rows.ndim() == 1, "rows must be 1-D, got shape " + shape_of(rows));
+  require(denominator.ndim() == 1 && (denominator.shape(0) == 0 || denominator.shape(0) == K),
+          "denominator must have shape (0,) or (" + std::to_string(K) + ",), got " +
+              shape_of(denominator));
+  const std::int64_t* rp = rows.data();
+  for (ssize_t j = 0; j < rows.shape(0); ++j) {
+    require(rp[j] >= 0 && rp[j] < n, "rows[" + std::to_string(j) + "] = " +
+                                         std::to_string(rp[j]) + " is out of range [0, " +
+                                         std::to_string(n) + ")");
+  }
+}
+
 ssize_t csr_runs(const carray<double>& P, ssize_t d, const char* name = "P") {
   require(P.ndim() == 2 && P.shape(1) == d + 1,
           std::string(name) + " must have shape (K, d + 1) = (K, " + std::to_string(d + 1) +
@@ -441,20 +459,10 @@ py::tuple csr_loss_grad(const py::array& data, const py::array& indices, const p
     using Matrix = std::decay_t<decltype(X)>;
     const ssize_t K = csr_runs(P, X.d), D = P.shape(1);
     require_targets(&Y, SW, X.n, K);
-    require_shape(alpha, "alpha", {K});
-    require_shape(active, "active", {K});
-    require(rows.ndim() == 1, "rows must be 1-D, got shape " + shape_of(rows));
-    require(denominator.ndim() == 1 && (denominator.shape(0) == 0 || denominator.shape(0) == K),
-            "denominator must have shape (0,) or (" + std::to_string(K) + ",), got " +
-                shape_of(denominator));
+    require_run_arrays(alpha, active, rows, denominator, K, X.n);
     require_threads(n_threads);
     const ssize_t n_rows = rows.shape(0);
     const std::int64_t* rp = rows.data();
-    for (ssize_t j = 0; j < n_rows; ++j) {
-      require(rp[j] >= 0 && rp[j] < X.n, "rows[" + std::to_string(j) + "] = " +
-                                             std::to_string(rp[j]) + " is out of range [0, " +
-                                             std::to_string(X.n) + ")");
-    }
     carray<double> loss(K);
     carray<double> G({K, D});
     double* lp = loss.mutable_data();
@@ -499,6 +507,112 @@ py::array csr_hessp(const py::array& data, const py::array& indices, const py::a
       gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
           X, nullptr, 1, sw, SW.shape(1), K);
       engine.hessp(pp, vp, alp, ap, n_threads, hp, check_rows);
+    }
+    return std::move(HV);
+  });
+}
+
+// The multinomial CSR kernels: the binary engine over each run's C classes as C consecutive
+// runs (sparse_kernel.hpp): P (K, C (d + 1)) is read as (K C, d + 1), the K runs' alpha, active
+// and denominator are repeated over their classes, and a run's loss is its classes' sum.
+struct SoftmaxRuns {
+  ssize_t K, C;
+  std::vector<double> alpha, denominator;
+  std::vector<std::uint8_t> active;
+
+  SoftmaxRuns(const carray<double>& P, ssize_t d, ssize_t n_classes, const char* name,
+              const carray<double>& alpha_k, const carray<std::uint8_t>& active_k)
+      : C(n_classes) {
+    require(C >= 2, "n_classes must be at least 2, got " + std::to_string(C));
+    require(P.ndim() == 2 && P.shape(1) == C * (d + 1),
+            std::string(name) + " must have shape (K, n_classes (d + 1)) = (K, " +
+                std::to_string(C * (d + 1)) + "), got " + shape_of(P));
+    K = P.shape(0);
+    require_shape(alpha_k, "alpha", {K});
+    require_shape(active_k, "active", {K});
+    for (ssize_t k = 0; k < K; ++k) {
+      alpha.insert(alpha.end(), static_cast<std::size_t>(C), alpha_k.data()[k]);
+      active.insert(active.end(), static_cast<std::size_t>(C), active_k.data()[k]);
+    }
+  }
+
+  // denominator_k: (0,) or (K,), checked by the caller
+  void repeat_denominator(const carray<double>& denominator_k) {
+    for (ssize_t k = 0; k < denominator_k.shape(0); ++k) {
+      denominator.insert(denominator.end(), static_cast<std::size_t>(C), denominator_k.data()[k]);
+    }
+  }
+};
+
+void require_labels(const carray<std::int64_t>& labels, ssize_t n, ssize_t C) {
+  require_shape(labels, "labels", {n});
+  const std::int64_t* lp = labels.data();
+  for (ssize_t i = 0; i < n; ++i) {
+    require(lp[i] >= 0 && lp[i] < C, "labels[" + std::to_string(i) + "] = " +
+                                         std::to_string(lp[i]) + " is out of range [0, " +
+                                         std::to_string(C) + ")");
+  }
+}
+
+py::tuple csr_softmax_loss_grad(const py::array& data, const py::array& indices,
+                                const py::array& indptr, ssize_t n_cols,
+                                const carray<std::int64_t>& labels, const carray<double>& SW,
+                                const carray<double>& P, const carray<double>& alpha,
+                                const carray<std::int64_t>& rows,
+                                const carray<std::uint8_t>& active, int n_threads,
+                                const carray<double>& denominator, ssize_t n_classes,
+                                bool check_rows) {
+  return with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
+    using Matrix = std::decay_t<decltype(X)>;
+    SoftmaxRuns runs(P, X.d, n_classes, "P", alpha, active);
+    const ssize_t K = runs.K, C = runs.C;
+    require_run_arrays(alpha, active, rows, denominator, K, X.n);
+    runs.repeat_denominator(denominator);
+    require_labels(labels, X.n, C);
+    require_targets(nullptr, SW, X.n, K);
+    require_threads(n_threads);
+    const ssize_t n_rows = rows.shape(0);
+    std::vector<double> class_loss(static_cast<std::size_t>(K * C));
+    carray<double> G({K, P.shape(1)});
+    {
+      py::gil_scoped_release release;
+      gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
+          X, nullptr, 1, SW.shape(1) ? SW.data() : nullptr, SW.shape(1), K * C, labels.data(),
+          C);
+      engine.loss_grad(P.data(), runs.alpha.data(), n_rows ? rows.data() : nullptr, n_rows,
+                       runs.active.data(), n_threads, class_loss.data(), G.mutable_data(),
+                       runs.denominator.empty() ? nullptr : runs.denominator.data(), check_rows);
+    }
+    carray<double> loss(K);
+    double* lp = loss.mutable_data();
+    for (ssize_t k = 0; k < K; ++k) {  // the first class holds the loss, the others a penalty
+      double sum = 0.0;
+      for (ssize_t c = 0; c < C; ++c) sum += class_loss[static_cast<std::size_t>(k * C + c)];
+      lp[k] = sum;
+    }
+    return py::make_tuple(loss, G);
+  });
+}
+
+py::array csr_softmax_hessp(const py::array& data, const py::array& indices,
+                            const py::array& indptr, ssize_t n_cols, const carray<double>& SW,
+                            const carray<double>& P, const carray<double>& V,
+                            const carray<double>& alpha, const carray<std::uint8_t>& active,
+                            int n_threads, ssize_t n_classes, bool check_rows) {
+  return with_csr(data, indices, indptr, n_cols, [&](const auto& X) -> py::array {
+    using Matrix = std::decay_t<decltype(X)>;
+    SoftmaxRuns runs(P, X.d, n_classes, "P", alpha, active);
+    const ssize_t K = runs.K, C = runs.C;
+    require_shape(V, "V", {K, P.shape(1)});
+    require_targets(nullptr, SW, X.n, K);
+    require_threads(n_threads);
+    carray<double> HV({K, P.shape(1)});
+    {
+      py::gil_scoped_release release;
+      gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
+          X, nullptr, 1, SW.shape(1) ? SW.data() : nullptr, SW.shape(1), K * C, nullptr, C);
+      engine.hessp(P.data(), V.data(), runs.alpha.data(), runs.active.data(), n_threads,
+                   HV.mutable_data(), check_rows);
     }
     return std::move(HV);
   });
@@ -554,6 +668,21 @@ void bind_csr(py::module_& m) {
         "Loss (K,) and gradient (K, d + 1) of the active runs at P for the CSR matrix (data, "
         "indices, indptr) with n_cols columns (see gradstep._backends.sparse_reference). "
         "check_rows: check each used row's column indices first (ValueError on a bad row).");
+  m.def("csr_softmax_loss_grad", &csr_softmax_loss_grad, py::arg("data"), py::arg("indices"),
+        py::arg("indptr"), py::arg("n_cols"), py::arg("labels").noconvert(),
+        py::arg("SW").noconvert(), py::arg("P").noconvert(), py::arg("alpha").noconvert(),
+        py::arg("rows").noconvert(), py::arg("active").noconvert(), py::arg("n_threads"),
+        py::arg("denominator").noconvert(), py::arg("n_classes"), py::arg("check_rows") = false,
+        "The multinomial loss (K,) and gradient (K, n_classes (d + 1)) of the active runs for "
+        "integer labels in [0, n_classes) (see gradstep._backends.softmax_reference), in one pass "
+        "over the CSR matrix's nonzeros; the other arguments as csr_loss_grad's.");
+  m.def("csr_softmax_hessp", &csr_softmax_hessp, py::arg("data"), py::arg("indices"),
+        py::arg("indptr"), py::arg("n_cols"), py::arg("SW").noconvert(),
+        py::arg("P").noconvert(), py::arg("V").noconvert(), py::arg("alpha").noconvert(),
+        py::arg("active").noconvert(), py::arg("n_threads"), py::arg("n_classes"),
+        py::arg("check_rows") = false,
+        "The multinomial Hessian-vector products (K, n_classes (d + 1)) of the active runs "
+        "(see gradstep._backends.softmax_reference), one pass; as csr_hessp otherwise.");
   m.def("csr_hessp", &csr_hessp, py::arg("data"), py::arg("indices"), py::arg("indptr"),
         py::arg("n_cols"), py::arg("SW").noconvert(), py::arg("P").noconvert(),
         py::arg("V").noconvert(), py::arg("alpha").noconvert(), py::arg("active").noconvert(),

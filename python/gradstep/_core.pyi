@@ -199,6 +199,44 @@ def csr_hessp(
     """HV (K, D) of the active runs for the CSR matrix (data, indices, indptr); as csr_loss_grad
     for the matrix and hessp_float64 for the rest."""
 
+def csr_softmax_loss_grad(
+    data: NDArray[np.float32] | NDArray[np.float64],
+    indices: NDArray[np.int32] | NDArray[np.int64],
+    indptr: NDArray[np.int32] | NDArray[np.int64],
+    n_cols: int,
+    labels: NDArray[np.int64],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    denominator: NDArray[np.float64],
+    n_classes: int,
+    check_rows: bool = False,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The multinomial loss (K,) and gradient (K, n_classes (d + 1)) of the active runs for
+    labels (n,) in [0, n_classes) (softmax_reference's contract), in one pass over the nonzeros
+    for every class of every run: the csr_loss_grad engine over each run's classes as
+    consecutive runs, with the softmax link. Arguments otherwise as csr_loss_grad's."""
+
+def csr_softmax_hessp(
+    data: NDArray[np.float32] | NDArray[np.float64],
+    indices: NDArray[np.int32] | NDArray[np.int64],
+    indptr: NDArray[np.int32] | NDArray[np.int64],
+    n_cols: int,
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    V: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    n_classes: int,
+    check_rows: bool = False,
+) -> NDArray[np.float64]:
+    """The multinomial HV (K, n_classes (d + 1)) of the active runs, one pass (as
+    csr_softmax_loss_grad)."""
+
 def csr_structure_error(
     indptr: NDArray[np.int32] | NDArray[np.int64],
     indices: NDArray[np.int32] | NDArray[np.int64],

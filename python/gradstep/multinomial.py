@@ -4,9 +4,10 @@ The mean softmax cross-entropy plus (alpha/2)||W||^2 over the C x d weights (nev
 intercepts). A run's parameter vector holds the C rows (w_c, b_c) one after the other, so every
 driver and rule works on it unchanged; ``split`` and ``pack`` convert to and from (coef (C, d),
 intercept (C,)). The kernels are ``_backends/softmax_reference.py`` (the specification) and
-``_backends/softmax_numba.py`` (used by the "numba" and "cpp" backends while the compiled core
-has no softmax kernel; ``oracle.backend`` says which ran). A CSR X gets ``CSRMultinomialOracle``:
-the NumPy kernels on SciPy's sparse products, never densified.
+``_backends/softmax_numba.py`` (used by the "numba" and "cpp" backends on dense X: the compiled
+core has no dense softmax kernel; ``oracle.backend`` says which ran). A CSR X gets
+``CSRMultinomialOracle``: the C++ CSR kernels (one pass) where the core is there, else the NumPy
+kernels on SciPy's sparse products; never densified.
 """
 
 from __future__ import annotations
@@ -174,17 +175,25 @@ def multinomial_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backen
 
 
 class CSRMultinomialOracle(MultinomialOracle):
-    """The multinomial loss of a checked CSR matrix: the NumPy softmax kernels, which are written
-    with ``X @ W.T`` and ``R.T @ X`` only, products SciPy answers for CSR without densifying
-    (the Numba softmax kernels index dense rows, so they are not used here). ``lipschitz``
-    (lr="auto") takes the binary bound from the CSR kernels of the backend asked for."""
+    """The multinomial loss of a checked CSR matrix. Where the backend's CSR kernels are the
+    C++ ones: ``_backends/softmax_cpp.py``, one pass over the nonzeros for every class of every
+    run ("cpp-softmax-csr"). Otherwise the NumPy softmax kernels, which are written with
+    ``X @ W.T`` and ``R.T @ X`` only, products SciPy answers for CSR without densifying (two
+    passes; the Numba softmax kernels index dense rows, so they are not used here;
+    "numpy-softmax-csr"). ``lipschitz`` (lr="auto") takes the binary bound from the CSR kernels
+    of the backend asked for."""
 
     def __init__(self, X, labels, SW, alpha, n_classes, backend, n_threads, fit_intercept=True):
         from .sparse import kernels
 
         super().__init__(X, labels, SW, alpha, n_classes, "numpy", n_threads, fit_intercept)
-        self.backend = "numpy-softmax-csr"
         self._csr_kernels = kernels(backend)
+        if self._csr_kernels[0] == "cpp-csr":
+            from ._backends import softmax_cpp
+
+            self.backend, self.module = "cpp-softmax-csr", softmax_cpp
+        else:
+            self.backend = "numpy-softmax-csr"
 
     def check_finite(self) -> None:
         from .sparse import check_csr

@@ -33,6 +33,10 @@
 //   so that they read X once); the bindings check the sizes, and the partition checks each used
 //   row's range (it reads indptr anyway), so a row's nonzeros are always read inside the arrays.
 //   Only prefetches (which never fault) use a group's indices before its check.
+// - Multinomial (softmax) loss: a run's C classes are C consecutive columns of runs (the Engine's
+//   n_classes), so the walks are the binary ones with Ka = C x runs; only the link differs, taken
+//   over each run's C scores of a row at once (softmax_link.hpp), the loss summed into the run's
+//   first column. Same one pass over the nonzeros for all classes of all runs.
 #pragma once
 
 #include <algorithm>
@@ -47,6 +51,7 @@
 
 #include "block_kernel.hpp"
 #include "logistic.hpp"
+#include "softmax_link.hpp"
 #include "thread_pool.hpp"
 #include "vector_math.hpp"
 
@@ -94,6 +99,10 @@ struct Job {
   double* scratch;
   bool check_rows;
   std::ptrdiff_t* bad_row;
+  // multinomial: each run's C = classes consecutive columns share a link over the row's integer
+  // labels (Y is not read); the columns' run indices are run * C + class. classes == 1: binary.
+  const std::int64_t* labels;
+  std::ptrdiff_t classes;
 };
 
 // A block's sums are kept next to the values the same nonzero reads (see block()): per feature,
@@ -465,6 +474,73 @@ GRADSTEP_INLINE double weight(const Job<T, I>& job, std::ptrdiff_t i, std::ptrdi
   }
 }
 
+// The links of a group of four rows (nr real ones, padded rows' z = 0 never used), binary: each
+// run's four residuals s (sigmoid(z) - y) (hessp: s h(z) u) into res, its intercept sums into gb
+// and (gradient) its loss sums into gl, each in row order.
+template <bool Hess, bool PerRun, class T, class I>
+GRADSTEP_INLINE void binary_links(const Job<T, I>& job, const std::ptrdiff_t i[4],
+                                  std::ptrdiff_t nr, const double* z, double* u,
+                                  double* res, const double* b, const double* vb, double* gb,
+                                  double* gl) {
+  const std::ptrdiff_t Ka = job.Ka;
+  for (std::ptrdiff_t a = 0; a < Ka; ++a) {
+    const std::ptrdiff_t k = job.runs[a];
+    double zr[4], s[4], r[4];
+    for (std::ptrdiff_t q = 0; q < 4; ++q) {
+      zr[q] = z[q * Ka + a] + b[a];
+      s[q] = q < nr ? weight<PerRun>(job, i[q], k) : 0.0;
+    }
+    if constexpr (Hess) {
+      double h[4];
+      hess_rows(zr, h);
+      for (std::ptrdiff_t q = 0; q < 4; ++q) r[q] = s[q] * h[q] * (u[q * Ka + a] + vb[a]);
+    } else {
+      const std::ptrdiff_t yc = job.ky == 1 ? 0 : k;
+      double y[4], l[4], rr[4];
+      for (std::ptrdiff_t q = 0; q < 4; ++q) y[q] = q < nr ? job.Y[i[q] * job.ky + yc] : 0.0;
+      link_rows(zr, y, l, rr);
+      double loss = gl[a];
+      for (std::ptrdiff_t q = 0; q < nr; ++q) loss += s[q] * l[q];  // row order
+      gl[a] = loss;
+      for (std::ptrdiff_t q = 0; q < 4; ++q) r[q] = s[q] * rr[q];
+    }
+    double inter = gb[a];
+    for (std::ptrdiff_t q = 0; q < nr; ++q) {
+      res[q * Ka + a] = r[q];
+      inter += r[q];
+    }
+    gb[a] = inter;
+  }
+}
+
+// The same for the multinomial loss: each run's C consecutive columns (a0 .. a0 + C) take one
+// softmax link per row (softmax_link.hpp), the row's loss going to the run's first column.
+template <bool Hess, bool PerRun, class T, class I>
+GRADSTEP_INLINE void softmax_links(const Job<T, I>& job, const std::ptrdiff_t i[4],
+                                   std::ptrdiff_t nr, const double* z, double* u,
+                                   double* res, const double* b, const double* vb, double* gb,
+                                   double* gl) {
+  const std::ptrdiff_t Ka = job.Ka, C = job.classes;
+  for (std::ptrdiff_t a0 = 0; a0 < Ka; a0 += C) {
+    const std::ptrdiff_t run = job.runs[a0] / C;  // SW's column
+    for (std::ptrdiff_t q = 0; q < nr; ++q) {
+      const double s = weight<PerRun>(job, i[q], run);
+      double* t = res + q * Ka + a0;
+      const double* zq = z + q * Ka + a0;
+      for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = zq[c] + b[a0 + c];
+      if constexpr (Hess) {
+        double* uq = u + q * Ka + a0;  // the vector's scores: add its intercepts in place
+        for (std::ptrdiff_t c = 0; c < C; ++c) uq[c] += vb[a0 + c];
+        softmax::hess_row(t, uq, C, s);
+      } else {
+        gl[a0] += s * softmax::link_row(t, C, job.labels[i[q]]);  // row order
+        for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = s * t[c];
+      }
+      for (std::ptrdiff_t c = 0; c < C; ++c) gb[a0 + c] += t[c];
+    }
+  }
+}
+
 // The block: rows four at a time (dot products, link per run, scatters); the last group may be
 // short, its missing rows padded with z = 0 and never used. Its sums live in out interleaved with
 // the parameters: feature j's Ka parameters, (hessp) Ka vector values and Ka gradient sums are
@@ -541,40 +617,16 @@ GRADSTEP_INLINE void block(const Job<T, I>& job) {
         row_dots<lanes>(X.data + lo[q], X.indices + lo[q], len[q], wl, S, Ka, z + q * Ka);
       }
     }
-    for (std::ptrdiff_t a = 0; a < Ka; ++a) {
-      const std::ptrdiff_t k = job.runs[a];
-      double zr[4], s[4], r[4];
-      for (std::ptrdiff_t q = 0; q < 4; ++q) {
-        zr[q] = z[q * Ka + a] + b[a];
-        s[q] = q < nr ? weight<PerRun>(job, i[q], k) : 0.0;
-      }
-      if constexpr (Hess) {
-        double h[4];
-        hess_rows(zr, h);
-        for (std::ptrdiff_t q = 0; q < 4; ++q) r[q] = s[q] * h[q] * (u[q * Ka + a] + vb[a]);
-      } else {
-        const std::ptrdiff_t yc = job.ky == 1 ? 0 : k;
-        double y[4], l[4], rr[4];
-        for (std::ptrdiff_t q = 0; q < 4; ++q) y[q] = q < nr ? job.Y[i[q] * job.ky + yc] : 0.0;
-        link_rows(zr, y, l, rr);
-        double loss = gl[a];
-        for (std::ptrdiff_t q = 0; q < nr; ++q) loss += s[q] * l[q];  // row order
-        gl[a] = loss;
-        for (std::ptrdiff_t q = 0; q < 4; ++q) r[q] = s[q] * rr[q];
-      }
-      double inter = gb[a];
-      for (std::ptrdiff_t q = 0; q < nr; ++q) {
-        res[q * Ka + a] = r[q];
-        inter += r[q];
-      }
-      gb[a] = inter;
+    if (job.classes > 1) {
+      softmax_links<Hess, PerRun>(job, i, nr, z, u, res, b, vb, gb, gl);
+    } else {
+      binary_links<Hess, PerRun>(job, i, nr, z, u, res, b, vb, gb, gl);
     }
     for (std::ptrdiff_t q = 0; q < nr; ++q) {
       scatter<lanes>(X.data + lo[q], X.indices + lo[q], len[q], res + q * Ka, S, Ka, sums);
     }
   }
 }
-
 template <bool Hess, class T, class I>
 GRADSTEP_INLINE void block_any(const Job<T, I>& job) {
   if (job.ks > 1) {
@@ -660,9 +712,14 @@ std::vector<std::ptrdiff_t> partition(const Matrix<T, I>& X, const std::int64_t*
 template <class T, class I>
 class Engine {
  public:
+  // n_classes > 1: the multinomial loss over integer labels (Y unused), n_runs counting every
+  // run's classes (run r's class c is run r C + c: P's rows (K, C (d + 1)) read as (K C, d + 1));
+  // SW's columns (ks > 1) are the runs', the loss comes back in each run's first class.
   Engine(const Matrix<T, I>& X, const double* Y, std::ptrdiff_t ky, const double* SW,
-         std::ptrdiff_t ks, std::ptrdiff_t n_runs)
-      : X_(X), Y_(Y), ky_(ky), SW_(SW), ks_(ks), K_(n_runs) {}
+         std::ptrdiff_t ks, std::ptrdiff_t n_runs, const std::int64_t* labels = nullptr,
+         std::ptrdiff_t n_classes = 1)
+      : X_(X), Y_(Y), ky_(ky), SW_(SW), ks_(ks), K_(n_runs), labels_(labels),
+        classes_(n_classes) {}
 
   // As GradientEngine::compute (logistic.hpp): loss (K,), G (K, D) at P over rows[0 .. n_rows)
   // (rows == nullptr: all rows), active runs only, divided by each run's weight of the rows used
@@ -741,6 +798,11 @@ class Engine {
       for (std::ptrdiff_t c = 0; c < ks_; ++c) totals_[idx(c)] += sw[c];
     }
     if (ks_ == 1) std::fill(totals_.begin() + 1, totals_.end(), totals_[0]);
+    // multinomial: SW's column r is run r's, which each of its classes takes; downwards, so that
+    // totals_[k / C] (k / C < k) is read before it is overwritten
+    if (ks_ > 1 && classes_ > 1) {
+      for (std::ptrdiff_t k = K_ - 1; k > 0; --k) totals_[idx(k)] = totals_[idx(k / classes_)];
+    }
   }
 
   // runs_ = the active runs whose divisor is not 0, in run order; false when there is none.
@@ -800,7 +862,8 @@ class Engine {
       auto task = [&](std::ptrdiff_t t) {
         const Job<T, I> job{X_, Y_, ky_, SW_, ks_, PT, VT, runs_.data(), m, rows,
                             starts[idx(b0 + t)], starts[idx(b0 + t + 1)], target(t),
-                            scratch_.data() + t * 12 * m, check_rows, &bad_rows_[idx(t)]};
+                            scratch_.data() + t * 12 * m, check_rows, &bad_rows_[idx(t)],
+                            labels_, classes_};
         if (hess) {
           run_block<true>(job);
         } else {
@@ -853,6 +916,8 @@ class Engine {
   const double* SW_;
   std::ptrdiff_t ks_;
   std::ptrdiff_t K_;
+  const std::int64_t* labels_;
+  std::ptrdiff_t classes_;
   std::vector<std::ptrdiff_t> runs_;  // the active runs to compute, in run order
   std::vector<double> totals_;        // each run's divisor (K,)
   std::vector<double> PT_, VT_;       // (D, Ka), transposed, aligned inside

@@ -84,3 +84,4 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None, *, check_rows=False):
     return _core.csr_hessp(*_matrix(X), _f64(SW), P, _f64(V), _per_run(alpha, n_runs, "alpha"),
                            np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads),
                            bool(check_rows))
+
