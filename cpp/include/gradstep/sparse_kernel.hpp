@@ -17,9 +17,9 @@
 //   link therefore never depends on how many runs share the pass.
 // - Every dot product keeps four partial sums, nonzero number q of the row in sum q % 4, added as
 //   (s0 + s1) + (s2 + s3): one chain of dependent multiply-adds would bound a single run by the
-//   multiply-add latency. Runs are taken 8 (gradient) or 4 at a time in vectors and the rest one
-//   at a time; each run's arithmetic is the same in every path, so a run's bits do not depend on
-//   the other runs either.
+//   multiply-add latency. Runs are taken 8 (gradient) or 4 at a time in vectors and the 2 or 3
+//   left over together (one walk); each run's arithmetic is the same in every path, so a run's
+//   bits do not depend on the other runs either.
 // - Determinism across threads: rows are cut into blocks of about the same work (nonzeros + 1 per
 //   row, at least max(2^15, 32 D)); the cut depends on the matrix, the rows asked for and D only,
 //   never on the thread count. Each block sums into its own slot, and the slots' sums are added
@@ -197,6 +197,28 @@ GRADSTEP_INLINE void dot1_pair(const T* x, const I* c, std::ptrdiff_t nnz, const
   u = (t[0] + t[1]) + (t[2] + t[3]);
 }
 
+// dot1 for R (2 or 3) consecutive runs in one walk (the runs left over from the vectors): each
+// run keeps dot1's four partial sums, so it gets dot1's bits, without a walk of its own.
+template <std::size_t R, class T, class I>
+GRADSTEP_INLINE void dotr(const T* x, const I* c, std::ptrdiff_t nnz, const double* w,
+                          std::ptrdiff_t stride, double* z) {
+  double s[4][R] = {};
+  std::ptrdiff_t q = 0;
+  for (; q + 4 <= nnz; q += 4) {
+    for (std::ptrdiff_t l = 0; l < 4; ++l) {
+      const double xv = static_cast<double>(x[q + l]);
+      const double* p = w + col(c[q + l]) * stride;
+      for (std::size_t a = 0; a < R; ++a) s[l][a] += xv * p[a];
+    }
+  }
+  for (std::ptrdiff_t l = 0; q + l < nnz; ++l) {
+    const double xv = static_cast<double>(x[q + l]);
+    const double* p = w + col(c[q + l]) * stride;
+    for (std::size_t a = 0; a < R; ++a) s[l][a] += xv * p[a];
+  }
+  for (std::size_t a = 0; a < R; ++a) z[a] = (s[0][a] + s[1][a]) + (s[2][a] + s[3][a]);
+}
+
 #if defined(GRADSTEP_VECTOR_EXT)
 using simd::splat;
 using simd::v4d;
@@ -264,7 +286,7 @@ GRADSTEP_INLINE void dotv_pair(const T* x, const I* c, std::ptrdiff_t nnz, const
 #endif
 
 // z[a] = row . w[:, a] for the Ka runs, column c's values at w + c * stride (the block's
-// interleaved sums, below): 8, then 4 runs at a time in vectors, the rest one by one.
+// interleaved sums, below): 8, then 4 runs at a time in vectors, the rest (2 or 3) in one walk.
 template <std::ptrdiff_t stride_one_run, class T, class I>
 GRADSTEP_INLINE void row_dots(const T* x, const I* c, std::ptrdiff_t nnz, const double* w,
                               std::ptrdiff_t stride, std::ptrdiff_t Ka, double* z) {
@@ -277,7 +299,18 @@ GRADSTEP_INLINE void row_dots(const T* x, const I* c, std::ptrdiff_t nnz, const 
     z[0] = dot1(x, c, nnz, w, stride_one_run);
     return;
   }
-  for (; a < Ka; ++a) z[a] = dot1(x, c, nnz, w + a, stride);
+  switch (Ka - a) {  // the rest (< 4 where vectors are compiled) in one walk
+    case 0:
+      return;
+    case 2:
+      dotr<2>(x, c, nnz, w + a, stride, z + a);
+      return;
+    case 3:
+      dotr<3>(x, c, nnz, w + a, stride, z + a);
+      return;
+    default:
+      for (; a < Ka; ++a) z[a] = dot1(x, c, nnz, w + a, stride);
+  }
 }
 
 // row_dots of w into z and of v into u, in one walk per run group.
@@ -322,6 +355,22 @@ GRADSTEP_INLINE void scatter1(const T* x, const I* c, std::ptrdiff_t nnz, double
   for (; q < nnz; ++q) acc[col(c[q]) * stride] += r * static_cast<double>(x[q]);
 }
 
+// scatter1 for R (2 or 3) consecutive runs in one walk (the runs left over from the vectors): a
+// nonzero's R loads before its R stores; each sum gets scatter1's single multiply-add.
+template <std::size_t R, class T, class I>
+GRADSTEP_INLINE void scatterr(const T* x, const I* c, std::ptrdiff_t nnz, const double* r,
+                              std::ptrdiff_t stride, double* GRADSTEP_RESTRICT acc) {
+  double rr[R];
+  for (std::size_t a = 0; a < R; ++a) rr[a] = r[a];
+  for (std::ptrdiff_t q = 0; q < nnz; ++q) {
+    double* g = acc + col(c[q]) * stride;
+    const double xv = static_cast<double>(x[q]);
+    double v[R];
+    for (std::size_t a = 0; a < R; ++a) v[a] = g[a] + rr[a] * xv;
+    for (std::size_t a = 0; a < R; ++a) g[a] = v[a];
+  }
+}
+
 #if defined(GRADSTEP_VECTOR_EXT)
 // scatter1 for NV * 4 consecutive runs (acc points at the first one's column), one vector per
 // four runs: each sum gets scatter1's single multiply-add per nonzero, in the row's order.
@@ -358,7 +407,7 @@ GRADSTEP_INLINE void scatterv(const T* x, const I* c, std::ptrdiff_t nnz, const 
 #endif
 
 // acc[c * stride + a] += r[a] x for every nonzero (x, c) of the row and every run a: runs 16,
-// then 4 at a time in vectors, the rest one by one, each a walk over the row (in L1); every sum
+// then 4 at a time in vectors, the rest (2 or 3) together, each a walk over the row (in L1); every sum
 // gets the same single multiply-add per nonzero in any path. stride_one_run is the stride when
 // Ka == 1, as a constant.
 template <std::ptrdiff_t stride_one_run, class T, class I>
@@ -374,7 +423,18 @@ GRADSTEP_INLINE void scatter(const T* x, const I* c, std::ptrdiff_t nnz, const d
   for (; a + 16 <= Ka; a += 16) scatterv<4>(x, c, nnz, r + a, stride, acc + a);
   for (; a + 4 <= Ka; a += 4) scatterv<1>(x, c, nnz, r + a, stride, acc + a);
 #endif
-  for (; a < Ka; ++a) scatter1(x, c, nnz, r[a], stride, acc + a);
+  switch (Ka - a) {  // the rest (< 4 where vectors are compiled) in one walk
+    case 0:
+      return;
+    case 2:
+      scatterr<2>(x, c, nnz, r + a, stride, acc + a);
+      return;
+    case 3:
+      scatterr<3>(x, c, nnz, r + a, stride, acc + a);
+      return;
+    default:
+      for (; a < Ka; ++a) scatter1(x, c, nnz, r[a], stride, acc + a);
+  }
 }
 
 // The link of four rows of one run (padded rows have y = 0 and are not used): loss terms and
