@@ -407,8 +407,8 @@ GRADSTEP_INLINE void scatterv(const T* x, const I* c, std::ptrdiff_t nnz, const 
 #endif
 
 // acc[c * stride + a] += r[a] x for every nonzero (x, c) of the row and every run a: runs 16,
-// then 4 at a time in vectors, the rest (2 or 3) together, each a walk over the row (in L1); every sum
-// gets the same single multiply-add per nonzero in any path. stride_one_run is the stride when
+// then 4 at a time in vectors, the 2 or 3 left together, each a walk over the row (in L1); every
+// sum gets the same single multiply-add per nonzero in any path. stride_one_run is the stride when
 // Ka == 1, as a constant.
 template <std::ptrdiff_t stride_one_run, class T, class I>
 GRADSTEP_INLINE void scatter(const T* x, const I* c, std::ptrdiff_t nnz, const double* r,
