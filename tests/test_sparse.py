@@ -320,6 +320,15 @@ def test_bad_matrices_are_refused_before_any_work(small):
                 gs.hessp(bad, labels, coef, 0.0, coef, backend=backend)
             with pytest.raises(ValueError, match=message):
                 gs.fit(bad, labels, "lbfgs", max_iter=2, backend=backend)
+            # multinomial: the C++ softmax kernels check rows as well, others get the exact check
+            W = np.zeros((2, bad.shape[1]))
+            softmax = dict(loss="multinomial", classes=[0, 1], backend=backend)
+            with pytest.raises(ValueError, match=message):
+                gs.loss_and_grad(bad, labels, W, **softmax)
+            with pytest.raises(ValueError, match=message):
+                gs.hessp(bad, labels, W, 0.0, W, **softmax)
+            with pytest.raises(ValueError, match=message):
+                gs.fit(bad, labels, "lbfgs", max_iter=2, **softmax)
     # the first pass names the first bad entry when the check is left to it
     with pytest.raises(ValueError, match=r"NaN or infinity \(first at row \d+, column \d+"):
         gs.loss_and_grad(nan, y, np.zeros(d))

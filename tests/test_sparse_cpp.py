@@ -378,6 +378,17 @@ def test_one_pass_calls_have_no_structure_pass_of_their_own(monkeypatch):
     assert copy.structure_proven and len(calls) == 1
     gs.loss_and_grad(X, y, coef, 0.2, backend="numpy")  # kernels that do not check rows
     assert len(calls) == 2
+    # the multinomial loss likewise: its C++ kernels check rows, the NumPy ones get the check
+    W = np.full((3, 7), 0.1)
+    labels = np.arange(60) % 3
+    got = gs.loss_and_grad(X, labels, W, loss="multinomial", backend="cpp")
+    gs.hessp(X, labels, W, 0.0, W, loss="multinomial", backend="cpp")
+    res = gs.fit(X, labels, "lbfgs", loss="multinomial", max_iter=5, backend="cpp")
+    assert len(calls) == 2 and res.backend == "cpp-softmax-csr"
+    want = gs.loss_and_grad(X, labels, W, loss="multinomial", backend="numpy")
+    assert len(calls) == 3
+    _close(got[0], want[0], 1e-12)
+    _close(got[1], want[1], 1e-12)
 
 
 def test_structure_check_agrees_with_numpy():

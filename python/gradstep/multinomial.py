@@ -19,6 +19,7 @@ import numpy as np
 from . import _backends
 from . import _validate as v
 from .oracle import DenseOracle, InMemoryOracle, lanczos_top_eigenvalue
+from .sparse import ProvesStructure
 
 _NO_ROWS = np.empty(0, dtype=np.int64)
 
@@ -66,14 +67,20 @@ class MultinomialOracle(InMemoryOracle):
         rows = _NO_ROWS if rows is None else rows
         loss, G = self.module.loss_grad(self.X, self.labels, self.SW, P,
                                         self.alphas(P.shape[0]), rows, active, self.n_threads,
-                                        denominator, n_classes=self.n_classes)
+                                        denominator, n_classes=self.n_classes,
+                                        **self._kernel_options())
         return loss, self._no_intercept(G)
 
     def hessp(self, P, V, active):
         V = self._no_intercept(np.array(V, dtype=np.float64))
         HV = self.module.hessp(self.X, self.SW, P, V, self.alphas(P.shape[0]), active,
-                               self.n_threads, n_classes=self.n_classes)
+                               self.n_threads, n_classes=self.n_classes,
+                               **self._kernel_options())
         return self._no_intercept(HV)
+
+    def _kernel_options(self) -> dict:
+        """Extra keyword arguments of the kernel calls (the CSR oracle's check_rows)."""
+        return {}
 
     def lipschitz(self, n_runs: int, fit_intercept: bool) -> np.ndarray:
         """The softmax Hessian is X'SX (x) (diag(p) - p p') / sum s, and the second factor's
@@ -145,8 +152,10 @@ def multinomial_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backen
     from .sparse import check_csr, is_sparse
 
     sparse = is_sparse(X)
-    X = (check_csr(X, finite=finite, n_threads=v.check_n_threads(n_threads)) if sparse
-         else v.check_X(X, finite=finite))
+    # CSR: the index structure is proven by CSRMultinomialOracle (ProvesStructure): the C++
+    # kernels check the rows of the first pass, others get the exact check before it
+    X = (check_csr(X, finite=finite, structure=False, n_threads=v.check_n_threads(n_threads))
+         if sparse else v.check_X(X, finite=finite))
     labels = np.asarray(y)
     if labels.ndim != 1 or labels.shape[0] != X.shape[0]:
         raise ValueError(
@@ -174,7 +183,7 @@ def multinomial_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backen
     return oracle, classes
 
 
-class CSRMultinomialOracle(MultinomialOracle):
+class CSRMultinomialOracle(ProvesStructure, MultinomialOracle):
     """The multinomial loss of a checked CSR matrix. Where the backend's CSR kernels are the
     C++ ones: ``_backends/softmax_cpp.py``, one pass over the nonzeros for every class of every
     run ("cpp-softmax-csr"). Otherwise the NumPy softmax kernels, which are written with
@@ -194,6 +203,14 @@ class CSRMultinomialOracle(MultinomialOracle):
             self.backend, self.module = "cpp-softmax-csr", softmax_cpp
         else:
             self.backend = "numpy-softmax-csr"
+
+    def loss_grad(self, P, active, rows=None, denominator=None):
+        with self._proving_structure(rows):
+            return super().loss_grad(P, active, rows, denominator)
+
+    def hessp(self, P, V, active):
+        with self._proving_structure():
+            return super().hessp(P, V, active)
 
     def check_finite(self) -> None:
         from .sparse import check_csr

@@ -202,7 +202,52 @@ def _raise_structure_error(indptr: np.ndarray, indices: np.ndarray, d: int,
 # ---- the oracle -----------------------------------------------------------------------------
 
 
-class CSROracle(DenseOracle):
+class ProvesStructure:
+    """What the CSR oracles (CSROracle, multinomial.CSRMultinomialOracle) share about X's index
+    structure: whether it is proven, the kernel option that checks rows until it is, and the
+    named error when a kernel refuses a row. Needs X, module, n_features and n_threads."""
+
+    # Whether X's column indices are proven in range, sorted and unique (check_csr's structure
+    # check, or a full pass of kernels that check rows). Until then every pass asks the C++
+    # kernels to check each group of rows just before reading by it (~10 % of that pass, where
+    # check_csr's own pass over the indices is a second read of them: the public one-pass calls
+    # and a fit's first pass read X once); kernels that cannot get the exact check first. False
+    # unless set: an oracle made by from_validated (a copy with other alpha, say) proves it
+    # again rather than trust it.
+    structure_proven = False
+    X: Any
+    module: Any
+    n_features: int
+    n_threads: int
+
+    def _kernel_options(self) -> dict:
+        """check_rows=True while X's structure is not proven and the kernels can check rows
+        (CHECKS_ROWS); kernels that cannot get the exact check here, once."""
+        if self.structure_proven:
+            return {}
+        if getattr(self.module, "CHECKS_ROWS", False):
+            return {"check_rows": True}
+        _raise_structure_error(self.X.indptr, self.X.indices, self.n_features, self.n_threads)
+        self.structure_proven = True
+        return {}
+
+    @contextlib.contextmanager
+    def _proving_structure(self, rows: Any = None) -> Iterator[None]:
+        """Around a kernel call over ``rows`` (None or empty: all): a row the kernels refuse
+        gets the exact check's ValueError, which names the fault; a call over all rows that
+        returns proves the structure (a subset of the rows proves those rows only)."""
+        try:
+            yield
+        except ValueError:
+            if not self.structure_proven:
+                _raise_structure_error(self.X.indptr, self.X.indices, self.n_features,
+                                       self.n_threads)
+            raise
+        if rows is None or len(rows) == 0:
+            self.structure_proven = True
+
+
+class CSROracle(ProvesStructure, DenseOracle):
     """The logistic loss of a SciPy CSR matrix, answered by one-pass CSR kernels: a
     DenseOracle (see ``gradstep.oracle``) whose kernels module and finiteness test are the
     CSR ones.
@@ -233,15 +278,6 @@ class CSROracle(DenseOracle):
     ('numpy-csr', 0.693147, [[-0.3333, 0.0, -0.1667]])
     """
 
-    # Whether X's column indices are proven in range, sorted and unique (check_csr's structure
-    # check, or a full pass of kernels that check rows). Until then every pass asks the C++
-    # kernels to check each group of rows just before reading by it (~10 % of that pass, where
-    # check_csr's own pass over the indices is a second read of them: the public one-pass calls
-    # and a fit's first pass read X once); kernels that cannot get the exact check first. False
-    # unless set: an oracle made by from_validated (a copy with other alpha, say) proves it
-    # again rather than trust it.
-    structure_proven = False
-
     def __init__(self, X: Any, y: Any, sample_weight: Any = None, alpha: Any = 0.0,
                  backend: str = "auto", n_threads: int | None = None) -> None:
         threads = v.check_n_threads(n_threads)
@@ -254,39 +290,12 @@ class CSROracle(DenseOracle):
         self.structure_proven = True
 
     def loss_grad(self, P, active, rows=None, denominator=None):
-        with self._named_structure_error():
-            result = super().loss_grad(P, active, rows, denominator)
-        if rows is None or len(rows) == 0:  # a subset of the rows proves those rows only
-            self.structure_proven = True
-        return result
+        with self._proving_structure(rows):
+            return super().loss_grad(P, active, rows, denominator)
 
     def hessp(self, P, V, active):
-        with self._named_structure_error():
-            result = super().hessp(P, V, active)
-        self.structure_proven = True
-        return result
-
-    def _kernel_options(self) -> dict:
-        """check_rows=True while X's structure is not proven and the kernels can check rows
-        (CHECKS_ROWS); kernels that cannot get the exact check here, once."""
-        if self.structure_proven:
-            return {}
-        if getattr(self.module, "CHECKS_ROWS", False):
-            return {"check_rows": True}
-        _raise_structure_error(self.X.indptr, self.X.indices, self.n_features, self.n_threads)
-        self.structure_proven = True
-        return {}
-
-    @contextlib.contextmanager
-    def _named_structure_error(self) -> Iterator[None]:
-        """A row the kernels refuse gets the exact check's ValueError, which names the fault."""
-        try:
-            yield
-        except ValueError:
-            if not self.structure_proven:
-                _raise_structure_error(self.X.indptr, self.X.indices, self.n_features,
-                                       self.n_threads)
-            raise
+        with self._proving_structure():
+            return super().hessp(P, V, active)
 
     def __repr__(self) -> str:
         return (f"CSROracle({self.n_samples} x {self.n_features}, nnz={int(self.X.indptr[-1])}, "

@@ -16,7 +16,11 @@ import numpy as np
 from .. import _core
 from .sparse_cpp import _NO_DENOMINATOR, _f64, _matrix, _per_run, _threads
 
-__all__ = ["hessp", "loss_grad"]
+__all__ = ["CHECKS_ROWS", "hessp", "loss_grad"]
+
+# loss_grad and hessp take check_rows=True (sparse_cpp.CHECKS_ROWS): a matrix whose structure is
+# not proven is checked row by row just before the kernel reads by its indices
+CHECKS_ROWS = True
 
 
 def loss_grad(X, labels, SW, P, alpha, rows, active, n_threads=None, denominator=None, *,
