@@ -6,8 +6,8 @@ driver and rule works on it unchanged; ``split`` and ``pack`` convert to and fro
 intercept (C,)). The kernels are ``_backends/softmax_reference.py`` (the specification) and
 ``_backends/softmax_numba.py`` (used by the "numba" and "cpp" backends on dense X: the compiled
 core has no dense softmax kernel; ``oracle.backend`` says which ran). A CSR X gets
-``CSRMultinomialOracle``: the C++ CSR kernels (one pass) where the core is there, else the NumPy
-kernels on SciPy's sparse products; never densified.
+``CSRMultinomialOracle``: the C++ or Numba CSR kernels (one pass), or the NumPy kernels on SciPy's
+sparse products; never densified.
 """
 
 from __future__ import annotations
@@ -184,12 +184,12 @@ def multinomial_oracle(X: Any, y: Any, *, sample_weight: Any, alpha: Any, backen
 
 
 class CSRMultinomialOracle(ProvesStructure, MultinomialOracle):
-    """The multinomial loss of a checked CSR matrix. Where the backend's CSR kernels are the
-    C++ ones: ``_backends/softmax_cpp.py``, one pass over the nonzeros for every class of every
-    run ("cpp-softmax-csr"). Otherwise the NumPy softmax kernels, which are written with
-    ``X @ W.T`` and ``R.T @ X`` only, products SciPy answers for CSR without densifying (two
-    passes; the Numba softmax kernels index dense rows, so they are not used here;
-    "numpy-softmax-csr"). ``lipschitz`` (lr="auto") takes the binary bound from the CSR kernels
+    """The multinomial loss of a checked CSR matrix, with the backend's CSR kernels: C++
+    (``_backends/softmax_cpp.py``, "cpp-softmax-csr") or Numba
+    (``_backends/softmax_sparse_numba.py``, "numba-softmax-csr"), one pass over the nonzeros for
+    every class of every run; or the NumPy softmax kernels, the specification, written with
+    ``X @ W.T`` and ``R.T @ X`` only, products SciPy answers for CSR without densifying
+    ("numpy-softmax-csr"). ``lipschitz`` (lr="auto") takes the binary bound from the CSR kernels
     of the backend asked for."""
 
     def __init__(self, X, labels, SW, alpha, n_classes, backend, n_threads, fit_intercept=True):
@@ -201,6 +201,10 @@ class CSRMultinomialOracle(ProvesStructure, MultinomialOracle):
             from ._backends import softmax_cpp
 
             self.backend, self.module = "cpp-softmax-csr", softmax_cpp
+        elif self._csr_kernels[0] == "numba-csr":
+            from ._backends import softmax_sparse_numba
+
+            self.backend, self.module = "numba-softmax-csr", softmax_sparse_numba
         else:
             self.backend = "numpy-softmax-csr"
 

@@ -1,7 +1,8 @@
-"""The C++ multinomial kernels for CSR X (_backends/softmax_cpp.py) against the specification
-(softmax_reference.py on the same CSR): values, hessp, row subsets, denominators, per-run weights,
-inactive runs, dtypes, thread-count determinism, a run's bits alone and among others, accuracy of
-confident rows, and the bindings' refusals."""
+"""The compiled multinomial kernels for CSR X (C++: _backends/softmax_cpp.py; Numba:
+_backends/softmax_sparse_numba.py) against the specification (softmax_reference.py on the same
+CSR): values, hessp, row subsets, denominators, per-run weights, inactive runs, dtypes,
+thread-count determinism, a run's bits alone and among others, accuracy of confident rows, and
+the refusals of bad arguments."""
 
 from __future__ import annotations
 
@@ -12,15 +13,20 @@ import scipy.sparse as sp
 import gradstep as gs
 from gradstep._backends import softmax_reference
 
-pytestmark = pytest.mark.skipif(not gs.backends()["cpp"], reason="the compiled core is missing")
-
 NO_ROWS = np.empty(0, np.int64)
 
 
-def _kernels():
-    from gradstep._backends import softmax_cpp
+@pytest.fixture(params=["cpp", "numba"])
+def kernels(request):
+    if not gs.backends()[request.param]:
+        pytest.skip(f"{request.param} missing")
+    if request.param == "cpp":
+        from gradstep._backends import softmax_cpp
 
-    return softmax_cpp
+        return softmax_cpp
+    from gradstep._backends import softmax_sparse_numba
+
+    return softmax_sparse_numba
 
 
 def _csr(n, d, density, seed, data_dtype=np.float64, index_dtype=np.int32):
@@ -34,8 +40,7 @@ def _csr(n, d, density, seed, data_dtype=np.float64, index_dtype=np.int32):
 @pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
 @pytest.mark.parametrize("weights", [0, 1, 3])
-def test_kernels_agree_with_the_specification(data_dtype, index_dtype, weights):
-    cpp = _kernels()
+def test_kernels_agree_with_the_specification(kernels, data_dtype, index_dtype, weights):
     rng = np.random.default_rng(int(weights) + 10 * (data_dtype is np.float32))
     n, d, C, K = 2000, 60, 4, 3
     X = _csr(n, d, 0.1, 5, data_dtype, index_dtype)
@@ -48,19 +53,18 @@ def test_kernels_agree_with_the_specification(data_dtype, index_dtype, weights):
     for rows, den in ((NO_ROWS, None), (subset, None), (subset, np.array([50.0, 1.0, 7.0]))):
         want = softmax_reference.loss_grad(X, labels, SW, P, alpha, rows, active, 1, den,
                                            n_classes=C)
-        got = cpp.loss_grad(X, labels, SW, P, alpha, rows, active, 2, den, n_classes=C)
+        got = kernels.loss_grad(X, labels, SW, P, alpha, rows, active, 2, den, n_classes=C)
         np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-14)
         assert not got[1][1].any() and got[0][1] == 0.0  # the inactive run
     V = rng.standard_normal(P.shape)
-    np.testing.assert_allclose(cpp.hessp(X, SW, P, V, alpha, active, 2, n_classes=C),
+    np.testing.assert_allclose(kernels.hessp(X, SW, P, V, alpha, active, 2, n_classes=C),
                                softmax_reference.hessp(X, SW, P, V, alpha, active, 1,
                                                        n_classes=C),
                                rtol=1e-10, atol=1e-14)
 
 
-def test_the_same_bits_for_any_thread_count_and_for_a_run_alone():
-    cpp = _kernels()
+def test_the_same_bits_for_any_thread_count_and_for_a_run_alone(kernels):
     rng = np.random.default_rng(1)
     n, d, C, K = 20000, 300, 3, 5  # several blocks (work ~ nnz), so threads split the pass
     X = _csr(n, d, 0.1, 2)
@@ -70,28 +74,27 @@ def test_the_same_bits_for_any_thread_count_and_for_a_run_alone():
     SW = rng.uniform(0.5, 1.5, (n, 1))
     alpha = np.full(K, 0.01)
     every = np.ones(K, np.uint8)
-    one = cpp.loss_grad(X, labels, SW, P, alpha, NO_ROWS, every, 1, n_classes=C)
-    two = cpp.loss_grad(X, labels, SW, P, alpha, NO_ROWS, every, 2, n_classes=C)
+    one = kernels.loss_grad(X, labels, SW, P, alpha, NO_ROWS, every, 1, n_classes=C)
+    two = kernels.loss_grad(X, labels, SW, P, alpha, NO_ROWS, every, 2, n_classes=C)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
-    np.testing.assert_array_equal(cpp.hessp(X, SW, P, V, alpha, every, 1, n_classes=C),
-                                  cpp.hessp(X, SW, P, V, alpha, every, 2, n_classes=C))
+    np.testing.assert_array_equal(kernels.hessp(X, SW, P, V, alpha, every, 1, n_classes=C),
+                                  kernels.hessp(X, SW, P, V, alpha, every, 2, n_classes=C))
     for k in (0, 3):  # run k alone gives its bits among the others
-        alone = cpp.loss_grad(X, labels, SW, P[k:k + 1], alpha[k:k + 1], NO_ROWS,
+        alone = kernels.loss_grad(X, labels, SW, P[k:k + 1], alpha[k:k + 1], NO_ROWS,
                               np.ones(1, np.uint8), 2, n_classes=C)
         assert alone[0][0] == one[0][k]
         np.testing.assert_array_equal(alone[1][0], one[1][k])
 
 
-def test_confident_rows_keep_their_relative_accuracy():
+def test_confident_rows_keep_their_relative_accuracy(kernels):
     # the row's loss is (C - 1) exp(-gap) for a label that leads by gap: measured from the pivot,
     # not as logsumexp(z) - z_y (which is 0 from a gap of ~37 on)
-    cpp = _kernels()
     C = 3
     for gap in (5.0, 40.0, 300.0):
         X = sp.csr_matrix(np.array([[1.0]]))
         P = np.array([[gap, 0.0, 0.0, 0.0, 0.0, 0.0]])  # class 0 scores gap, the others 0
-        loss, G = cpp.loss_grad(X, np.array([0]), np.ones((1, 0)), P, np.zeros(1), NO_ROWS,
+        loss, G = kernels.loss_grad(X, np.array([0]), np.ones((1, 0)), P, np.zeros(1), NO_ROWS,
                                 np.ones(1, np.uint8), 1, n_classes=C)
         expect = np.log1p((C - 1) * np.exp(-gap))
         assert loss[0] == pytest.approx(expect, rel=1e-14)
@@ -100,39 +103,42 @@ def test_confident_rows_keep_their_relative_accuracy():
                                         rel=1e-14)
 
 
-def test_nonfinite_data_shows_in_the_result_and_bad_arguments_are_refused():
-    cpp = _kernels()
+def test_nonfinite_data_shows_in_the_result_and_bad_arguments_are_refused(kernels):
     X = _csr(50, 6, 0.5, 3)
     labels = np.arange(50, dtype=np.int64) % 3
     P = np.zeros((1, 3 * 7))
     args = (np.ones((50, 0)), P, np.zeros(1), NO_ROWS, np.ones(1, np.uint8), 1)
     bad = X.copy()
     bad.data[4] = np.nan
-    loss, G = cpp.loss_grad(bad, labels, *args, n_classes=3)
+    loss, G = kernels.loss_grad(bad, labels, *args, n_classes=3)
     assert not (np.isfinite(loss).all() and np.isfinite(G).all())
     with pytest.raises(ValueError, match=r"labels\[2\] = 5 is out of range \[0, 3\)"):
-        cpp.loss_grad(X, np.array([0, 1, 5] + [0] * 47), *args, n_classes=3)
+        kernels.loss_grad(X, np.array([0, 1, 5] + [0] * 47), *args, n_classes=3)
     with pytest.raises(ValueError, match=r"P must have shape \(K, n_classes \(d \+ 1\)\)"):
-        cpp.loss_grad(X, labels, np.ones((50, 0)), np.zeros((1, 20)), np.zeros(1), NO_ROWS,
+        kernels.loss_grad(X, labels, np.ones((50, 0)), np.zeros((1, 20)), np.zeros(1), NO_ROWS,
                       np.ones(1, np.uint8), 1, n_classes=3)
     with pytest.raises(ValueError, match="n_classes must be at least 2"):
-        cpp.loss_grad(X, labels, *args, n_classes=1)
+        kernels.loss_grad(X, labels, *args, n_classes=1)
     with pytest.raises(ValueError, match="labels must have shape"):
-        cpp.loss_grad(X, labels[:10], *args, n_classes=3)
+        kernels.loss_grad(X, labels[:10], *args, n_classes=3)
 
 
-def test_fit_and_public_functions_use_the_one_pass_kernels():
+@pytest.mark.parametrize("backend", ["cpp", "numba"])
+def test_fit_and_public_functions_use_the_one_pass_kernels(backend):
+    if not gs.backends()[backend]:
+        pytest.skip(f"{backend} missing")
     rng = np.random.default_rng(4)
     X = _csr(400, 30, 0.2, 6)
     y = rng.integers(0, 3, 400)
-    res = gs.fit(X, y, "lbfgs", loss="multinomial", alpha=0.01, tol=1e-10, max_iter=2000)
-    assert res.backend == "cpp-softmax-csr" and res.status == "converged"
+    res = gs.fit(X, y, "lbfgs", loss="multinomial", alpha=0.01, tol=1e-10, max_iter=2000,
+                 backend=backend)
+    assert res.backend == f"{backend}-softmax-csr" and res.status == "converged"
     ref = gs.fit(X, y, "lbfgs", loss="multinomial", alpha=0.01, tol=1e-10, max_iter=2000,
                  backend="numpy")
     assert ref.backend == "numpy-softmax-csr"
     np.testing.assert_allclose(res.coef, ref.coef, atol=1e-8)
     W, b = rng.standard_normal((3, 30)), rng.standard_normal(3)
-    got = gs.loss_and_grad(X, y, W, b, alpha=0.1, loss="multinomial", backend="cpp")
+    got = gs.loss_and_grad(X, y, W, b, alpha=0.1, loss="multinomial", backend=backend)
     want = gs.loss_and_grad(X.toarray(), y, W, b, alpha=0.1, loss="multinomial",
                             backend="numpy")
     for a, e in zip(got, want):
