@@ -59,12 +59,16 @@ def test_gradient_and_hessian_match_finite_differences(backend, weighted):
     np.testing.assert_allclose(HV, (gp - gm) / (2 * h), rtol=1e-6, atol=1e-8)
 
 
-def test_compiled_kernels_agree_with_the_specification():
-    if not gs.backends()["numba"]:
-        pytest.skip("numba missing")
-    from gradstep._backends import softmax_numba
+@pytest.mark.parametrize("backend", ["numba", "cpp"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_kernels_agree_with_the_specification(backend, dtype):
+    if not gs.backends()[backend]:
+        pytest.skip(f"{backend} missing")
+    from gradstep._backends import softmax_cpp, softmax_numba
 
+    kernels = softmax_numba if backend == "numba" else softmax_cpp
     X, y, W, b = _problem(n=3000, d=7, C=4)
+    X = X.astype(dtype)
     rng = np.random.default_rng(3)
     P = rng.standard_normal((3, 4 * 8)) * 0.3
     SW = rng.uniform(0, 2, (3000, 3))
@@ -73,20 +77,23 @@ def test_compiled_kernels_agree_with_the_specification():
     for r in (np.empty(0, np.int64), rows):
         args = (X, y.astype(np.int64), SW, P, alpha, r, np.array([1, 0, 1], np.uint8), 2, None)
         ref = softmax_reference.loss_grad(*args, n_classes=4)
-        got = softmax_numba.loss_grad(*args, n_classes=4)
+        got = kernels.loss_grad(*args, n_classes=4)
         for a, e in zip(got, ref):
             np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15)
     V = rng.standard_normal(P.shape)
     act = np.ones(3, np.uint8)
     np.testing.assert_allclose(
-        softmax_numba.hessp(X, SW, P, V, alpha, act, 2, n_classes=4),
+        kernels.hessp(X, SW, P, V, alpha, act, 2, n_classes=4),
         softmax_reference.hessp(X, SW, P, V, alpha, act, 2, n_classes=4), rtol=1e-12,
         atol=1e-15)
-    one = softmax_numba.loss_grad(X, y.astype(np.int64), SW, P, alpha, np.empty(0, np.int64),
-                                  act, 1, None, n_classes=4)
-    two = softmax_numba.loss_grad(X, y.astype(np.int64), SW, P, alpha, np.empty(0, np.int64),
-                                  act, 2, None, n_classes=4)
-    np.testing.assert_array_equal(one[1], two[1])  # the same bits for any thread count
+    one = kernels.loss_grad(X, y.astype(np.int64), SW, P, alpha, np.empty(0, np.int64), act, 1,
+                            None, n_classes=4)
+    two = kernels.loss_grad(X, y.astype(np.int64), SW, P, alpha, np.empty(0, np.int64), act, 2,
+                            None, n_classes=4)
+    np.testing.assert_array_equal(one[0], two[0])  # the same bits for any thread count
+    np.testing.assert_array_equal(one[1], two[1])
+    hv = [kernels.hessp(X, SW, P, V, alpha, act, t, n_classes=4) for t in (1, 2)]
+    np.testing.assert_array_equal(hv[0], hv[1])
 
 
 def test_two_classes_equal_the_binary_loss_up_to_the_parametrization():
@@ -272,3 +279,25 @@ def test_public_functions_name_bad_multinomial_input():
     bad[5, 2] = np.inf
     with pytest.raises(ValueError, match=r"X contains NaN or infinity \(first at row 5"):
         gs.loss_and_grad(bad, y, W, b, loss="multinomial")
+
+
+@pytest.mark.parametrize("backend", ["numba", "cpp"])
+def test_compiled_dense_kernels_keep_confident_rows_accurate(backend):
+    # nine rows (two groups of four and one row alone) whose label leads by gap: the loss is
+    # log1p((C - 1) exp(-gap)) and the label's residual minus the others' probability, to full
+    # relative accuracy (not logsumexp(z) - z_y and p_y - 1, which are 0 from a gap of ~37 on)
+    if not gs.backends()[backend]:
+        pytest.skip(f"{backend} missing")
+    from gradstep._backends import softmax_cpp, softmax_numba
+
+    kernels = softmax_numba if backend == "numba" else softmax_cpp
+    C = 3
+    for gap in (5.0, 40.0, 300.0):
+        X = np.ones((9, 1))
+        P = np.array([[gap, 0.0, 0.0, 0.0, 0.0, 0.0]])  # class 0 scores gap, the others 0
+        loss, G = kernels.loss_grad(X, np.zeros(9, np.int64), np.ones((9, 0)), P, np.zeros(1),
+                                    np.empty(0, np.int64), np.ones(1, np.uint8), 1, None,
+                                    n_classes=C)
+        other = (C - 1) * np.exp(-gap)
+        assert loss[0] == pytest.approx(np.log1p(other), rel=1e-14)
+        assert G[0, 0] == pytest.approx(-other / (1 + other), rel=1e-14)

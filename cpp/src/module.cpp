@@ -23,6 +23,7 @@
 #include "gradstep/lbfgs_rows.hpp"
 #include "gradstep/logistic.hpp"
 #include "gradstep/rules.hpp"
+#include "gradstep/softmax_kernel.hpp"
 #include "gradstep/sparse_kernel.hpp"
 #include "gradstep/thread_pool.hpp"
 #include "gradstep/two_loop.hpp"
@@ -36,6 +37,12 @@ template <class T>
 using carray = py::array_t<T, py::array::c_style>;
 
 void require(bool ok, const std::string& message) {
+  if (!ok) throw py::value_error(message);
+}
+// A literal message is not made into a std::string unless it is thrown: require is called per
+// element in some loops, where building the message each time cost more than the kernel
+// (1,797 labels: ~0.2 ms a call). Messages built from numbers go inside an if for the same reason.
+void require(bool ok, const char* message) {
   if (!ok) throw py::value_error(message);
 }
 
@@ -151,6 +158,50 @@ void require_threads(int n_threads) {
   require(n_threads >= 1, "n_threads must be >= 1, got " + std::to_string(n_threads));
 }
 
+// alpha (K,), active (K,), rows (1-D, each in [0, n)) and denominator ((0,) or (K,)).
+void require_run_arrays(const carray<double>& alpha, const carray<std::uint8_t>& active,
+                        const carray<std::int64_t>& rows, const carray<double>& denominator,
+                        ssize_t K, ssize_t n) {
+  require_shape(alpha, "alpha", {K});
+  require_shape(active, "active", {K});
+  require(rows.ndim() == 1, "rows must be 1-D, got shape " + shape_of(rows));
+  require(denominator.ndim() == 1 && (denominator.shape(0) == 0 || denominator.shape(0) == K),
+          "denominator must have shape (0,) or (" + std::to_string(K) + ",), got " +
+              shape_of(denominator));
+  const std::int64_t* rp = rows.data();
+  for (ssize_t j = 0; j < rows.shape(0); ++j) {
+    if (rp[j] < 0 || rp[j] >= n) {
+      require(false, "rows[" + std::to_string(j) + "] = " + std::to_string(rp[j]) +
+                         " is out of range [0, " + std::to_string(n) + ")");
+    }
+  }
+}
+
+// Y (n, 1 or K) and SW (n, 0, 1 or K) of a matrix with n rows (CSR and the multinomial kernels).
+void require_targets(const carray<double>* Y, const carray<double>& SW, ssize_t n, ssize_t K) {
+  if (Y != nullptr) {
+    require(Y->ndim() == 2 && Y->shape(0) == n && (Y->shape(1) == 1 || Y->shape(1) == K),
+            "Y must have shape (" + std::to_string(n) + ", 1) or (" + std::to_string(n) + ", " +
+                std::to_string(K) + "), got " + shape_of(*Y));
+  }
+  require(SW.ndim() == 2 && SW.shape(0) == n &&
+              (SW.shape(1) == 0 || SW.shape(1) == 1 || SW.shape(1) == K),
+          "SW must have shape (" + std::to_string(n) + ", Ks) with Ks in {0, 1, K = " +
+              std::to_string(K) + "}, got " + shape_of(SW));
+}
+
+// labels (n,) in [0, C): the multinomial kernels index the row's scores by them.
+void require_labels(const carray<std::int64_t>& labels, ssize_t n, ssize_t C) {
+  require_shape(labels, "labels", {n});
+  const std::int64_t* lp = labels.data();
+  for (ssize_t i = 0; i < n; ++i) {
+    if (lp[i] < 0 || lp[i] >= C) {
+      require(false, "labels[" + std::to_string(i) + "] = " + std::to_string(lp[i]) +
+                         " is out of range [0, " + std::to_string(C) + ")");
+    }
+  }
+}
+
 template <class T>
 py::tuple loss_grad(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
                     const carray<double>& P, const carray<double>& alpha,
@@ -158,20 +209,10 @@ py::tuple loss_grad(const carray<T>& X, const carray<double>& Y, const carray<do
                     int n_threads, const carray<double>& denominator) {
   const ssize_t K = runs_of(P, X), D = P.shape(1);
   const gradstep::Dataset<T> data = dataset(X, &Y, SW, K);
-  require_shape(alpha, "alpha", {K});
-  require_shape(active, "active", {K});
-  require(rows.ndim() == 1, "rows must be 1-D, got shape " + shape_of(rows));
-  require(denominator.ndim() == 1 && (denominator.shape(0) == 0 || denominator.shape(0) == K),
-          "denominator must have shape (0,) or (" + std::to_string(K) + ",), got " +
-              shape_of(denominator));
+  require_run_arrays(alpha, active, rows, denominator, K, data.n);
   require_threads(n_threads);
   const ssize_t n_rows = rows.shape(0);
   const std::int64_t* rp = rows.data();
-  for (ssize_t j = 0; j < n_rows; ++j) {
-    require(rp[j] >= 0 && rp[j] < data.n, "rows[" + std::to_string(j) + "] = " +
-                                              std::to_string(rp[j]) + " is out of range [0, " +
-                                              std::to_string(data.n) + ")");
-  }
   carray<double> loss(K);
   carray<double> G({K, D});
   double* lp = loss.mutable_data();
@@ -307,6 +348,68 @@ void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
   gradstep::run(data, K, spec, st, n_steps, n_threads);
 }
 
+// The multinomial kernels of a dense X (softmax_kernel.hpp): P (K, C (d + 1)), labels (n,) in
+// [0, C); the other arguments as loss_grad's and hessp's.
+ssize_t softmax_runs(const carray<double>& P, const py::array& X, ssize_t C, const char* name) {
+  require(C >= 2, "n_classes must be at least 2, got " + std::to_string(C));
+  require(X.ndim() == 2, "X must be 2-D, got shape " + shape_of(X));
+  require(P.ndim() == 2 && P.shape(1) == C * (X.shape(1) + 1),
+          std::string(name) + " must have shape (K, n_classes (d + 1)) = (K, " +
+              std::to_string(C * (X.shape(1) + 1)) + "), got " + shape_of(P));
+  return P.shape(0);
+}
+
+template <class T>
+py::tuple softmax_loss_grad(const carray<T>& X, const carray<std::int64_t>& labels,
+                            const carray<double>& SW, const carray<double>& P,
+                            const carray<double>& alpha, const carray<std::int64_t>& rows,
+                            const carray<std::uint8_t>& active, int n_threads,
+                            const carray<double>& denominator, ssize_t n_classes) {
+  const ssize_t K = softmax_runs(P, X, n_classes, "P");
+  const ssize_t n = X.shape(0), d = X.shape(1);
+  require_labels(labels, n, n_classes);
+  require_targets(nullptr, SW, n, K);
+  require_run_arrays(alpha, active, rows, denominator, K, n);
+  require_threads(n_threads);
+  const ssize_t n_rows = rows.shape(0);
+  carray<double> loss(K);
+  carray<double> G({K, P.shape(1)});
+  {
+    py::gil_scoped_release release;
+    gradstep::softmax::Engine<T> engine(X.data(), n, d, labels.data(),
+                                        SW.shape(1) ? SW.data() : nullptr, SW.shape(1), K,
+                                        n_classes);
+    engine.loss_grad(P.data(), alpha.data(), n_rows ? rows.data() : nullptr, n_rows,
+                     active.data(), n_threads, loss.mutable_data(), G.mutable_data(),
+                     denominator.shape(0) ? denominator.data() : nullptr);
+  }
+  return py::make_tuple(loss, G);
+}
+
+template <class T>
+carray<double> softmax_hessp(const carray<T>& X, const carray<double>& SW,
+                             const carray<double>& P, const carray<double>& V,
+                             const carray<double>& alpha, const carray<std::uint8_t>& active,
+                             int n_threads, ssize_t n_classes) {
+  const ssize_t K = softmax_runs(P, X, n_classes, "P");
+  const ssize_t n = X.shape(0), d = X.shape(1);
+  require_targets(nullptr, SW, n, K);
+  require_shape(V, "V", {K, P.shape(1)});
+  require_shape(alpha, "alpha", {K});
+  require_shape(active, "active", {K});
+  require_threads(n_threads);
+  carray<double> HV({K, P.shape(1)});
+  {
+    py::gil_scoped_release release;
+    gradstep::softmax::Engine<T> engine(X.data(), n, d, nullptr,
+                                        SW.shape(1) ? SW.data() : nullptr, SW.shape(1), K,
+                                        n_classes);
+    engine.hessp(P.data(), V.data(), alpha.data(), active.data(), n_threads,
+                 HV.mutable_data());
+  }
+  return HV;
+}
+
 template <class T>
 void bind_dtype(py::module_& m, const char* suffix) {
   const std::string dt = suffix;
@@ -323,6 +426,22 @@ void bind_dtype(py::module_& m, const char* suffix) {
         ("Hessian-vector products HV (K, d + 1) of the active runs' losses at P times V, X of "
          "dtype " +
          dt + " (see gradstep._backends.state for the contract).")
+            .c_str());
+  m.def(("softmax_loss_grad_" + dt).c_str(), &softmax_loss_grad<T>, py::arg("X").noconvert(),
+        py::arg("labels").noconvert(), py::arg("SW").noconvert(), py::arg("P").noconvert(),
+        py::arg("alpha").noconvert(), py::arg("rows").noconvert(), py::arg("active").noconvert(),
+        py::arg("n_threads"), py::arg("denominator").noconvert(), py::arg("n_classes"),
+        ("The multinomial loss (K,) and gradient (K, n_classes (d + 1)) of the active runs for "
+         "labels in [0, n_classes), X of dtype " +
+         dt + " (see gradstep._backends.softmax_reference for the contract).")
+            .c_str());
+  m.def(("softmax_hessp_" + dt).c_str(), &softmax_hessp<T>, py::arg("X").noconvert(),
+        py::arg("SW").noconvert(), py::arg("P").noconvert(), py::arg("V").noconvert(),
+        py::arg("alpha").noconvert(), py::arg("active").noconvert(), py::arg("n_threads"),
+        py::arg("n_classes"),
+        ("The multinomial Hessian-vector products (K, n_classes (d + 1)) of the active runs, X "
+         "of dtype " +
+         dt + " (see gradstep._backends.softmax_reference for the contract).")
             .c_str());
   m.def(("run_" + dt).c_str(), &run<T>, py::arg("X").noconvert(), py::arg("Y").noconvert(),
         py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"), py::arg("n_steps"),
@@ -412,36 +531,6 @@ auto with_csr(const py::array& data, const py::array& indices, const py::array& 
   return fn(csr_matrix(as_carray<float>(data), as_carray<std::int64_t>(indices), indptr, n_cols));
 }
 
-// Y (n, 1 or K) and SW (n, 0, 1 or K) of a CSR matrix with n rows.
-void require_targets(const carray<double>* Y, const carray<double>& SW, ssize_t n, ssize_t K) {
-  if (Y != nullptr) {
-    require(Y->ndim() == 2 && Y->shape(0) == n && (Y->shape(1) == 1 || Y->shape(1) == K),
-            "Y must have shape (" + std::to_string(n) + ", 1) or (" + std::to_string(n) + ", " +
-                std::to_string(K) + "), got " + shape_of(*Y));
-  }
-  require(SW.ndim() == 2 && SW.shape(0) == n &&
-              (SW.shape(1) == 0 || SW.shape(1) == 1 || SW.shape(1) == K),
-          "SW must have shape (" + std::to_string(n) + ", Ks) with Ks in {0, 1, K = " +
-              std::to_string(K) + "}, got " + shape_of(SW));
-}
-
-// alpha (K,), active (K,), rows (1-D, each in [0, n)) and denominator ((0,) or (K,)).
-void require_run_arrays(const carray<double>& alpha, const carray<std::uint8_t>& active,
-                        const carray<std::int64_t>& rows, const carray<double>& denominator,
-                        ssize_t K, ssize_t n) {
-  require_shape(alpha, "alpha", {K});
-  require_shape(active, "active", {K});
-  require(rows.ndim() == 1, "rows must be 1-D, got shape " + shape_of(rows));
-  require(denominator.ndim() == 1 && (denominator.shape(0) == 0 || denominator.shape(0) == K),
-          "denominator must have shape (0,) or (" + std::to_string(K) + ",), got " +
-              shape_of(denominator));
-  const std::int64_t* rp = rows.data();
-  for (ssize_t j = 0; j < rows.shape(0); ++j) {
-    require(rp[j] >= 0 && rp[j] < n, "rows[" + std::to_string(j) + "] = " +
-                                         std::to_string(rp[j]) + " is out of range [0, " +
-                                         std::to_string(n) + ")");
-  }
-}
 
 ssize_t csr_runs(const carray<double>& P, ssize_t d, const char* name = "P") {
   require(P.ndim() == 2 && P.shape(1) == d + 1,
@@ -543,16 +632,6 @@ struct SoftmaxRuns {
     }
   }
 };
-
-void require_labels(const carray<std::int64_t>& labels, ssize_t n, ssize_t C) {
-  require_shape(labels, "labels", {n});
-  const std::int64_t* lp = labels.data();
-  for (ssize_t i = 0; i < n; ++i) {
-    require(lp[i] >= 0 && lp[i] < C, "labels[" + std::to_string(i) + "] = " +
-                                         std::to_string(lp[i]) + " is out of range [0, " +
-                                         std::to_string(C) + ")");
-  }
-}
 
 py::tuple csr_softmax_loss_grad(const py::array& data, const py::array& indices,
                                 const py::array& indptr, ssize_t n_cols,

@@ -73,6 +73,64 @@ def hessp_float64(
 ) -> NDArray[np.float64]:
     """HV (K, D) of the active runs, X float64 (n, d); as hessp_float32."""
 
+def softmax_loss_grad_float32(
+    X: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    denominator: NDArray[np.float64],
+    n_classes: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The multinomial loss (K,) and gradient (K, n_classes (d + 1)) of the active runs for
+    labels (n,) in [0, n_classes), X (n, d) float32 (softmax_reference's contract;
+    cpp/include/gradstep/softmax_kernel.hpp): X read once, the same bits for any n_threads."""
+
+def softmax_hessp_float32(
+    X: NDArray[np.float32],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    V: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    n_classes: int,
+) -> NDArray[np.float64]:
+    """The multinomial Hessian-vector products (K, n_classes (d + 1)) of the active runs, X
+    float32."""
+
+def softmax_loss_grad_float64(
+    X: NDArray[np.float64],
+    labels: NDArray[np.int64],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    rows: NDArray[np.int64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    denominator: NDArray[np.float64],
+    n_classes: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The multinomial loss (K,) and gradient (K, n_classes (d + 1)) of the active runs for
+    labels (n,) in [0, n_classes), X (n, d) float64 (softmax_reference's contract;
+    cpp/include/gradstep/softmax_kernel.hpp): X read once, the same bits for any n_threads."""
+
+def softmax_hessp_float64(
+    X: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    P: NDArray[np.float64],
+    V: NDArray[np.float64],
+    alpha: NDArray[np.float64],
+    active: NDArray[np.uint8],
+    n_threads: int,
+    n_classes: int,
+) -> NDArray[np.float64]:
+    """The multinomial Hessian-vector products (K, n_classes (d + 1)) of the active runs, X
+    float64."""
+
 def run_float32(
     X: NDArray[np.float32],
     Y: NDArray[np.float64],

@@ -3,9 +3,9 @@
 The mean softmax cross-entropy plus (alpha/2)||W||^2 over the C x d weights (never the
 intercepts). A run's parameter vector holds the C rows (w_c, b_c) one after the other, so every
 driver and rule works on it unchanged; ``split`` and ``pack`` convert to and from (coef (C, d),
-intercept (C,)). The kernels are ``_backends/softmax_reference.py`` (the specification) and
-``_backends/softmax_numba.py`` (used by the "numba" and "cpp" backends on dense X: the compiled
-core has no dense softmax kernel; ``oracle.backend`` says which ran). A CSR X gets
+intercept (C,)). The kernels are ``_backends/softmax_reference.py`` (the specification),
+``_backends/softmax_cpp.py`` ("cpp", and "auto" where the compiled core is there) and
+``_backends/softmax_numba.py`` ("numba"); ``oracle.backend`` says which ran. A CSR X gets
 ``CSRMultinomialOracle``: the C++ or Numba CSR kernels (one pass), or the NumPy kernels on SciPy's
 sparse products; never densified.
 """
@@ -25,8 +25,13 @@ _NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 def _kernels(backend: str) -> tuple[str, Any]:
-    """(name, module) of the softmax kernels for a backend request."""
+    """(name, module) of the softmax kernels for a backend request: C++ for "cpp" (and "auto"
+    where the core is there), else Numba where it is installed, else NumPy."""
     name, _ = _backends.get(backend)
+    if name == "cpp":
+        from ._backends import softmax_cpp
+
+        return "cpp-softmax", softmax_cpp
     if name != "numpy" and _backends.available()["numba"]:
         from ._backends import softmax_numba
 

@@ -1,12 +1,11 @@
-"""C++ multinomial kernels for CSR X: softmax_reference.py's contract in one pass over the
-nonzeros, run by gradstep._core (sparse_kernel.hpp with softmax_link.hpp).
+"""C++ multinomial kernels: softmax_reference.py's contract, run by gradstep._core.
 
-The CSR engine of sparse_cpp.py with each run's C classes as C consecutive runs (P's rows
-(K, C (d + 1)) read as (K C, d + 1)): the C dot products of a row in one walk over its nonzeros,
-the softmax link of softmax_reference.softmax_link over the row's C scores, the C residuals
-scattered back in a second walk. Deterministic across n_threads as the binary kernels are.
-Dense X has no C++ softmax kernel (the Numba one, with two BLAS products per block of rows,
-serves "cpp" there).
+Dense X (float32/float64, C-contiguous): softmax_kernel.hpp, per run and four rows at a time the
+C classes' dot products two classes at a time, each row's softmax link (softmax_link.hpp), then
+the gradient sums of two classes per pass over the rows: X read once per gradient. CSR X:
+sparse_kernel.hpp's engine with each run's C classes as C consecutive runs (P's rows
+(K, C (d + 1)) read as (K C, d + 1)), one pass over the nonzeros. Both deterministic across
+n_threads (fixed blocks, slots added in block order).
 """
 
 from __future__ import annotations
@@ -23,27 +22,42 @@ __all__ = ["CHECKS_ROWS", "hessp", "loss_grad"]
 CHECKS_ROWS = True
 
 
+_DENSE = {np.dtype(np.float32): (_core.softmax_loss_grad_float32, _core.softmax_hessp_float32),
+          np.dtype(np.float64): (_core.softmax_loss_grad_float64, _core.softmax_hessp_float64)}
+
+
+def _dense(X, which: int):
+    """The dense kernel (0: loss_grad, 1: hessp) for X's dtype; X as the oracle checked it."""
+    if X.dtype not in _DENSE or not X.flags.c_contiguous:
+        raise ValueError(f"X must be a C-contiguous float32 or float64 array, got {X.dtype}")
+    return _DENSE[X.dtype][which]
+
+
 def loss_grad(X, labels, SW, P, alpha, rows, active, n_threads=None, denominator=None, *,
               n_classes, check_rows=False):
-    """Loss (K,) and gradient (K, C (d + 1)) of the active runs (softmax_reference.loss_grad)."""
+    """Loss (K,) and gradient (K, C (d + 1)) of the active runs (softmax_reference.loss_grad);
+    ``check_rows`` (CSR only): see sparse_cpp.CHECKS_ROWS."""
     P = _f64(P)
     n_runs = P.shape[0] if P.ndim == 2 else 0
     if denominator is None or np.size(denominator) == 0:
         den = _NO_DENOMINATOR
     else:
         den = _per_run(denominator, n_runs, "denominator")
-    return _core.csr_softmax_loss_grad(
-        *_matrix(X), np.ascontiguousarray(labels, dtype=np.int64), _f64(SW), P,
-        _per_run(alpha, n_runs, "alpha"), np.ascontiguousarray(rows, dtype=np.int64),
-        np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads), den, int(n_classes),
-        bool(check_rows))
+    args = (np.ascontiguousarray(labels, dtype=np.int64), _f64(SW), P,
+            _per_run(alpha, n_runs, "alpha"), np.ascontiguousarray(rows, dtype=np.int64),
+            np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads), den,
+            int(n_classes))
+    if hasattr(X, "indptr"):
+        return _core.csr_softmax_loss_grad(*_matrix(X), *args, bool(check_rows))
+    return _dense(X, 0)(X, *args)
 
 
 def hessp(X, SW, P, V, alpha, active, n_threads=None, *, n_classes, check_rows=False):
     """Hessian-vector products (K, C (d + 1)) of the active runs (softmax_reference.hessp)."""
     P = _f64(P)
     n_runs = P.shape[0] if P.ndim == 2 else 0
-    return _core.csr_softmax_hessp(*_matrix(X), _f64(SW), P, _f64(V),
-                                   _per_run(alpha, n_runs, "alpha"),
-                                   np.ascontiguousarray(active, dtype=np.uint8),
-                                   _threads(n_threads), int(n_classes), bool(check_rows))
+    args = (_f64(SW), P, _f64(V), _per_run(alpha, n_runs, "alpha"),
+            np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads), int(n_classes))
+    if hasattr(X, "indptr"):
+        return _core.csr_softmax_hessp(*_matrix(X), *args, bool(check_rows))
+    return _dense(X, 1)(X, *args)

@@ -1,0 +1,435 @@
+// The multinomial (softmax) loss, gradient and Hessian-vector product of K runs over a dense X
+// (n, d), float32 or float64: gradstep._backends.softmax_reference states the contract
+// (P (K, C (d + 1)): run k's class c has its weights at P[k, c D .. c D + d) and its intercept at
+// P[k, c D + d], D = d + 1).
+//
+// Per run, rows are taken four at a time: the C classes' dot products with the four rows two
+// classes at a time (simd::dot_rows, 8 independent chains in registers), then each row's softmax
+// link over its C scores (softmax_link.hpp: the reference's pivot and T, full relative accuracy
+// on confident rows), then the gradient sums of two classes at a time in one pass over the four
+// rows (simd::axpy4). Rows left over from the groups of four go one at a time (simd::dot1 and
+// axpy1). The gradient is then two small matrix products per block, Z = X_b W^T and
+// G += R^T X_b, with the link between them while the block is in cache: X is read once.
+//
+// Determinism across threads: rows are cut into blocks of kBlockRows positions (independent of
+// the thread count); each block sums into its own slot and the slots are added in block order.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "block_kernel.hpp"
+#include "softmax_link.hpp"
+#include "thread_pool.hpp"
+#include "vector_math.hpp"
+
+namespace gradstep {
+namespace softmax {
+
+constexpr std::ptrdiff_t kBlockRows = 256;      // rows per block (and per slot)
+constexpr double kMinParallelWork = 2.0e5;      // multiply-adds below which one thread does it
+
+// One block of rows for the m active runs runs[0 .. m): positions start .. start + count of rows
+// (rows of X when rows is nullptr) into out (slot_size doubles): per active run a and class c the
+// sums out[(a C + c) D + j] (j < d: weights, j = d: intercept), then the m loss sums. V: hessp's
+// vectors (then no loss sums are written).
+template <class T>
+struct Job {
+  const T* X;
+  std::ptrdiff_t d;
+  const std::int64_t* labels;
+  const double* SW;  // (n, ks); nullptr when ks == 0
+  std::ptrdiff_t ks;
+  const double* P;  // (K, C D)
+  const double* V;  // (K, C D) or nullptr
+  const std::ptrdiff_t* runs;
+  std::ptrdiff_t m, C;
+  const std::int64_t* rows;
+  std::ptrdiff_t start, count;
+  double* out;
+};
+
+inline std::ptrdiff_t slot_size(std::ptrdiff_t m, std::ptrdiff_t C, std::ptrdiff_t d) {
+  return m * C * (d + 1) + m;
+}
+
+namespace kernel {
+
+template <class T>
+GRADSTEP_INLINE double weight(const Job<T>& job, std::ptrdiff_t i, std::ptrdiff_t k) {
+  if (job.ks == 0) return 1.0;
+  return job.SW[i * job.ks + (job.ks == 1 ? 0 : k)];
+}
+
+// Z[c][r] = x_r . w_c + b_c for NR (4 or 1) rows and the C classes of one parameter row A.
+template <std::size_t NR, class T>
+GRADSTEP_INLINE void scores(const T* const x[NR], const double* A, std::ptrdiff_t C,
+                            std::ptrdiff_t d, double* Z) {
+  const std::ptrdiff_t D = d + 1;
+  std::ptrdiff_t c = 0;
+  for (; c + 2 <= C; c += 2) {
+    const double* const w[2] = {A + c * D, A + (c + 1) * D};
+    double z[2][NR];
+    simd::dot_rows<NR, 2>(x, w, d, z);
+    for (std::size_t r = 0; r < NR; ++r) {
+      Z[c * 4 + static_cast<std::ptrdiff_t>(r)] = z[0][r] + w[0][d];
+      Z[(c + 1) * 4 + static_cast<std::ptrdiff_t>(r)] = z[1][r] + w[1][d];
+    }
+  }
+  if (c < C) {
+    const double* const w[1] = {A + c * D};
+    double z[1][NR];
+    simd::dot_rows<NR, 1>(x, w, d, z);
+    for (std::size_t r = 0; r < NR; ++r) {
+      Z[c * 4 + static_cast<std::ptrdiff_t>(r)] = z[0][r] + w[0][d];
+    }
+  }
+}
+
+// G_c += sum_r R[c][r] (x_r, 1) for the C classes, NR (4 or 1) rows, two classes per pass.
+template <std::size_t NR, class T>
+GRADSTEP_INLINE void update(const T* const x[NR], const double* R, std::ptrdiff_t C,
+                            std::ptrdiff_t d, double* G) {
+  const std::ptrdiff_t D = d + 1;
+  for (std::ptrdiff_t c = 0; c < C; ++c) {  // the intercepts, in row order
+    double s = G[c * D + d];
+    for (std::size_t r = 0; r < NR; ++r) s += R[c * 4 + static_cast<std::ptrdiff_t>(r)];
+    G[c * D + d] = s;
+  }
+  if constexpr (NR == 1) {
+    for (std::ptrdiff_t c = 0; c < C; ++c) simd::axpy1(G + c * D, R[c * 4], x[0], d);
+  } else {
+    std::ptrdiff_t c = 0;
+    for (; c + 2 <= C; c += 2) {
+      double res[2][4];
+      for (std::size_t r = 0; r < 4; ++r) {
+        res[0][r] = R[c * 4 + static_cast<std::ptrdiff_t>(r)];
+        res[1][r] = R[(c + 1) * 4 + static_cast<std::ptrdiff_t>(r)];
+      }
+      simd::axpy4<2>(G + c * D, G + (c + 1) * D, res, x, d);
+    }
+    if (c < C) {
+      double res[1][4];
+      for (std::size_t r = 0; r < 4; ++r) res[0][r] = R[c * 4 + static_cast<std::ptrdiff_t>(r)];
+      simd::axpy4<1>(G + c * D, nullptr, res, x, d);
+    }
+  }
+}
+
+#if defined(GRADSTEP_VECTOR_EXT)
+GRADSTEP_INLINE simd::v4d load4(const double* p) {
+  simd::v4d v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+GRADSTEP_INLINE void store4(double* p, simd::v4d v) { std::memcpy(p, &v, sizeof v); }
+
+// softmax_from (softmax_link.hpp) for four rows at once, lane r of each class's vector Z[c]
+// (Z is (C, 4)) row r's score: the exps in vectors (simd::exp_nonpositive: every exponent is
+// <= 0, measured from a pivot that leads), the pivots' entries then set, as link_row and hess_row
+// do, row by row. Z becomes the probabilities; returns T (the other classes' sum) per row.
+GRADSTEP_INLINE simd::v4d softmax_from4(double* Z, std::ptrdiff_t C, const std::ptrdiff_t j[4]) {
+  const simd::v4d tj = {Z[j[0] * 4], Z[j[1] * 4 + 1], Z[j[2] * 4 + 2], Z[j[3] * 4 + 3]};
+  for (std::ptrdiff_t c = 0; c < C; ++c) {
+    store4(Z + c * 4, simd::exp_nonpositive(load4(Z + c * 4) - tj));
+  }
+  for (std::ptrdiff_t r = 0; r < 4; ++r) Z[j[r] * 4 + r] = 0.0;  // T sums the other classes
+  simd::v4d T = simd::splat(0.0);
+  for (std::ptrdiff_t c = 0; c < C; ++c) T += load4(Z + c * 4);  // class order
+  const simd::v4d S = 1.0 + T;
+  for (std::ptrdiff_t c = 0; c < C; ++c) store4(Z + c * 4, load4(Z + c * 4) / S);
+  for (std::ptrdiff_t r = 0; r < 4; ++r) Z[j[r] * 4 + r] = 1.0 / S[r];
+  return T;
+}
+
+// link_row for four rows (labels y, weights s): Z (C, 4) becomes s times the residuals; returns
+// the rows' weighted losses s (logsumexp(z) - z_y).
+GRADSTEP_INLINE simd::v4d link4_rows(double* Z, std::ptrdiff_t C, const std::int64_t y[4],
+                                     simd::v4d s) {
+  std::ptrdiff_t j[4], yc[4];
+  double gap[4];
+  for (std::ptrdiff_t r = 0; r < 4; ++r) {
+    std::ptrdiff_t lead = 0;
+    for (std::ptrdiff_t c = 1; c < C; ++c) {
+      if (Z[c * 4 + r] > Z[lead * 4 + r]) lead = c;
+    }
+    yc[r] = static_cast<std::ptrdiff_t>(y[r]);
+    j[r] = Z[yc[r] * 4 + r] >= Z[lead * 4 + r] ? yc[r] : lead;
+    gap[r] = Z[j[r] * 4 + r] - Z[yc[r] * 4 + r];
+  }
+  const simd::v4d T = softmax_from4(Z, C, j);
+  const simd::v4d S = 1.0 + T;
+  simd::v4d loss;
+  for (std::ptrdiff_t r = 0; r < 4; ++r) {
+    double& res = Z[yc[r] * 4 + r];
+    res = j[r] == yc[r] ? -T[r] / S[r] : res - 1.0;
+    loss[r] = gap[r] + std::log1p(T[r]);
+  }
+  for (std::ptrdiff_t c = 0; c < C; ++c) store4(Z + c * 4, s * load4(Z + c * 4));
+  return s * loss;
+}
+
+// hess_row for four rows: Z (C, 4) becomes s p_c (u_c - sum_c' p_c' u_c') with U (C, 4).
+GRADSTEP_INLINE void hess4_rows(double* Z, const double* U, std::ptrdiff_t C, simd::v4d s) {
+  std::ptrdiff_t j[4];
+  for (std::ptrdiff_t r = 0; r < 4; ++r) {
+    j[r] = 0;
+    for (std::ptrdiff_t c = 1; c < C; ++c) {
+      if (Z[c * 4 + r] > Z[j[r] * 4 + r]) j[r] = c;
+    }
+  }
+  softmax_from4(Z, C, j);
+  simd::v4d mean = simd::splat(0.0);
+  for (std::ptrdiff_t c = 0; c < C; ++c) mean += load4(Z + c * 4) * load4(U + c * 4);
+  for (std::ptrdiff_t c = 0; c < C; ++c) {
+    store4(Z + c * 4, s * load4(Z + c * 4) * (load4(U + c * 4) - mean));
+  }
+}
+#endif
+
+// NR (4 or 1) rows at positions p .. p + NR of the block, for every active run.
+template <bool Hess, std::size_t NR, class T>
+GRADSTEP_INLINE void rows_of(const Job<T>& job, std::ptrdiff_t p, double* Z, double* U,
+                             double* t) {
+  const std::ptrdiff_t d = job.d, D = d + 1, C = job.C, CD = C * D;
+  const T* x[NR];
+  std::ptrdiff_t i[NR];
+  for (std::size_t r = 0; r < NR; ++r) {
+    const std::ptrdiff_t pos = job.start + p + static_cast<std::ptrdiff_t>(r);
+    i[r] = job.rows ? static_cast<std::ptrdiff_t>(job.rows[pos]) : pos;
+    x[r] = job.X + i[r] * d;
+  }
+  for (std::ptrdiff_t a = 0; a < job.m; ++a) {
+    const std::ptrdiff_t k = job.runs[a];
+    double* G = job.out + a * CD;
+    scores<NR>(x, job.P + k * CD, C, d, Z);
+    if constexpr (Hess) scores<NR>(x, job.V + k * CD, C, d, U);
+#if defined(GRADSTEP_VECTOR_EXT)
+    if constexpr (NR == 4) {  // the four rows' links in vectors
+      const simd::v4d s = {weight(job, i[0], k), weight(job, i[1], k), weight(job, i[2], k),
+                           weight(job, i[3], k)};
+      if constexpr (Hess) {
+        hess4_rows(Z, U, C, s);
+      } else {
+        const std::int64_t y[4] = {job.labels[i[0]], job.labels[i[1]], job.labels[i[2]],
+                                   job.labels[i[3]]};
+        const simd::v4d l = link4_rows(Z, C, y, s);
+        double* loss = job.out + job.m * CD + a;
+        *loss = (((*loss + l[0]) + l[1]) + l[2]) + l[3];  // row order
+      }
+      update<NR>(x, Z, C, d, G);
+      continue;
+    }
+#endif
+    for (std::size_t r = 0; r < NR; ++r) {
+      const auto rr = static_cast<std::ptrdiff_t>(r);
+      const double s = weight(job, i[r], k);
+      for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = Z[c * 4 + rr];
+      if constexpr (Hess) {
+        double* u = t + C;
+        for (std::ptrdiff_t c = 0; c < C; ++c) u[c] = U[c * 4 + rr];
+        hess_row(t, u, C, s);
+      } else {
+        double* loss = job.out + job.m * CD + a;
+        *loss += s * link_row(t, C, job.labels[i[r]]);  // row order
+        for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = s * t[c];
+      }
+      for (std::ptrdiff_t c = 0; c < C; ++c) Z[c * 4 + rr] = t[c];  // the residuals
+    }
+    update<NR>(x, Z, C, d, G);
+  }
+}
+
+template <bool Hess, class T>
+GRADSTEP_INLINE void block(const Job<T>& job) {
+  std::fill(job.out, job.out + slot_size(job.m, job.C, job.d), 0.0);
+  std::vector<double> scratch(static_cast<std::size_t>(10 * job.C));
+  double* Z = scratch.data();        // (C, 4): scores, then residuals
+  double* U = Z + 4 * job.C;         // (C, 4): hessp's vector scores
+  double* t = U + 4 * job.C;         // (2 C): one row's scores (and vector scores)
+  std::ptrdiff_t p = 0;
+  for (; p + 4 <= job.count; p += 4) rows_of<Hess, 4>(job, p, Z, U, t);
+  for (; p < job.count; ++p) rows_of<Hess, 1>(job, p, Z, U, t);
+}
+
+}  // namespace kernel
+
+template <bool Hess, class T>
+GRADSTEP_NOINLINE void block_baseline(const Job<T>& job) {
+  kernel::block<Hess>(job);
+}
+
+#if defined(GRADSTEP_HAS_AVX2_KERNEL)
+template <bool Hess, class T>
+__attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void block_avx2(const Job<T>& job) {
+  kernel::block<Hess>(job);
+}
+#endif
+
+// The compiled block for the current kernel choice (the AVX-512 choice runs the AVX2 block: the
+// classes' pairs fill 256-bit vectors).
+template <bool Hess, class T>
+inline void run_block(const Job<T>& job) {
+#if defined(GRADSTEP_HAS_AVX2_KERNEL)
+  if (current_kernel() != Kernel::baseline) {
+    block_avx2<Hess>(job);
+    return;
+  }
+#endif
+  block_baseline<Hess>(job);
+}
+
+template <class T>
+class Engine {
+ public:
+  Engine(const T* X, std::ptrdiff_t n, std::ptrdiff_t d, const std::int64_t* labels,
+         const double* SW, std::ptrdiff_t ks, std::ptrdiff_t n_runs, std::ptrdiff_t n_classes)
+      : X_(X), n_(n), d_(d), labels_(labels), SW_(SW), ks_(ks), K_(n_runs), C_(n_classes) {}
+
+  // loss (K,), G (K, C D) at P over rows[0 .. n_rows) (rows == nullptr: all rows), active runs
+  // only, divided by each run's weight of the rows used or by denominator[k]; a run whose divisor
+  // is 0 comes back as zeros; (alpha/2) ||W||^2 and alpha W added (never the intercepts).
+  void loss_grad(const double* P, const double* alpha, const std::int64_t* rows,
+                 std::ptrdiff_t n_rows, const std::uint8_t* active, int n_threads, double* loss,
+                 double* G, const double* denominator) {
+    const std::ptrdiff_t CD = C_ * (d_ + 1);
+    std::fill(loss, loss + K_, 0.0);
+    std::fill(G, G + K_ * CD, 0.0);
+    const std::ptrdiff_t used = rows ? n_rows : n_;
+    if (used == 0) return;
+    if (denominator) {
+      totals_.assign(denominator, denominator + K_);
+    } else {
+      weight_totals(rows, used);
+    }
+    if (!select_runs(active)) return;
+    sweep(false, P, nullptr, rows, used, n_threads);
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    for (std::ptrdiff_t a = 0; a < m; ++a) {
+      const std::ptrdiff_t k = runs_[idx(a)];
+      const double total = totals_[idx(k)];
+      const double* sums = out_.data() + a * CD;
+      double* g = G + k * CD;
+      for (std::ptrdiff_t j = 0; j < CD; ++j) g[j] = sums[j] / total;
+      loss[k] = out_[idx(m * CD + a)] / total;
+      penalty(P + k * CD, alpha[k], &loss[k], g);
+    }
+  }
+
+  // HV (K, C D) of the active runs, over all rows (+ alpha V on the weights).
+  void hessp(const double* P, const double* V, const double* alpha, const std::uint8_t* active,
+             int n_threads, double* HV) {
+    const std::ptrdiff_t CD = C_ * (d_ + 1);
+    std::fill(HV, HV + K_ * CD, 0.0);
+    if (n_ == 0) return;
+    weight_totals(nullptr, n_);
+    if (!select_runs(active)) return;
+    sweep(true, P, V, nullptr, n_, n_threads);
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    for (std::ptrdiff_t a = 0; a < m; ++a) {
+      const std::ptrdiff_t k = runs_[idx(a)];
+      const double total = totals_[idx(k)];
+      const double* sums = out_.data() + a * CD;
+      double* h = HV + k * CD;
+      for (std::ptrdiff_t j = 0; j < CD; ++j) h[j] = sums[j] / total;
+      penalty(V + k * CD, alpha[k], nullptr, h);
+    }
+  }
+
+ private:
+  static std::size_t idx(std::ptrdiff_t i) { return static_cast<std::size_t>(i); }
+
+  // loss += (alpha/2) ||W||^2 (when loss is given) and g += alpha W over the classes' weights.
+  void penalty(const double* A, double alpha, double* loss, double* g) const {
+    if (alpha == 0.0) return;  // with alpha == 0 the penalty is not computed at all
+    const std::ptrdiff_t D = d_ + 1;
+    double sq = 0.0;
+    for (std::ptrdiff_t c = 0; c < C_; ++c) {
+      for (std::ptrdiff_t j = 0; j < d_; ++j) {
+        sq += A[c * D + j] * A[c * D + j];
+        g[c * D + j] += alpha * A[c * D + j];
+      }
+    }
+    if (loss) *loss += 0.5 * alpha * sq;
+  }
+
+  // totals_[k] = run k's weight of the rows used, each SW column in row order.
+  void weight_totals(const std::int64_t* rows, std::ptrdiff_t used) {
+    totals_.assign(idx(K_), 0.0);
+    if (ks_ == 0) {
+      std::fill(totals_.begin(), totals_.end(), static_cast<double>(used));
+      return;
+    }
+    for (std::ptrdiff_t p = 0; p < used; ++p) {
+      const double* sw = SW_ + (rows ? static_cast<std::ptrdiff_t>(rows[p]) : p) * ks_;
+      for (std::ptrdiff_t c = 0; c < ks_; ++c) totals_[idx(c)] += sw[c];
+    }
+    if (ks_ == 1) std::fill(totals_.begin() + 1, totals_.end(), totals_[0]);
+  }
+
+  bool select_runs(const std::uint8_t* active) {
+    runs_.clear();
+    for (std::ptrdiff_t k = 0; k < K_; ++k) {
+      if (active[k] && totals_[idx(k)] != 0.0) runs_.push_back(k);
+    }
+    return !runs_.empty();
+  }
+
+  // out_ = the sum of the blocks' slots, added in block order (waves of at most 2 blocks per
+  // thread, one slot each: any wave size gives the same bits).
+  void sweep(bool hess, const double* P, const double* V, const std::int64_t* rows,
+             std::ptrdiff_t used, int n_threads) {
+    const auto m = static_cast<std::ptrdiff_t>(runs_.size());
+    const std::ptrdiff_t slot = (slot_size(m, C_, d_) + detail::kLineDoubles - 1) /
+                                detail::kLineDoubles * detail::kLineDoubles;
+    const std::ptrdiff_t n_blocks = (used + kBlockRows - 1) / kBlockRows;
+    const double work = static_cast<double>(used) * static_cast<double>(m * C_ * (d_ + 1)) *
+                        (hess ? 4.0 : 2.0);
+    const int participants =
+        (n_blocks > 1 && work >= kMinParallelWork) ? std::max(1, n_threads) : 1;
+    const std::ptrdiff_t wave =
+        std::min<std::ptrdiff_t>(n_blocks, participants == 1 ? 1 : 2 * participants);
+    out_.assign(idx(slot), 0.0);
+    slots_.resize(idx(wave * slot + detail::kLineDoubles));
+    double* const slots = detail::align_to_line(slots_.data());
+    ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
+    for (std::ptrdiff_t b0 = 0; b0 < n_blocks; b0 += wave) {
+      const std::ptrdiff_t nw = std::min(wave, n_blocks - b0);
+      auto task = [&](std::ptrdiff_t t) {
+        const std::ptrdiff_t start = (b0 + t) * kBlockRows;
+        const Job<T> job{X_, d_, labels_, SW_, ks_, P, V, runs_.data(), m, C_, rows, start,
+                         std::min(kBlockRows, used - start), slots + t * slot};
+        if (hess) {
+          run_block<true>(job);
+        } else {
+          run_block<false>(job);
+        }
+      };
+      if (pool) {
+        pool->parallel_for(nw, participants, task);
+      } else {
+        for (std::ptrdiff_t t = 0; t < nw; ++t) task(t);
+      }
+      for (std::ptrdiff_t t = 0; t < nw; ++t) {  // block order: the same sums for any threads
+        const double* GRADSTEP_RESTRICT part = slots + t * slot;
+        double* GRADSTEP_RESTRICT acc = out_.data();
+        for (std::ptrdiff_t j = 0; j < slot; ++j) acc[j] += part[j];
+      }
+    }
+  }
+
+  const T* X_;
+  std::ptrdiff_t n_, d_;
+  const std::int64_t* labels_;
+  const double* SW_;
+  std::ptrdiff_t ks_, K_, C_;
+  std::vector<std::ptrdiff_t> runs_;
+  std::vector<double> totals_, out_, slots_;
+};
+
+}  // namespace softmax
+}  // namespace gradstep
