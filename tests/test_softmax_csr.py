@@ -88,14 +88,15 @@ def test_the_same_bits_for_any_thread_count_and_for_a_run_alone(kernels):
 
 
 def test_confident_rows_keep_their_relative_accuracy(kernels):
-    # the row's loss is (C - 1) exp(-gap) for a label that leads by gap: measured from the pivot,
+    # nine rows (two groups of four, whose links the C++ kernel takes in vectors, and one alone)
+    # whose label leads by gap: each row's loss is (C - 1) exp(-gap), measured from the pivot,
     # not as logsumexp(z) - z_y (which is 0 from a gap of ~37 on)
     C = 3
     for gap in (5.0, 40.0, 300.0):
-        X = sp.csr_matrix(np.array([[1.0]]))
+        X = sp.csr_matrix(np.ones((9, 1)))
         P = np.array([[gap, 0.0, 0.0, 0.0, 0.0, 0.0]])  # class 0 scores gap, the others 0
-        loss, G = kernels.loss_grad(X, np.array([0]), np.ones((1, 0)), P, np.zeros(1), NO_ROWS,
-                                np.ones(1, np.uint8), 1, n_classes=C)
+        loss, G = kernels.loss_grad(X, np.zeros(9, np.int64), np.ones((9, 0)), P, np.zeros(1),
+                                    NO_ROWS, np.ones(1, np.uint8), 1, n_classes=C)
         expect = np.log1p((C - 1) * np.exp(-gap))
         assert loss[0] == pytest.approx(expect, rel=1e-14)
         # the label's residual is minus the others' probability, not p_y - 1

@@ -8,6 +8,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+
+#include "simd.hpp"
+#include "vector_math.hpp"
 
 namespace gradstep {
 namespace softmax {
@@ -61,6 +65,80 @@ inline void hess_row(double* t, const double* u, std::ptrdiff_t C, double s) {
   for (std::ptrdiff_t c = 0; c < C; ++c) mean += t[c] * u[c];
   for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = s * t[c] * (u[c] - mean);
 }
+
+
+// The same links for four rows at once (lane r of each class's vector is row r's), with the
+// vector exp of the binary link (vector_math.hpp): the compiled kernels' groups of four rows.
+#if defined(GRADSTEP_VECTOR_EXT)
+GRADSTEP_INLINE simd::v4d load4(const double* p) {
+  simd::v4d v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+GRADSTEP_INLINE void store4(double* p, simd::v4d v) { std::memcpy(p, &v, sizeof v); }
+
+// softmax_from (softmax_link.hpp) for four rows at once, lane r of each class's vector Z[c]
+// (Z is (C, 4)) row r's score: the exps in vectors (simd::exp_nonpositive: every exponent is
+// <= 0, measured from a pivot that leads), the pivots' entries then set, as link_row and hess_row
+// do, row by row. Z becomes the probabilities; returns T (the other classes' sum) per row.
+GRADSTEP_INLINE simd::v4d softmax_from4(double* Z, std::ptrdiff_t C, const std::ptrdiff_t j[4]) {
+  const simd::v4d tj = {Z[j[0] * 4], Z[j[1] * 4 + 1], Z[j[2] * 4 + 2], Z[j[3] * 4 + 3]};
+  for (std::ptrdiff_t c = 0; c < C; ++c) {
+    store4(Z + c * 4, simd::exp_nonpositive(load4(Z + c * 4) - tj));
+  }
+  for (std::ptrdiff_t r = 0; r < 4; ++r) Z[j[r] * 4 + r] = 0.0;  // T sums the other classes
+  simd::v4d T = simd::splat(0.0);
+  for (std::ptrdiff_t c = 0; c < C; ++c) T += load4(Z + c * 4);  // class order
+  const simd::v4d S = 1.0 + T;
+  for (std::ptrdiff_t c = 0; c < C; ++c) store4(Z + c * 4, load4(Z + c * 4) / S);
+  for (std::ptrdiff_t r = 0; r < 4; ++r) Z[j[r] * 4 + r] = 1.0 / S[r];
+  return T;
+}
+
+// link_row for four rows (labels y, weights s): Z (C, 4) becomes s times the residuals; returns
+// the rows' weighted losses s (logsumexp(z) - z_y).
+GRADSTEP_INLINE simd::v4d link4_rows(double* Z, std::ptrdiff_t C, const std::int64_t y[4],
+                                     simd::v4d s) {
+  std::ptrdiff_t j[4], yc[4];
+  double gap[4];
+  for (std::ptrdiff_t r = 0; r < 4; ++r) {
+    std::ptrdiff_t lead = 0;
+    for (std::ptrdiff_t c = 1; c < C; ++c) {
+      if (Z[c * 4 + r] > Z[lead * 4 + r]) lead = c;
+    }
+    yc[r] = static_cast<std::ptrdiff_t>(y[r]);
+    j[r] = Z[yc[r] * 4 + r] >= Z[lead * 4 + r] ? yc[r] : lead;
+    gap[r] = Z[j[r] * 4 + r] - Z[yc[r] * 4 + r];
+  }
+  const simd::v4d T = softmax_from4(Z, C, j);
+  const simd::v4d S = 1.0 + T;
+  simd::v4d loss;
+  for (std::ptrdiff_t r = 0; r < 4; ++r) {
+    double& res = Z[yc[r] * 4 + r];
+    res = j[r] == yc[r] ? -T[r] / S[r] : res - 1.0;
+    loss[r] = gap[r] + std::log1p(T[r]);
+  }
+  for (std::ptrdiff_t c = 0; c < C; ++c) store4(Z + c * 4, s * load4(Z + c * 4));
+  return s * loss;
+}
+
+// hess_row for four rows: Z (C, 4) becomes s p_c (u_c - sum_c' p_c' u_c') with U (C, 4).
+GRADSTEP_INLINE void hess4_rows(double* Z, const double* U, std::ptrdiff_t C, simd::v4d s) {
+  std::ptrdiff_t j[4];
+  for (std::ptrdiff_t r = 0; r < 4; ++r) {
+    j[r] = 0;
+    for (std::ptrdiff_t c = 1; c < C; ++c) {
+      if (Z[c * 4 + r] > Z[j[r] * 4 + r]) j[r] = c;
+    }
+  }
+  softmax_from4(Z, C, j);
+  simd::v4d mean = simd::splat(0.0);
+  for (std::ptrdiff_t c = 0; c < C; ++c) mean += load4(Z + c * 4) * load4(U + c * 4);
+  for (std::ptrdiff_t c = 0; c < C; ++c) {
+    store4(Z + c * 4, s * load4(Z + c * 4) * (load4(U + c * 4) - mean));
+  }
+}
+#endif
 
 }  // namespace softmax
 }  // namespace gradstep

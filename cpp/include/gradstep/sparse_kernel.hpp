@@ -583,6 +583,27 @@ GRADSTEP_INLINE void softmax_links(const Job<T, I>& job, const std::ptrdiff_t i[
   const std::ptrdiff_t Ka = job.Ka, C = job.classes;
   for (std::ptrdiff_t a0 = 0; a0 < Ka; a0 += C) {
     const std::ptrdiff_t run = job.runs[a0] / C;  // SW's column
+#if defined(GRADSTEP_VECTOR_EXT)
+    if (!Hess && nr == 4) {  // the four rows' links in vectors: scores (C, 4) in u's place
+      double* Z = u;
+      for (std::ptrdiff_t q = 0; q < 4; ++q) {
+        for (std::ptrdiff_t c = 0; c < C; ++c) Z[c * 4 + q] = z[q * Ka + a0 + c] + b[a0 + c];
+      }
+      const simd::v4d s = {weight<PerRun>(job, i[0], run), weight<PerRun>(job, i[1], run),
+                           weight<PerRun>(job, i[2], run), weight<PerRun>(job, i[3], run)};
+      const std::int64_t y[4] = {job.labels[i[0]], job.labels[i[1]], job.labels[i[2]],
+                                 job.labels[i[3]]};
+      const simd::v4d l = softmax::link4_rows(Z, C, y, s);
+      gl[a0] = (((gl[a0] + l[0]) + l[1]) + l[2]) + l[3];  // row order
+      for (std::ptrdiff_t q = 0; q < 4; ++q) {
+        for (std::ptrdiff_t c = 0; c < C; ++c) {
+          res[q * Ka + a0 + c] = Z[c * 4 + q];
+          gb[a0 + c] += Z[c * 4 + q];
+        }
+      }
+      continue;
+    }
+#endif
     for (std::ptrdiff_t q = 0; q < nr; ++q) {
       const double s = weight<PerRun>(job, i[q], run);
       double* t = res + q * Ka + a0;
@@ -629,7 +650,8 @@ GRADSTEP_INLINE void block(const Job<T, I>& job) {
   double* const gl = gb + Ka;              // the loss sums (gradient only)
   std::fill(gb, gb + 2 * Ka, 0.0);
   double* const z = job.scratch;          // (4, Ka) dot products with PT
-  double* const u = z + 4 * Ka;           // (4, Ka) dot products with VT (hessp)
+  double* const u = z + 4 * Ka;           // (4, Ka) dot products with VT (hessp; the gradient's
+                                          // softmax links use it as scratch)
   double* const res = u + 4 * Ka;         // (4, Ka) residuals s (sigmoid - y), or hessp's
   const double* const b = job.PT + d * Ka;
   const double* const vb = Hess ? job.VT + d * Ka : nullptr;
