@@ -213,14 +213,6 @@ class CSRMultinomialOracle(ProvesStructure, MultinomialOracle):
         else:
             self.backend = "numpy-softmax-csr"
 
-    def loss_grad(self, P, active, rows=None, denominator=None):
-        with self._proving_structure(rows):
-            return super().loss_grad(P, active, rows, denominator)
-
-    def hessp(self, P, V, active):
-        with self._proving_structure():
-            return super().hessp(P, V, active)
-
     def check_finite(self) -> None:
         from .sparse import check_csr
 

@@ -205,7 +205,8 @@ def _raise_structure_error(indptr: np.ndarray, indices: np.ndarray, d: int,
 class ProvesStructure:
     """What the CSR oracles (CSROracle, multinomial.CSRMultinomialOracle) share about X's index
     structure: whether it is proven, the kernel option that checks rows until it is, and the
-    named error when a kernel refuses a row. Needs X, module, n_features and n_threads."""
+    named error when a kernel refuses a row. Needs X, module, n_features and n_threads, and
+    comes first among the bases: its loss_grad and hessp wrap the oracle's."""
 
     # Whether X's column indices are proven in range, sorted and unique (check_csr's structure
     # check, or a full pass of kernels that check rows). Until then every pass asks the C++
@@ -245,6 +246,15 @@ class ProvesStructure:
             raise
         if rows is None or len(rows) == 0:
             self.structure_proven = True
+
+    # the oracle's own loss_grad and hessp (next in the method order), inside _proving_structure
+    def loss_grad(self, P, active, rows=None, denominator=None):
+        with self._proving_structure(rows):
+            return super().loss_grad(P, active, rows, denominator)  # type: ignore[misc]
+
+    def hessp(self, P, V, active):
+        with self._proving_structure():
+            return super().hessp(P, V, active)  # type: ignore[misc]
 
 
 class CSROracle(ProvesStructure, DenseOracle):
@@ -288,14 +298,6 @@ class CSROracle(ProvesStructure, DenseOracle):
         name, module = kernels(backend)
         self._setup(X, Y, SW, alphas, name, module, threads)
         self.structure_proven = True
-
-    def loss_grad(self, P, active, rows=None, denominator=None):
-        with self._proving_structure(rows):
-            return super().loss_grad(P, active, rows, denominator)
-
-    def hessp(self, P, V, active):
-        with self._proving_structure():
-            return super().hessp(P, V, active)
 
     def __repr__(self) -> str:
         return (f"CSROracle({self.n_samples} x {self.n_features}, nnz={int(self.X.indptr[-1])}, "

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "block_kernel.hpp"
+#include "block_slots.hpp"
 #include "thread_pool.hpp"
 
 namespace gradstep {
@@ -82,21 +83,9 @@ inline std::ptrdiff_t runs_per_tile(std::ptrdiff_t D) {
 
 namespace detail {
 
-constexpr std::ptrdiff_t kLineDoubles = 8;  // a 64-byte cache line
-
 // Doubles per run in a block's slot: the gradient (D), then the loss, rounded up to whole cache
 // lines so that threads working on neighbouring run tiles never write the same line.
-inline std::ptrdiff_t run_stride(std::ptrdiff_t D) {
-  return (D + 1 + kLineDoubles - 1) / kLineDoubles * kLineDoubles;
-}
-
-inline double* align_to_line(double* p) {
-  const auto address = reinterpret_cast<std::uintptr_t>(p);
-  const std::uintptr_t line = kLineDoubles * sizeof(double);
-  return reinterpret_cast<double*>((address + line - 1) / line * line);
-}
-
-inline std::size_t to_size(std::ptrdiff_t n) { return static_cast<std::size_t>(n); }
+inline std::ptrdiff_t run_stride(std::ptrdiff_t D) { return whole_lines(D + 1); }
 
 // Scratch doubles that are not initialized (std::vector value-initializes): grown, never shrunk.
 class Scratch {

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "block_kernel.hpp"
+#include "block_slots.hpp"
 #include "softmax_link.hpp"
 #include "thread_pool.hpp"
 #include "vector_math.hpp"
@@ -231,12 +232,8 @@ class Engine {
     std::fill(G, G + K_ * CD, 0.0);
     const std::ptrdiff_t used = rows ? n_rows : n_;
     if (used == 0) return;
-    if (denominator) {
-      totals_.assign(denominator, denominator + K_);
-    } else {
-      weight_totals(rows, used);
-    }
-    if (!select_runs(active)) return;
+    detail::run_divisors(totals_, K_, denominator, SW_, ks_, rows, used);
+    if (!detail::select_runs(runs_, active, totals_, K_)) return;
     sweep(false, P, nullptr, rows, used, n_threads);
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
     for (std::ptrdiff_t a = 0; a < m; ++a) {
@@ -256,8 +253,8 @@ class Engine {
     const std::ptrdiff_t CD = C_ * (d_ + 1);
     std::fill(HV, HV + K_ * CD, 0.0);
     if (n_ == 0) return;
-    weight_totals(nullptr, n_);
-    if (!select_runs(active)) return;
+    detail::run_divisors(totals_, K_, nullptr, SW_, ks_, nullptr, n_);
+    if (!detail::select_runs(runs_, active, totals_, K_)) return;
     sweep(true, P, V, nullptr, n_, n_threads);
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
     for (std::ptrdiff_t a = 0; a < m; ++a) {
@@ -287,42 +284,18 @@ class Engine {
     if (loss) *loss += 0.5 * alpha * sq;
   }
 
-  // totals_[k] = run k's weight of the rows used, each SW column in row order.
-  void weight_totals(const std::int64_t* rows, std::ptrdiff_t used) {
-    totals_.assign(idx(K_), 0.0);
-    if (ks_ == 0) {
-      std::fill(totals_.begin(), totals_.end(), static_cast<double>(used));
-      return;
-    }
-    for (std::ptrdiff_t p = 0; p < used; ++p) {
-      const double* sw = SW_ + (rows ? static_cast<std::ptrdiff_t>(rows[p]) : p) * ks_;
-      for (std::ptrdiff_t c = 0; c < ks_; ++c) totals_[idx(c)] += sw[c];
-    }
-    if (ks_ == 1) std::fill(totals_.begin() + 1, totals_.end(), totals_[0]);
-  }
-
-  bool select_runs(const std::uint8_t* active) {
-    runs_.clear();
-    for (std::ptrdiff_t k = 0; k < K_; ++k) {
-      if (active[k] && totals_[idx(k)] != 0.0) runs_.push_back(k);
-    }
-    return !runs_.empty();
-  }
-
   // out_ = the sum of the blocks' slots, added in block order (waves of at most 2 blocks per
   // thread, one slot each: any wave size gives the same bits).
   void sweep(bool hess, const double* P, const double* V, const std::int64_t* rows,
              std::ptrdiff_t used, int n_threads) {
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
-    const std::ptrdiff_t slot = (slot_size(m, C_, d_) + detail::kLineDoubles - 1) /
-                                detail::kLineDoubles * detail::kLineDoubles;
+    const std::ptrdiff_t slot = detail::whole_lines(slot_size(m, C_, d_));
     const std::ptrdiff_t n_blocks = (used + kBlockRows - 1) / kBlockRows;
     const double work = static_cast<double>(used) * static_cast<double>(m * C_ * (d_ + 1)) *
                         (hess ? 4.0 : 2.0);
     const int participants =
         (n_blocks > 1 && work >= kMinParallelWork) ? std::max(1, n_threads) : 1;
-    const std::ptrdiff_t wave =
-        std::min<std::ptrdiff_t>(n_blocks, participants == 1 ? 1 : 2 * participants);
+    const std::ptrdiff_t wave = detail::wave_blocks(n_blocks, participants);
     out_.assign(idx(slot), 0.0);
     slots_.resize(idx(wave * slot + detail::kLineDoubles));
     double* const slots = detail::align_to_line(slots_.data());

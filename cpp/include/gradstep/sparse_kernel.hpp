@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "block_kernel.hpp"
+#include "block_slots.hpp"
 #include "logistic.hpp"
 #include "softmax_link.hpp"
 #include "thread_pool.hpp"
@@ -299,7 +300,10 @@ GRADSTEP_INLINE void row_dots(const T* x, const I* c, std::ptrdiff_t nnz, const 
     z[0] = dot1(x, c, nnz, w, stride_one_run);
     return;
   }
-  switch (Ka - a) {  // the rest (< 4 where vectors are compiled) in one walk
+  // The rest (< 4 where vectors are compiled) in one walk. A switch, not a helper taking lambdas:
+  // a lambda's body does not inherit the AVX2 kernel's target attribute (no FMA there), which
+  // changed the bits of these runs against a run alone (measured).
+  switch (Ka - a) {
     case 0:
       return;
     case 2:
@@ -423,7 +427,7 @@ GRADSTEP_INLINE void scatter(const T* x, const I* c, std::ptrdiff_t nnz, const d
   for (; a + 16 <= Ka; a += 16) scatterv<4>(x, c, nnz, r + a, stride, acc + a);
   for (; a + 4 <= Ka; a += 4) scatterv<1>(x, c, nnz, r + a, stride, acc + a);
 #endif
-  switch (Ka - a) {  // the rest (< 4 where vectors are compiled) in one walk
+  switch (Ka - a) {  // the rest in one walk, as row_dots's (a switch: see there)
     case 0:
       return;
     case 2:
@@ -816,12 +820,8 @@ class Engine {
     std::fill(G, G + K_ * D, 0.0);
     const std::ptrdiff_t used = rows ? n_rows : X_.n;
     if (used == 0) return;
-    if (denominator) {
-      totals_.assign(denominator, denominator + K_);
-    } else {
-      weight_totals(rows, used);
-    }
-    if (!select_runs(active)) return;
+    detail::run_divisors(totals_, K_, denominator, SW_, ks_, rows, used, classes_);
+    if (!detail::select_runs(runs_, active, totals_, K_)) return;
     transpose(P, PT_);
     sweep(false, rows, used, n_threads, check_rows);
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
@@ -848,8 +848,8 @@ class Engine {
     const std::ptrdiff_t d = X_.d, D = d + 1;
     std::fill(HV, HV + K_ * D, 0.0);
     if (X_.n == 0) return;
-    weight_totals(nullptr, X_.n);
-    if (!select_runs(active)) return;
+    detail::run_divisors(totals_, K_, nullptr, SW_, ks_, nullptr, X_.n, classes_);
+    if (!detail::select_runs(runs_, active, totals_, K_)) return;
     transpose(P, PT_);
     transpose(V, VT_);
     sweep(true, nullptr, X_.n, n_threads, check_rows);
@@ -867,34 +867,6 @@ class Engine {
 
  private:
   static std::size_t idx(std::ptrdiff_t i) { return static_cast<std::size_t>(i); }
-
-  // totals_[k] = run k's weight of the rows used, each in row order.
-  void weight_totals(const std::int64_t* rows, std::ptrdiff_t used) {
-    totals_.assign(idx(K_), 0.0);
-    if (ks_ == 0) {
-      std::fill(totals_.begin(), totals_.end(), static_cast<double>(used));
-      return;
-    }
-    for (std::ptrdiff_t p = 0; p < used; ++p) {
-      const double* sw = SW_ + (rows ? static_cast<std::ptrdiff_t>(rows[p]) : p) * ks_;
-      for (std::ptrdiff_t c = 0; c < ks_; ++c) totals_[idx(c)] += sw[c];
-    }
-    if (ks_ == 1) std::fill(totals_.begin() + 1, totals_.end(), totals_[0]);
-    // multinomial: SW's column r is run r's, which each of its classes takes; downwards, so that
-    // totals_[k / C] (k / C < k) is read before it is overwritten
-    if (ks_ > 1 && classes_ > 1) {
-      for (std::ptrdiff_t k = K_ - 1; k > 0; --k) totals_[idx(k)] = totals_[idx(k / classes_)];
-    }
-  }
-
-  // runs_ = the active runs whose divisor is not 0, in run order; false when there is none.
-  bool select_runs(const std::uint8_t* active) {
-    runs_.clear();
-    for (std::ptrdiff_t k = 0; k < K_; ++k) {
-      if (active[k] && totals_[idx(k)] != 0.0) runs_.push_back(k);
-    }
-    return !runs_.empty();
-  }
 
   // dst (D, Ka) = the active runs' rows of src (K, D), transposed, on a cache line (so that a
   // group of 8 runs' values of one feature, 64 bytes, is one line when Ka is a multiple of 8).
@@ -916,19 +888,15 @@ class Engine {
     const auto m = static_cast<std::ptrdiff_t>(runs_.size());
     const std::ptrdiff_t d = X_.d;
     // whole cache lines per slot, so that two threads' slots never share a line
-    const std::ptrdiff_t slot = (slot_size(d, m, hess) + detail::kLineDoubles - 1) /
-                                detail::kLineDoubles * detail::kLineDoubles;
+    const std::ptrdiff_t slot = detail::whole_lines(slot_size(d, m, hess));
     double work = 0.0;
     const std::vector<std::ptrdiff_t> starts = partition(X_, rows, used, &work);
     const auto n_blocks = static_cast<std::ptrdiff_t>(starts.size()) - 1;
     const double cost = work * static_cast<double>(m) * (hess ? 2.0 : 1.0);
     const int participants =
         (n_blocks > 1 && cost >= kMinParallelWork) ? std::max(1, n_threads) : 1;
-    // one slot per block of a wave: 1 on one thread, 2 per participant otherwise (so that a thread
-    // that finishes early has a block to take); any wave size gives the same bits, as the slots
-    // are added in block order
-    const std::ptrdiff_t wave =
-        std::min<std::ptrdiff_t>(n_blocks, participants == 1 ? 1 : 2 * participants);
+    // any wave size gives the same bits, as the slots are added in block order
+    const std::ptrdiff_t wave = detail::wave_blocks(n_blocks, participants);
     out_.assign(idx((d + 2) * m), 0.0);
     slots_.resize(idx(wave * slot + detail::kLineDoubles));
     scratch_.resize(idx(wave * 12 * m));

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _core
-from .sparse_cpp import _NO_DENOMINATOR, _f64, _matrix, _per_run, _threads
+from .sparse_cpp import _denominator, _f64, _matrix, _params, _per_run, _threads
 
 __all__ = ["CHECKS_ROWS", "hessp", "loss_grad"]
 
@@ -37,16 +37,11 @@ def loss_grad(X, labels, SW, P, alpha, rows, active, n_threads=None, denominator
               n_classes, check_rows=False):
     """Loss (K,) and gradient (K, C (d + 1)) of the active runs (softmax_reference.loss_grad);
     ``check_rows`` (CSR only): see sparse_cpp.CHECKS_ROWS."""
-    P = _f64(P)
-    n_runs = P.shape[0] if P.ndim == 2 else 0
-    if denominator is None or np.size(denominator) == 0:
-        den = _NO_DENOMINATOR
-    else:
-        den = _per_run(denominator, n_runs, "denominator")
+    P, n_runs = _params(P)
     args = (np.ascontiguousarray(labels, dtype=np.int64), _f64(SW), P,
             _per_run(alpha, n_runs, "alpha"), np.ascontiguousarray(rows, dtype=np.int64),
-            np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads), den,
-            int(n_classes))
+            np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads),
+            _denominator(denominator, n_runs), int(n_classes))
     if hasattr(X, "indptr"):
         return _core.csr_softmax_loss_grad(*_matrix(X), *args, bool(check_rows))
     return _dense(X, 0)(X, *args)
@@ -54,8 +49,7 @@ def loss_grad(X, labels, SW, P, alpha, rows, active, n_threads=None, denominator
 
 def hessp(X, SW, P, V, alpha, active, n_threads=None, *, n_classes, check_rows=False):
     """Hessian-vector products (K, C (d + 1)) of the active runs (softmax_reference.hessp)."""
-    P = _f64(P)
-    n_runs = P.shape[0] if P.ndim == 2 else 0
+    P, n_runs = _params(P)
     args = (_f64(SW), P, _f64(V), _per_run(alpha, n_runs, "alpha"),
             np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads), int(n_classes))
     if hasattr(X, "indptr"):

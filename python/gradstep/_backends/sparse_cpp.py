@@ -45,6 +45,20 @@ def _per_run(value, n_runs: int, name: str) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(a, (n_runs,)))
 
 
+def _params(P) -> tuple[np.ndarray, int]:
+    """P as the core takes it (float64, C-contiguous) and its number of runs."""
+    P = _f64(P)
+    return P, (P.shape[0] if P.ndim == 2 else 0)
+
+
+def _denominator(denominator, n_runs: int) -> np.ndarray:
+    """Each run's divisor as the core takes it; an empty array for none (each run's sums are
+    then divided by its weight of the rows used)."""
+    if denominator is None or np.size(denominator) == 0:
+        return _NO_DENOMINATOR
+    return _per_run(denominator, n_runs, "denominator")
+
+
 def _matrix(X) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(data, indices, indptr, n_cols) of a CSR matrix that check_csr accepted."""
     return X.data, X.indices, X.indptr, int(X.shape[1])
@@ -64,23 +78,17 @@ def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None
               check_rows=False):
     """Loss (K,) and gradient (K, D) of the runs marked active (see sparse_reference.py);
     ``check_rows``: see CHECKS_ROWS."""
-    P = _f64(P)
-    n_runs = P.shape[0] if P.ndim == 2 else 0
-    if denominator is None or np.size(denominator) == 0:
-        den = _NO_DENOMINATOR
-    else:
-        den = _per_run(denominator, n_runs, "denominator")
+    P, n_runs = _params(P)
     return _core.csr_loss_grad(
         *_matrix(X), _f64(Y), _f64(SW), P, _per_run(alpha, n_runs, "alpha"),
         np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(active, dtype=np.uint8),
-        _threads(n_threads), den, bool(check_rows))
+        _threads(n_threads), _denominator(denominator, n_runs), bool(check_rows))
 
 
 def hessp(X, SW, P, V, alpha, active, n_threads=None, *, check_rows=False):
     """Hessian-vector products (K, D) of the runs marked active (see sparse_reference.py);
     ``check_rows``: see CHECKS_ROWS."""
-    P = _f64(P)
-    n_runs = P.shape[0] if P.ndim == 2 else 0
+    P, n_runs = _params(P)
     return _core.csr_hessp(*_matrix(X), _f64(SW), P, _f64(V), _per_run(alpha, n_runs, "alpha"),
                            np.ascontiguousarray(active, dtype=np.uint8), _threads(n_threads),
                            bool(check_rows))
