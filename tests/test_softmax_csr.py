@@ -85,6 +85,10 @@ def test_the_same_bits_for_any_thread_count_and_for_a_run_alone(kernels):
                               np.ones(1, np.uint8), 2, n_classes=C)
         assert alone[0][0] == one[0][k]
         np.testing.assert_array_equal(alone[1][0], one[1][k])
+        alone_hv = kernels.hessp(X, SW, P[k:k + 1], V[k:k + 1], alpha[k:k + 1],
+                                 np.ones(1, np.uint8), 2, n_classes=C)
+        np.testing.assert_array_equal(alone_hv[0], kernels.hessp(X, SW, P, V, alpha, every, 1,
+                                                                 n_classes=C)[k])
 
 
 def test_confident_rows_keep_their_relative_accuracy(kernels):
@@ -102,6 +106,15 @@ def test_confident_rows_keep_their_relative_accuracy(kernels):
         # the label's residual is minus the others' probability, not p_y - 1
         assert G[0, 0] == pytest.approx(-(C - 1) * np.exp(-gap) / (1 + (C - 1) * np.exp(-gap)),
                                         rel=1e-14)
+        # hessp along class 1's weight: p1 (1 - p1) there, -p_c p1 for the other classes
+        V = np.array([[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
+        HV = kernels.hessp(X, np.ones((9, 0)), P, V, np.zeros(1), np.ones(1, np.uint8), 1,
+                           n_classes=C)
+        e = np.exp(-gap)
+        p0, p1 = 1.0 / (1.0 + 2.0 * e), e / (1.0 + 2.0 * e)
+        assert HV[0, 2] == pytest.approx(p1 * (1.0 - p1), rel=1e-13)
+        assert HV[0, 0] == pytest.approx(-p0 * p1, rel=1e-13)
+        assert HV[0, 4] == pytest.approx(-p1 * p1, rel=1e-13)
 
 
 def test_nonfinite_data_shows_in_the_result_and_bad_arguments_are_refused(kernels):

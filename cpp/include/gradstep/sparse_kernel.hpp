@@ -78,9 +78,16 @@ struct Matrix {
   }
 };
 
+// Scratch doubles per block: (4, Ka) dot products, (4, Ka) vector dot products (hessp), (4, Ka)
+// residuals, and for the multinomial loss one run's scores and vector scores laid out (C, 4)
+// for the vector links.
+inline std::ptrdiff_t scratch_size(std::ptrdiff_t Ka, std::ptrdiff_t classes) {
+  return 12 * Ka + (classes > 1 ? 8 * classes : 0);
+}
+
 // One block of rows for the Ka active runs: positions start .. stop of rows (rows of X when rows
 // is nullptr) into out, slot_size(d, Ka, Hess) doubles laid out as block() says, which the kernel
-// fills first. scratch holds 12 Ka doubles. With check_rows, the rows' column indices are
+// fills first. scratch holds scratch_size(Ka, classes) doubles. With check_rows, the rows' column indices are
 // checked before the walks read by them (rows_are_canonical); the block stops at the first row
 // that fails and writes it to *bad_row (which stays -1 otherwise).
 template <class T, class I>
@@ -577,6 +584,15 @@ GRADSTEP_INLINE void binary_links(const Job<T, I>& job, const std::ptrdiff_t i[4
   }
 }
 
+// Z (C, 4) = the four rows' scores of one run's classes a0 .. a0 + C, from their dot products z
+// (4, Ka) and intercepts b: the layout of the vector links (softmax_link.hpp).
+GRADSTEP_INLINE void scores4(const double* z, const double* b, std::ptrdiff_t Ka,
+                             std::ptrdiff_t a0, std::ptrdiff_t C, double* Z) {
+  for (std::ptrdiff_t q = 0; q < 4; ++q) {
+    for (std::ptrdiff_t c = 0; c < C; ++c) Z[c * 4 + q] = z[q * Ka + a0 + c] + b[a0 + c];
+  }
+}
+
 // The same for the multinomial loss: each run's C consecutive columns (a0 .. a0 + C) take one
 // softmax link per row (softmax_link.hpp), the row's loss going to the run's first column.
 template <bool Hess, bool PerRun, class T, class I>
@@ -588,17 +604,21 @@ GRADSTEP_INLINE void softmax_links(const Job<T, I>& job, const std::ptrdiff_t i[
   for (std::ptrdiff_t a0 = 0; a0 < Ka; a0 += C) {
     const std::ptrdiff_t run = job.runs[a0] / C;  // SW's column
 #if defined(GRADSTEP_VECTOR_EXT)
-    if (!Hess && nr == 4) {  // the four rows' links in vectors: scores (C, 4) in u's place
-      double* Z = u;
-      for (std::ptrdiff_t q = 0; q < 4; ++q) {
-        for (std::ptrdiff_t c = 0; c < C; ++c) Z[c * 4 + q] = z[q * Ka + a0 + c] + b[a0 + c];
-      }
+    if (nr == 4) {  // the four rows' links in vectors, scores (C, 4) in scratch
       const simd::v4d s = {weight<PerRun>(job, i[0], run), weight<PerRun>(job, i[1], run),
                            weight<PerRun>(job, i[2], run), weight<PerRun>(job, i[3], run)};
-      const std::int64_t y[4] = {job.labels[i[0]], job.labels[i[1]], job.labels[i[2]],
-                                 job.labels[i[3]]};
-      const simd::v4d l = softmax::link4_rows(Z, C, y, s);
-      gl[a0] = (((gl[a0] + l[0]) + l[1]) + l[2]) + l[3];  // row order
+      double* Z = job.scratch + 12 * Ka;
+      scores4(z, b, Ka, a0, C, Z);
+      if constexpr (Hess) {
+        double* U = Z + 4 * C;
+        scores4(u, vb, Ka, a0, C, U);
+        softmax::hess4_rows(Z, U, C, s);
+      } else {
+        const std::int64_t y[4] = {job.labels[i[0]], job.labels[i[1]], job.labels[i[2]],
+                                   job.labels[i[3]]};
+        const simd::v4d l = softmax::link4_rows(Z, C, y, s);
+        gl[a0] = (((gl[a0] + l[0]) + l[1]) + l[2]) + l[3];  // row order
+      }
       for (std::ptrdiff_t q = 0; q < 4; ++q) {
         for (std::ptrdiff_t c = 0; c < C; ++c) {
           res[q * Ka + a0 + c] = Z[c * 4 + q];
@@ -654,8 +674,7 @@ GRADSTEP_INLINE void block(const Job<T, I>& job) {
   double* const gl = gb + Ka;              // the loss sums (gradient only)
   std::fill(gb, gb + 2 * Ka, 0.0);
   double* const z = job.scratch;          // (4, Ka) dot products with PT
-  double* const u = z + 4 * Ka;           // (4, Ka) dot products with VT (hessp; the gradient's
-                                          // softmax links use it as scratch)
+  double* const u = z + 4 * Ka;           // (4, Ka) dot products with VT (hessp)
   double* const res = u + 4 * Ka;         // (4, Ka) residuals s (sigmoid - y), or hessp's
   const double* const b = job.PT + d * Ka;
   const double* const vb = Hess ? job.VT + d * Ka : nullptr;
@@ -899,7 +918,8 @@ class Engine {
     const std::ptrdiff_t wave = detail::wave_blocks(n_blocks, participants);
     out_.assign(idx((d + 2) * m), 0.0);
     slots_.resize(idx(wave * slot + detail::kLineDoubles));
-    scratch_.resize(idx(wave * 12 * m));
+    const std::ptrdiff_t scratch = scratch_size(m, classes_);
+    scratch_.resize(idx(wave * scratch));
     bad_rows_.assign(idx(wave), -1);
     double* const slots = detail::align_to_line(slots_.data());
     ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
@@ -912,7 +932,7 @@ class Engine {
       auto task = [&](std::ptrdiff_t t) {
         const Job<T, I> job{X_, Y_, ky_, SW_, ks_, PT, VT, runs_.data(), m, rows,
                             starts[idx(b0 + t)], starts[idx(b0 + t + 1)], target(t),
-                            scratch_.data() + t * 12 * m, check_rows, &bad_rows_[idx(t)],
+                            scratch_.data() + t * scratch, check_rows, &bad_rows_[idx(t)],
                             labels_, classes_};
         if (hess) {
           run_block<true>(job);
@@ -973,7 +993,7 @@ class Engine {
   std::vector<double> PT_, VT_;       // (D, Ka), transposed, aligned inside
   std::vector<double> out_;           // (d + 2, Ka): the result's sums
   std::vector<double> slots_;         // each block of the wave's slot
-  std::vector<double> scratch_;       // 12 Ka per block of the wave
+  std::vector<double> scratch_;       // scratch_size per block of the wave
   std::vector<std::ptrdiff_t> bad_rows_;  // each block of the wave's first bad row, or -1
 };
 
