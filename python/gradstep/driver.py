@@ -229,7 +229,9 @@ class ReferenceDriver:
     def _round(self) -> None:
         st = self.state
         n_runs = st.P.shape[0]
-        running = np.flatnonzero(st.status == RUNNING).tolist()
+        # a list comprehension: np.flatnonzero(...).tolist() cost ~10 us a round, a small fit's
+        # iteration being ~200 us
+        running = [k for k, status in enumerate(st.status.tolist()) if status == RUNNING]
         if self._batches is None:
             self._make_batches(running)
         batched = self._batched

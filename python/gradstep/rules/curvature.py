@@ -27,7 +27,7 @@ import math
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any, ClassVar, Union
 
 import numpy as np
@@ -526,6 +526,9 @@ class _Pairs:
         self.gamma = np.ones(1)
         self.count = np.zeros(1, dtype=np.intp)
         self.head = 0  # the free slot; the pairs are in the m slots after it, oldest first
+        # row h: the slots in order from h (apply's order when the free slot is h), made once
+        slots = np.arange(self.slots)
+        self._orders = (slots[:, None] + slots[None, :]) % self.slots
 
     def __bool__(self) -> bool:
         return bool(self.count[0])
@@ -552,9 +555,14 @@ class _Pairs:
         slot first in the order, never reached: count <= m < R)."""
         if not self:
             return g.copy()
-        order = (self.head + np.arange(self.slots)) % self.slots
-        return _two_loop_rows(g[None, :], self.memory, order[None, :], self.rho, self.gamma,
-                              self.count)[0]
+        order = self._orders[self.head:self.head + 1]
+        two_loop_rows = _compiled("two_loop_rows")
+        if two_loop_rows is None:
+            return _two_loop_rows(g[None, :], self.memory, order, self.rho, self.gamma,
+                                  self.count)[0]
+        # the core directly: every array but g is this object's own, in the core's layout
+        return two_loop_rows(np.ascontiguousarray(g, dtype=np.float64)[None, :], self.memory,
+                             order, self.rho, self.gamma, self.slots - int(self.count[0]))[0]
 
 
 def _two_loop(g, pairs):
@@ -591,8 +599,11 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
+@cache
 def _compiled(name: str):
-    """gradstep._core's function ``name``, or None in the pure-Python install."""
+    """gradstep._core's function ``name``, or None in the pure-Python install. Looked up once:
+    an import statement in a function costs ~8 us a call, several times per iteration of a
+    small fit."""
     try:
         from .. import _core
     except ImportError:
@@ -631,12 +642,11 @@ def _two_loop_rows(g, memory, order, rho, gamma, n_pairs):
     """_two_loop_rows_numpy compiled (gradstep._core.two_loop_rows, two_loop.hpp) where the C++
     core is built: one call instead of a few NumPy calls per pair, a batched round's largest cost
     on small problems. Directions agree with the NumPy version's to rounding."""
-    try:
-        from .. import _core
-    except ImportError:  # the pure-Python install
+    two_loop_rows = _compiled("two_loop_rows")
+    if two_loop_rows is None:  # the pure-Python install
         return _two_loop_rows_numpy(g, memory, order, rho, gamma, n_pairs)
     oldest = order.shape[1] - int(n_pairs.max())
-    return _core.two_loop_rows(
+    return two_loop_rows(
         np.ascontiguousarray(g, dtype=np.float64), np.ascontiguousarray(memory, dtype=np.float64),
         np.ascontiguousarray(order, dtype=np.int64), np.ascontiguousarray(rho, dtype=np.float64),
         np.ascontiguousarray(gamma, dtype=np.float64), oldest)
