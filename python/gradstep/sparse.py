@@ -250,11 +250,11 @@ class ProvesStructure:
     # the oracle's own loss_grad and hessp (next in the method order), inside _proving_structure
     def loss_grad(self, P, active, rows=None, denominator=None):
         with self._proving_structure(rows):
-            return super().loss_grad(P, active, rows, denominator)  # type: ignore[misc]
+            return super().loss_grad(P, active, rows, denominator)
 
     def hessp(self, P, V, active):
         with self._proving_structure():
-            return super().hessp(P, V, active)  # type: ignore[misc]
+            return super().hessp(P, V, active)
 
 
 class CSROracle(ProvesStructure, DenseOracle):
