@@ -1,5 +1,6 @@
-// What the block-summing engines share (the dense logistic, dense multinomial and CSR engines):
-// each run's divisor and the runs worth computing, and the slots the blocks sum into.
+// What the block-summing engines share: each run's divisor and the runs worth computing (the
+// dense multinomial and CSR engines), and the slots the blocks sum into (those and the dense
+// logistic engine).
 //
 // Every engine cuts its rows into fixed blocks, lets each block sum into its own slot (whole cache
 // lines, so that two threads never write the same line), and adds the slots in block order, in

@@ -87,9 +87,9 @@ inline std::ptrdiff_t scratch_size(std::ptrdiff_t Ka, std::ptrdiff_t classes) {
 
 // One block of rows for the Ka active runs: positions start .. stop of rows (rows of X when rows
 // is nullptr) into out, slot_size(d, Ka, Hess) doubles laid out as block() says, which the kernel
-// fills first. scratch holds scratch_size(Ka, classes) doubles. With check_rows, the rows' column indices are
-// checked before the walks read by them (rows_are_canonical); the block stops at the first row
-// that fails and writes it to *bad_row (which stays -1 otherwise).
+// fills first. scratch holds scratch_size(Ka, classes) doubles. With check_rows, the rows'
+// column indices are checked before the walks read by them (rows_are_canonical); the block stops
+// at the first row that fails and writes it to *bad_row (which stays -1 otherwise).
 template <class T, class I>
 struct Job {
   Matrix<T, I> X;
