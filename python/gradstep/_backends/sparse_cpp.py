@@ -40,8 +40,8 @@ def _f64(a) -> np.ndarray:
 
 def _per_run(value, n_runs: int, name: str) -> np.ndarray:
     """value (a number or (n_runs,)) as one float64 per run. np.full rather than broadcast_to:
-    this runs on every kernel call, and broadcast_to cost ~20 us of a small fit's ~250 us
-    iteration (iris, multinomial)."""
+    this runs on every kernel call, and broadcast_to took ~20 us of a small fit's ~250 us
+    iteration (iris, multinomial; both under a line profiler, which inflates them)."""
     a = np.asarray(value, dtype=np.float64)
     if a.ndim == 0:
         return np.full(n_runs, float(a))
