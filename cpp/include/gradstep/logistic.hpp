@@ -118,11 +118,8 @@ inline bool all_zero_one(const double* p, std::ptrdiff_t n, int n_threads) {
     for (std::ptrdiff_t i = c * kChunk; i < end; ++i) good &= (p[i] == 0.0) | (p[i] == 1.0);
     ok[detail::to_size(c)] = static_cast<unsigned char>(good);
   };
-  if (n_chunks > 1 && n_threads > 1) {
-    ThreadPool::instance().parallel_for(n_chunks, n_threads, task);
-  } else {
-    for (std::ptrdiff_t c = 0; c < n_chunks; ++c) task(c);
-  }
+  run_tasks(n_chunks > 1 && n_threads > 1 ? &ThreadPool::instance() : nullptr, n_chunks, n_threads,
+            task);
   return std::all_of(ok.begin(), ok.end(), [](unsigned char g) { return g != 0; });
 }
 
@@ -263,11 +260,7 @@ class GradientEngine {
           ws[0] = weight_sum(block_rows_at, start, count);
         }
       };
-      if (pool) {
-        pool->parallel_for(nw * n_tiles, participants, task);
-      } else {
-        for (std::ptrdiff_t id = 0; id < nw * n_tiles; ++id) task(id);
-      }
+      run_tasks(pool, nw * n_tiles, participants, task);
       for (std::ptrdiff_t bi = 0; bi < nw; ++bi) {  // block order: the same sum for any threads
         const double* ws = wsum_.data() + bi * n_sums;
         if (per_run) {

@@ -312,11 +312,7 @@ class Engine {
           run_block<false>(job);
         }
       };
-      if (pool) {
-        pool->parallel_for(nw, participants, task);
-      } else {
-        for (std::ptrdiff_t t = 0; t < nw; ++t) task(t);
-      }
+      run_tasks(pool, nw, participants, task);
       for (std::ptrdiff_t t = 0; t < nw; ++t) {  // block order: the same sums for any threads
         const double* GRADSTEP_RESTRICT part = slots + t * slot;
         double* GRADSTEP_RESTRICT acc = out_.data();

@@ -940,11 +940,7 @@ class Engine {
           run_block<false>(job);
         }
       };
-      if (pool) {
-        pool->parallel_for(nw, participants, task);
-      } else {
-        for (std::ptrdiff_t t = 0; t < nw; ++t) task(t);
-      }
+      run_tasks(pool, nw, participants, task);
       for (std::ptrdiff_t t = 0; t < nw; ++t) {  // the first bad row in block order
         const std::ptrdiff_t bad = bad_rows_[idx(t)];
         if (bad >= 0) {
@@ -972,11 +968,7 @@ class Engine {
           }
         }
       };
-      if (pool) {
-        pool->parallel_for(n_chunks, participants, reduce);
-      } else {
-        reduce(0);
-      }
+      run_tasks(pool, n_chunks, participants, reduce);
     }
   }
 
@@ -1031,11 +1023,8 @@ bool structure_is_valid(const J* indptr, std::ptrdiff_t n_rows, const I* indices
     largest[static_cast<std::size_t>(c)] = screen.top;
     not_above[static_cast<std::size_t>(c)] = screen.falls;
   };
-  if (n_chunks > 1 && n_threads > 1) {
-    ThreadPool::instance().parallel_for(n_chunks, n_threads, task);
-  } else {
-    for (std::ptrdiff_t c = 0; c < n_chunks; ++c) task(c);
-  }
+  run_tasks(n_chunks > 1 && n_threads > 1 ? &ThreadPool::instance() : nullptr, n_chunks, n_threads,
+            task);
   const U top = *std::max_element(largest.begin(), largest.end());
   if (static_cast<std::uint64_t>(top) >= static_cast<std::uint64_t>(n_cols)) return false;
   std::int64_t falls = 0;

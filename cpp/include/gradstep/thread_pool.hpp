@@ -211,4 +211,16 @@ class ThreadPool {
   unsigned long generation_ = 0;
 };
 
+// fn(task) for every task in [0, n_tasks): on the pool when one is given, else on the calling
+// thread. The engines pass no pool for work below their parallel threshold, so such a call never
+// starts the pool's workers.
+template <class F>
+void run_tasks(ThreadPool* pool, std::ptrdiff_t n_tasks, int n_participants, F&& fn) {
+  if (pool) {
+    pool->parallel_for(n_tasks, n_participants, fn);
+    return;
+  }
+  for (std::ptrdiff_t task = 0; task < n_tasks; ++task) fn(task);
+}
+
 }  // namespace gradstep
