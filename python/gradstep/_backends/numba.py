@@ -436,6 +436,20 @@ def _runs_to_do(active, total):
 
 
 @numba.njit(**_JIT)
+def _add_l2(w, alpha_k, d, g):
+    """g[:d] += alpha_k w[:d]; returns the loss term (alpha_k / 2) ||w[:d]||^2. The L2 term of
+    the dense, CSR and multinomial CSR Numba kernels, called only where alpha_k != 0 (with
+    alpha == 0 the penalty is not computed at all); the same flags, so the same bits as the
+    loops written in place."""
+    sq = 0.0
+    for j in range(d):
+        sq += w[j] * w[j]
+    for j in range(d):
+        g[j] += alpha_k * w[j]
+    return 0.5 * alpha_k * sq
+
+
+@numba.njit(**_JIT)
 def _loss_grad_into(X, Y, SW, P, alpha, rows, active, total, bs, buf, threads, loss, grad):
     """reference._loss_grad written into loss (K,) and grad (K, D). total (K,) divides run k's
     sums: its rows' weight sum, a given denominator, or a mini-batch's expected weight; a run
@@ -470,12 +484,7 @@ def _loss_grad_into(X, Y, SW, P, alpha, rows, active, total, bs, buf, threads, l
         for j in range(n_params):
             grad[k, j] /= total[k]
         if alpha[k] != 0.0:  # with alpha == 0 the penalty is not computed at all
-            sq = 0.0
-            for j in range(d):
-                sq += P[k, j] * P[k, j]
-            loss[k] += 0.5 * alpha[k] * sq
-            for j in range(d):
-                grad[k, j] += alpha[k] * P[k, j]
+            loss[k] += _add_l2(P[k], alpha[k], d, grad[k])
 
 
 @numba.njit(**_JIT)

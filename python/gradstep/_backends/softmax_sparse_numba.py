@@ -17,7 +17,7 @@ import numpy as np
 
 from . import numba as _dense
 from . import sparse_numba as _sparse
-from .numba import _runs_to_do, _source_hash, _weight_totals
+from .numba import _add_l2, _runs_to_do, _source_hash, _weight_totals
 from .numba_rules import JIT as _JIT
 from .sparse_numba import (
     _PARALLEL_WORK,
@@ -179,12 +179,7 @@ def _loss_grad_entry(data, indices, indptr, labels, SW, P, alpha, C, rows, activ
         for j in range(n_params):
             G[q, j] = out[j, a] / total[q]
         if alpha[k] != 0.0:  # with alpha == 0 the penalty is not computed at all
-            sq = 0.0
-            for j in range(d):
-                sq += Q[q, j] * Q[q, j]
-            loss[k] += 0.5 * alpha[k] * sq
-            for j in range(d):
-                G[q, j] += alpha[k] * Q[q, j]
+            loss[k] += _add_l2(Q[q], alpha[k], d, G[q])
 
 
 @numba.njit(**_JIT)

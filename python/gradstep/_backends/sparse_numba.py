@@ -22,8 +22,8 @@ import numba
 import numpy as np
 
 from . import numba as _dense
+from .numba import _add_l2, _hess_weight, _link, _runs_to_do, _source_hash, _weight_totals
 from .numba import _check_shapes as _check_dense_shapes
-from .numba import _hess_weight, _link, _runs_to_do, _source_hash, _weight_totals
 from .numba_rules import JIT as _JIT
 from .sparse_reference import INDEX_OUT_OF_RANGE, INDPTR_DECREASES, NOT_CANONICAL, OK
 
@@ -310,12 +310,7 @@ def _loss_grad_entry(data, indices, indptr, Y, SW, P, alpha, rows, active, denom
         for j in range(n_params):
             grad[k, j] = out[j, a] / total[k]
         if alpha[k] != 0.0:  # with alpha == 0 the penalty is not computed at all
-            sq = 0.0
-            for j in range(d):
-                sq += P[k, j] * P[k, j]
-            loss[k] += 0.5 * alpha[k] * sq
-            for j in range(d):
-                grad[k, j] += alpha[k] * P[k, j]
+            loss[k] += _add_l2(P[k], alpha[k], d, grad[k])
 
 
 # ---- Hessian-vector products ----------------------------------------------------------------
