@@ -156,7 +156,8 @@ GRADSTEP_INLINE void prefetch_rows(const T* X, std::ptrdiff_t d, RowIndex row, s
 
 // z[q][r] = x_r . w_q for NR rows and NW vectors: NR * NW independent Quads, each one the same
 // chain of additions as dot1's, so a row's dot product has the same bits in any grouping.
-template <std::size_t NR, std::size_t NW, class T>
+// Keep: x's loads kept in registers (simd::keep_in_register; AVX builds only).
+template <std::size_t NR, std::size_t NW, class T, bool Keep = false>
 GRADSTEP_INLINE void dot_rows(const T* const x[NR], const double* const w[NW], std::ptrdiff_t d,
                               double z[NW][NR]) {
   Quad a[NW][NR];
@@ -170,6 +171,7 @@ GRADSTEP_INLINE void dot_rows(const T* const x[NR], const double* const w[NW], s
     for (std::size_t r = 0; r < NR; ++r) {
       Quad xv;
       load(xv, x[r] + j);
+      keep_in_register<Keep && (NW > 1)>(xv);
       for (std::size_t q = 0; q < NW; ++q) madd(a[q][r], xv, wv[q]);
     }
   }
@@ -205,10 +207,22 @@ GRADSTEP_INLINE double dot1(const T* GRADSTEP_RESTRICT x, const double* GRADSTEP
 GRADSTEP_INLINE double sum4(const double a[4], const double v[4]) {
   return (a[0] * v[0] + a[1] * v[1]) + (a[2] * v[2] + a[3] * v[3]);
 }
+GRADSTEP_INLINE Quad sum4(const Quad& a0, const Quad& a1, const Quad& a2, const Quad& a3,
+                          const Quad& v0, const Quad& v1, const Quad& v2, const Quad& v3) {
+  Quad s, t;
+  s = mul(a0, v0);
+  madd(s, a1, v1);
+  t = mul(a2, v2);
+  madd(t, a3, v3);
+  add(s, t);
+  return s;
+}
 
 // g_q += sum_r res[q][r] x_r for four rows and NW runs: one pass over the rows serves both
 // runs, and g is read and written once per four rows.
-template <std::size_t NW, class T>
+// Keep (AVX builds, two runs): the loop written in Quads with each row's load kept in a register
+// (simd::keep_in_register), not loaded again for the second run; the same operations per element.
+template <std::size_t NW, class T, bool Keep = false>
 GRADSTEP_INLINE void axpy4(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRICT g1,
                            const double res[NW][4], const T* const x[4], std::ptrdiff_t d) {
   double a[4], b[4];
@@ -223,7 +237,32 @@ GRADSTEP_INLINE void axpy4(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRI
   const T* GRADSTEP_RESTRICT x1 = x[1];
   const T* GRADSTEP_RESTRICT x2 = x[2];
   const T* GRADSTEP_RESTRICT x3 = x[3];
-  for (std::ptrdiff_t j = 0; j < d; ++j) {
+  std::ptrdiff_t j0 = 0;
+  if constexpr (Keep && NW == 2) {
+    Quad a0, a1, a2, a3, b0, b1, b2, b3;
+    broadcast(a0, a[0]);
+    broadcast(a1, a[1]);
+    broadcast(a2, a[2]);
+    broadcast(a3, a[3]);
+    broadcast(b0, b[0]);
+    broadcast(b1, b[1]);
+    broadcast(b2, b[2]);
+    broadcast(b3, b[3]);
+    for (; j0 + kLanes <= d; j0 += kLanes) {
+      Quad v0, v1, v2, v3;
+      load(v0, x0 + j0);
+      load(v1, x1 + j0);
+      load(v2, x2 + j0);
+      load(v3, x3 + j0);
+      keep_in_register<true>(v0);
+      keep_in_register<true>(v1);
+      keep_in_register<true>(v2);
+      keep_in_register<true>(v3);
+      add_store(g0 + j0, sum4(a0, a1, a2, a3, v0, v1, v2, v3));
+      add_store(g1 + j0, sum4(b0, b1, b2, b3, v0, v1, v2, v3));
+    }
+  }
+  for (std::ptrdiff_t j = j0; j < d; ++j) {
     const double v[4] = {static_cast<double>(x0[j]), static_cast<double>(x1[j]),
                          static_cast<double>(x2[j]), static_cast<double>(x3[j])};
     g0[j] += sum4(a, v);

@@ -41,8 +41,29 @@ GRADSTEP_INLINE void load(Quad& q, const float* p) {
   q.v = __builtin_convertvector(f, v4d);
 }
 GRADSTEP_INLINE void madd(Quad& acc, const Quad& x, const Quad& w) { acc.v += x.v * w.v; }
+GRADSTEP_INLINE Quad mul(const Quad& x, const Quad& w) { return Quad{x.v * w.v}; }
+GRADSTEP_INLINE void add(Quad& acc, const Quad& x) { acc.v += x.v; }
+GRADSTEP_INLINE void broadcast(Quad& q, double value) { q.v = v4d{value, value, value, value}; }
+GRADSTEP_INLINE void add_store(double* p, const Quad& q) {  // p[0 .. 4) += q
+  v4d g;
+  std::memcpy(&g, p, sizeof g);
+  g += q.v;
+  std::memcpy(p, &g, sizeof g);
+}
 GRADSTEP_INLINE void add_lane(Quad& acc, int lane, double value) { acc.v[lane] += value; }
 GRADSTEP_INLINE double hsum(const Quad& q) { return (q.v[0] + q.v[1]) + (q.v[2] + q.v[3]); }
+// Keep (only where the caller is compiled for AVX): an empty asm that says q is changed, so that
+// q stays the register it was loaded into. Without it GCC folds a load used by two multiply-adds
+// into both, as memory operands: the load issued twice (dot_rows with two vectors: 10 loads per 8
+// multiply-adds instead of 6). The baseline (SSE2) must not ask for it: a 32-byte vector fits no
+// register there.
+template <bool Keep>
+GRADSTEP_INLINE void keep_in_register(Quad& q) {
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (Keep) __asm__("" : "+x"(q.v));
+#endif
+  (void)q;
+}
 #else
 struct Quad {
   double a[kLanes];
@@ -56,6 +77,22 @@ GRADSTEP_INLINE void madd(Quad& acc, const Quad& x, const Quad& w) {
 }
 GRADSTEP_INLINE void add_lane(Quad& acc, int lane, double value) { acc.a[lane] += value; }
 GRADSTEP_INLINE double hsum(const Quad& q) { return (q.a[0] + q.a[1]) + (q.a[2] + q.a[3]); }
+GRADSTEP_INLINE Quad mul(const Quad& x, const Quad& w) {
+  Quad p;
+  for (int l = 0; l < kLanes; ++l) p.a[l] = x.a[l] * w.a[l];
+  return p;
+}
+GRADSTEP_INLINE void add(Quad& acc, const Quad& x) {
+  for (int l = 0; l < kLanes; ++l) acc.a[l] += x.a[l];
+}
+GRADSTEP_INLINE void broadcast(Quad& q, double value) {
+  for (int l = 0; l < kLanes; ++l) q.a[l] = value;
+}
+GRADSTEP_INLINE void add_store(double* p, const Quad& q) {
+  for (int l = 0; l < kLanes; ++l) p[l] += q.a[l];
+}
+template <bool Keep>
+GRADSTEP_INLINE void keep_in_register(Quad&) {}
 #endif
 
 }  // namespace simd

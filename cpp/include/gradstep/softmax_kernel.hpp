@@ -67,7 +67,7 @@ GRADSTEP_INLINE double weight(const Job<T>& job, std::ptrdiff_t i, std::ptrdiff_
 }
 
 // Z[c][r] = x_r . w_c + b_c for NR (4 or 1) rows and the C classes of one parameter row A.
-template <std::size_t NR, class T>
+template <std::size_t NR, bool Avx, class T>
 GRADSTEP_INLINE void scores(const T* const x[NR], const double* A, std::ptrdiff_t C,
                             std::ptrdiff_t d, double* Z) {
   const std::ptrdiff_t D = d + 1;
@@ -75,7 +75,7 @@ GRADSTEP_INLINE void scores(const T* const x[NR], const double* A, std::ptrdiff_
   for (; c + 2 <= C; c += 2) {
     const double* const w[2] = {A + c * D, A + (c + 1) * D};
     double z[2][NR];
-    simd::dot_rows<NR, 2>(x, w, d, z);
+    simd::dot_rows<NR, 2, T, Avx>(x, w, d, z);
     for (std::size_t r = 0; r < NR; ++r) {
       Z[c * 4 + static_cast<std::ptrdiff_t>(r)] = z[0][r] + w[0][d];
       Z[(c + 1) * 4 + static_cast<std::ptrdiff_t>(r)] = z[1][r] + w[1][d];
@@ -92,7 +92,7 @@ GRADSTEP_INLINE void scores(const T* const x[NR], const double* A, std::ptrdiff_
 }
 
 // G_c += sum_r R[c][r] (x_r, 1) for the C classes, NR (4 or 1) rows, two classes per pass.
-template <std::size_t NR, class T>
+template <std::size_t NR, bool Avx, class T>
 GRADSTEP_INLINE void update(const T* const x[NR], const double* R, std::ptrdiff_t C,
                             std::ptrdiff_t d, double* G) {
   const std::ptrdiff_t D = d + 1;
@@ -111,7 +111,7 @@ GRADSTEP_INLINE void update(const T* const x[NR], const double* R, std::ptrdiff_
         res[0][r] = R[c * 4 + static_cast<std::ptrdiff_t>(r)];
         res[1][r] = R[(c + 1) * 4 + static_cast<std::ptrdiff_t>(r)];
       }
-      simd::axpy4<2>(G + c * D, G + (c + 1) * D, res, x, d);
+      simd::axpy4<2, T, Avx>(G + c * D, G + (c + 1) * D, res, x, d);
     }
     if (c < C) {
       double res[1][4];
@@ -123,7 +123,7 @@ GRADSTEP_INLINE void update(const T* const x[NR], const double* R, std::ptrdiff_
 
 
 // NR (4 or 1) rows at positions p .. p + NR of the block, for every active run.
-template <bool Hess, std::size_t NR, class T>
+template <bool Hess, bool Avx, std::size_t NR, class T>
 GRADSTEP_INLINE void rows_of(const Job<T>& job, std::ptrdiff_t p, double* Z, double* U,
                              double* t) {
   const std::ptrdiff_t d = job.d, D = d + 1, C = job.C, CD = C * D;
@@ -137,8 +137,8 @@ GRADSTEP_INLINE void rows_of(const Job<T>& job, std::ptrdiff_t p, double* Z, dou
   for (std::ptrdiff_t a = 0; a < job.m; ++a) {
     const std::ptrdiff_t k = job.runs[a];
     double* G = job.out + a * CD;
-    scores<NR>(x, job.P + k * CD, C, d, Z);
-    if constexpr (Hess) scores<NR>(x, job.V + k * CD, C, d, U);
+    scores<NR, Avx>(x, job.P + k * CD, C, d, Z);
+    if constexpr (Hess) scores<NR, Avx>(x, job.V + k * CD, C, d, U);
 #if defined(GRADSTEP_VECTOR_EXT)
     if constexpr (NR == 4) {  // the four rows' links in vectors
       const simd::v4d s = {weight(job, i[0], k), weight(job, i[1], k), weight(job, i[2], k),
@@ -152,7 +152,7 @@ GRADSTEP_INLINE void rows_of(const Job<T>& job, std::ptrdiff_t p, double* Z, dou
         double* loss = job.out + job.m * CD + a;
         *loss = (((*loss + l[0]) + l[1]) + l[2]) + l[3];  // row order
       }
-      update<NR>(x, Z, C, d, G);
+      update<NR, Avx>(x, Z, C, d, G);
       continue;
     }
 #endif
@@ -171,11 +171,12 @@ GRADSTEP_INLINE void rows_of(const Job<T>& job, std::ptrdiff_t p, double* Z, dou
       }
       for (std::ptrdiff_t c = 0; c < C; ++c) Z[c * 4 + rr] = t[c];  // the residuals
     }
-    update<NR>(x, Z, C, d, G);
+    update<NR, Avx>(x, Z, C, d, G);
   }
 }
 
-template <bool Hess, class T>
+// Avx: compiled into the AVX2 entry point (simd::keep_in_register may be used).
+template <bool Hess, bool Avx, class T>
 GRADSTEP_INLINE void block(const Job<T>& job) {
   std::fill(job.out, job.out + slot_size(job.m, job.C, job.d), 0.0);
   std::vector<double> scratch(static_cast<std::size_t>(10 * job.C));
@@ -183,21 +184,21 @@ GRADSTEP_INLINE void block(const Job<T>& job) {
   double* U = Z + 4 * job.C;         // (C, 4): hessp's vector scores
   double* t = U + 4 * job.C;         // (2 C): one row's scores (and vector scores)
   std::ptrdiff_t p = 0;
-  for (; p + 4 <= job.count; p += 4) rows_of<Hess, 4>(job, p, Z, U, t);
-  for (; p < job.count; ++p) rows_of<Hess, 1>(job, p, Z, U, t);
+  for (; p + 4 <= job.count; p += 4) rows_of<Hess, Avx, 4>(job, p, Z, U, t);
+  for (; p < job.count; ++p) rows_of<Hess, Avx, 1>(job, p, Z, U, t);
 }
 
 }  // namespace kernel
 
 template <bool Hess, class T>
 GRADSTEP_NOINLINE void block_baseline(const Job<T>& job) {
-  kernel::block<Hess>(job);
+  kernel::block<Hess, false>(job);
 }
 
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
 template <bool Hess, class T>
 __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void block_avx2(const Job<T>& job) {
-  kernel::block<Hess>(job);
+  kernel::block<Hess, true>(job);
 }
 #endif
 

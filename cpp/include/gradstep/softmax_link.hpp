@@ -95,19 +95,32 @@ GRADSTEP_INLINE simd::v4d softmax_from4(double* Z, std::ptrdiff_t C, const std::
   return T;
 }
 
+// leader for four rows, in vectors: per lane the first class with the largest score, the same
+// comparisons in the same order as leader's (a NaN score never leads). Row by row the comparisons'
+// branches are taken at random on real data; here they are selects.
+GRADSTEP_INLINE void leaders4(const double* Z, std::ptrdiff_t C, std::ptrdiff_t lead[4]) {
+  simd::v4d top = load4(Z);
+  simd::v4i at = {0, 0, 0, 0};
+  for (std::ptrdiff_t c = 1; c < C; ++c) {
+    const simd::v4d z = load4(Z + c * 4);
+    const simd::v4i higher = z > top;
+    top = simd::select(higher, z, top);
+    at = (higher & static_cast<std::int64_t>(c)) | (~higher & at);
+  }
+  for (std::ptrdiff_t r = 0; r < 4; ++r) lead[r] = static_cast<std::ptrdiff_t>(at[r]);
+}
+
 // link_row for four rows (labels y, weights s): Z (C, 4) becomes s times the residuals; returns
 // the rows' weighted losses s (logsumexp(z) - z_y).
 GRADSTEP_INLINE simd::v4d link4_rows(double* Z, std::ptrdiff_t C, const std::int64_t y[4],
                                      simd::v4d s) {
   std::ptrdiff_t j[4], yc[4];
   double gap[4];
+  std::ptrdiff_t lead[4];
+  leaders4(Z, C, lead);
   for (std::ptrdiff_t r = 0; r < 4; ++r) {
-    std::ptrdiff_t lead = 0;
-    for (std::ptrdiff_t c = 1; c < C; ++c) {
-      if (Z[c * 4 + r] > Z[lead * 4 + r]) lead = c;
-    }
     yc[r] = static_cast<std::ptrdiff_t>(y[r]);
-    j[r] = Z[yc[r] * 4 + r] >= Z[lead * 4 + r] ? yc[r] : lead;
+    j[r] = Z[yc[r] * 4 + r] >= Z[lead[r] * 4 + r] ? yc[r] : lead[r];
     gap[r] = Z[j[r] * 4 + r] - Z[yc[r] * 4 + r];
   }
   const simd::v4d T = softmax_from4(Z, C, j);
@@ -125,12 +138,7 @@ GRADSTEP_INLINE simd::v4d link4_rows(double* Z, std::ptrdiff_t C, const std::int
 // hess_row for four rows: Z (C, 4) becomes s p_c (u_c - sum_c' p_c' u_c') with U (C, 4).
 GRADSTEP_INLINE void hess4_rows(double* Z, const double* U, std::ptrdiff_t C, simd::v4d s) {
   std::ptrdiff_t j[4];
-  for (std::ptrdiff_t r = 0; r < 4; ++r) {
-    j[r] = 0;
-    for (std::ptrdiff_t c = 1; c < C; ++c) {
-      if (Z[c * 4 + r] > Z[j[r] * 4 + r]) j[r] = c;
-    }
-  }
+  leaders4(Z, C, j);
   softmax_from4(Z, C, j);
   simd::v4d mean = simd::splat(0.0);
   for (std::ptrdiff_t c = 0; c < C; ++c) mean += load4(Z + c * 4) * load4(U + c * 4);
