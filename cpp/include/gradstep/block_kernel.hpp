@@ -304,7 +304,7 @@ struct RowGroup {
 // stalls the core, taken for NG groups back to back the chains overlap. Every row's terms and
 // every sum are the same operations in the same order as for one group at a time: the same bits.
 // (Eight rows per pass over w for one run, eight chains of multiply-adds, measured no faster.)
-template <std::size_t NG, std::size_t NW, bool PerRun, class T>
+template <std::size_t NG, std::size_t NW, bool PerRun, bool Avx, class T>
 GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const RowGroup<T>* grp, std::ptrdiff_t c) {
   constexpr std::size_t NR = 4;
   const std::ptrdiff_t d = job.d, D = d + 1;
@@ -320,7 +320,7 @@ GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const RowGroup<T>* grp, 
     col[q] = job.ky == 1 ? 0 : k[q];
   }
   double z[NG][NW][NR], res[NG][NW][NR];
-  for (std::size_t G = 0; G < NG; ++G) dot_rows<NR, NW>(grp[G].x, w, d, z[G]);
+  for (std::size_t G = 0; G < NG; ++G) dot_rows<NR, NW, T, Avx>(grp[G].x, w, d, z[G]);
   for (std::size_t q = 0; q < NW; ++q) {
     double lsum = g[q][D], gb = g[q][d];
     for (std::size_t G = 0; G < NG; ++G) {
@@ -352,7 +352,7 @@ GRADSTEP_INLINE void group_runs(const BlockJob<T>& job, const RowGroup<T>* grp, 
     g[q][d] = gb;
   }
   for (std::size_t G = 0; G < NG; ++G) {
-    axpy4<NW>(g[0], NW == 2 ? g[NW - 1] : nullptr, res[G], grp[G].x, d);
+    axpy4<NW, T, Avx>(g[0], NW == 2 ? g[NW - 1] : nullptr, res[G], grp[G].x, d);
   }
 }
 
@@ -444,7 +444,7 @@ GRADSTEP_INLINE void group_hessp1(const BlockJob<T>& job, const T* const x[4],
 }
 
 // NG groups of four rows against the tile's runs from first_run on, two at a time.
-template <bool Hess, std::size_t NG, bool PerRun, class T>
+template <bool Hess, std::size_t NG, bool PerRun, bool Avx, class T>
 GRADSTEP_INLINE void groups_of_runs(const BlockJob<T>& job, const RowGroup<T>* grp,
                                     std::ptrdiff_t first_run) {
   std::ptrdiff_t c = first_run;
@@ -456,14 +456,14 @@ GRADSTEP_INLINE void groups_of_runs(const BlockJob<T>& job, const RowGroup<T>* g
     for (; c + 2 <= job.c1; c += 2) group_hessp<NG, 2, PerRun>(job, grp, c);
     if (c < job.c1) group_hessp<NG, 1, PerRun>(job, grp, c);
   } else {
-    for (; c + 2 <= job.c1; c += 2) group_runs<NG, 2, PerRun>(job, grp, c);
-    if (c < job.c1) group_runs<NG, 1, PerRun>(job, grp, c);
+    for (; c + 2 <= job.c1; c += 2) group_runs<NG, 2, PerRun, Avx>(job, grp, c);
+    if (c < job.c1) group_runs<NG, 1, PerRun, Avx>(job, grp, c);
   }
 }
 
 // The rows of a block from position p on in calls of NG groups of four rows, each against the
 // tile's runs two at a time; returns the first position not taken.
-template <bool Hess, bool PerRun, std::size_t NG, class T, class RowIndex>
+template <bool Hess, bool PerRun, std::size_t NG, bool Avx, class T, class RowIndex>
 GRADSTEP_INLINE std::ptrdiff_t row_groups_of(const BlockJob<T>& job, RowIndex row,
                                              std::ptrdiff_t first_run, std::ptrdiff_t p) {
   constexpr auto kRows = static_cast<std::ptrdiff_t>(4 * NG);
@@ -484,21 +484,22 @@ GRADSTEP_INLINE std::ptrdiff_t row_groups_of(const BlockJob<T>& job, RowIndex ro
       }
     }
     prefetch_rows(job.X, d, row, p + kLead, std::min(job.count, p + kLead + kRows));
-    groups_of_runs<Hess, NG, PerRun>(job, grp, first_run);
+    groups_of_runs<Hess, NG, PerRun, Avx>(job, grp, first_run);
   }
   return p;
 }
 
 // The groups of 4 rows of a block from row 0 on: kLinkGroups of them per call where rows are short
 // (see kLinkGroups), then one per call; returns the first row not taken.
-template <bool Hess, bool PerRun, class T, class RowIndex>
+template <bool Hess, bool PerRun, bool Avx, class T, class RowIndex>
 GRADSTEP_INLINE std::ptrdiff_t row_groups(const BlockJob<T>& job, RowIndex row,
                                           std::ptrdiff_t first_run) {
   std::ptrdiff_t p = 0;
   if (job.d * static_cast<std::ptrdiff_t>(sizeof(T)) <= kLinkGroupRowBytes) {
-    p = row_groups_of<Hess, PerRun, static_cast<std::size_t>(kLinkGroups)>(job, row, first_run, p);
+    p = row_groups_of<Hess, PerRun, static_cast<std::size_t>(kLinkGroups), Avx>(job, row,
+                                                                              first_run, p);
   }
-  return row_groups_of<Hess, PerRun, 1>(job, row, first_run, p);
+  return row_groups_of<Hess, PerRun, 1, Avx>(job, row, first_run, p);
 }
 
 #if defined(GRADSTEP_VECTOR_EXT)
@@ -683,8 +684,13 @@ GRADSTEP_INLINE double weight_of(const BlockJob<T>& job, std::ptrdiff_t i, std::
 // One block and one tile of runs: rows in groups of 4 (kLinkGroups of them at a time for the
 // gradient), then the rows left one by one. (A GEMM-like order, all dot products of the block
 // first, then the link, then the gradient from L2, was measured 1.5 x slower for 16 runs.)
-// Wide: the AVX-512 kernel, whose chunks of runs are 16 and 8 runs in 512-bit vectors.
-template <bool Hess, bool PerRun, bool Wide, class T, class RowIndex>
+// Wide: the AVX-512 kernel, whose chunks of runs are 16 and 8 runs in 512-bit vectors. Avx: the
+// AVX2 kernel, where the gradient's pairs of runs keep a row's loads in registers for both runs
+// (simd::keep_in_register in dot_rows and axpy4: same bits; 100,000 x 100, 1 thread, Zen 3: K = 4
+// 7-16 % faster, K = 2 ~5 %, in three A/B runs). Not in the Hessian-vector product: with one run (w and v
+// in a pair) it was no faster from memory and ~8 % slower in cache (20,000 x 20). The AVX-512
+// kernel, tested only under emulation, is left as it was.
+template <bool Hess, bool PerRun, bool Wide, bool Avx, class T, class RowIndex>
 GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job, RowIndex row) {
   const std::ptrdiff_t d = job.d, D = d + 1, ky = job.ky;
   const T* X = job.X;
@@ -698,7 +704,7 @@ GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job, RowIndex row) {
     first_pair = run_chunks<PerRun, v4d, 2>(job, row, job.c0);
   }
 #endif
-  std::ptrdiff_t p = first_pair < job.c1 ? row_groups<Hess, PerRun>(job, row, first_pair)
+  std::ptrdiff_t p = first_pair < job.c1 ? row_groups<Hess, PerRun, Avx>(job, row, first_pair)
                                          : job.count / 4 * 4;
   for (; p < job.count; ++p) {
     const std::ptrdiff_t i = row(p);
@@ -727,32 +733,32 @@ GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job, RowIndex row) {
   }
 }
 
-template <bool Hess, bool PerRun, bool Wide, class T>
+template <bool Hess, bool PerRun, bool Wide, bool Avx, class T>
 GRADSTEP_INLINE void tile_rows(const BlockJob<T>& job) {
   if (job.rows) {
-    tile_impl<Hess, PerRun, Wide>(job, IndexedRows{job.rows});
+    tile_impl<Hess, PerRun, Wide, Avx>(job, IndexedRows{job.rows});
   } else {
-    tile_impl<Hess, PerRun, Wide>(job, ContiguousRows{job.start});
+    tile_impl<Hess, PerRun, Wide, Avx>(job, ContiguousRows{job.start});
   }
 }
 
 // The partial loss and gradient of one block and one tile.
-template <bool Wide, class T>
+template <bool Wide, bool Avx, class T>
 GRADSTEP_INLINE void block_tile(const BlockJob<T>& job) {
   if (job.ks > 1) {
-    tile_rows<false, true, Wide>(job);
+    tile_rows<false, true, Wide, Avx>(job);
   } else {
-    tile_rows<false, false, Wide>(job);
+    tile_rows<false, false, Wide, Avx>(job);
   }
 }
 
 // The partial Hessian-vector product of one block and one tile.
-template <bool Wide, class T>
+template <bool Wide, bool Avx, class T>
 GRADSTEP_INLINE void hessp_tile(const BlockJob<T>& job) {
   if (job.ks > 1) {
-    tile_rows<true, true, Wide>(job);
+    tile_rows<true, true, Wide, Avx>(job);
   } else {
-    tile_rows<true, false, Wide>(job);
+    tile_rows<true, false, Wide, Avx>(job);
   }
 }
 
@@ -833,23 +839,23 @@ __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE inline void terms_avx2(
 
 template <class T>
 GRADSTEP_NOINLINE void block_tile_baseline(const BlockJob<T>& job) {
-  simd::block_tile<false>(job);
+  simd::block_tile<false, false>(job);
 }
 
 template <class T>
 GRADSTEP_NOINLINE void hessp_tile_baseline(const BlockJob<T>& job) {
-  simd::hessp_tile<false>(job);
+  simd::hessp_tile<false, false>(job);
 }
 
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)
 template <class T>
 __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void block_tile_avx2(const BlockJob<T>& job) {
-  simd::block_tile<false>(job);
+  simd::block_tile<false, true>(job);
 }
 
 template <class T>
 __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void hessp_tile_avx2(const BlockJob<T>& job) {
-  simd::hessp_tile<false>(job);
+  simd::hessp_tile<false, true>(job);
 }
 
 // The AVX-512 version (AVX-512 F, VL and DQ: Skylake-SP, 2017, and later Xeons; AMD Zen 4): the
@@ -872,12 +878,12 @@ GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE inline void terms_avx512(const double* 
 
 template <class T>
 GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE void block_tile_avx512(const BlockJob<T>& job) {
-  simd::block_tile<true>(job);
+  simd::block_tile<true, false>(job);
 }
 
 template <class T>
 GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE void hessp_tile_avx512(const BlockJob<T>& job) {
-  simd::hessp_tile<true>(job);
+  simd::hessp_tile<true, false>(job);
 }
 #endif
 
