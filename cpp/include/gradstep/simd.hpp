@@ -56,10 +56,11 @@ GRADSTEP_INLINE double hsum(const Quad& q) { return (q.v[0] + q.v[1]) + (q.v[2] 
 // q stays the register it was loaded into. Without it GCC folds a load used by two multiply-adds
 // into both, as memory operands: the load issued twice (dot_rows with two vectors: 10 loads per 8
 // multiply-adds instead of 6). The baseline (SSE2) must not ask for it: a 32-byte vector fits no
-// register there.
+// register there. GCC only: Clang checks the operand's size against the file's target, not the
+// function's, and refuses a 32-byte "x" operand outside -mavx builds.
 template <bool Keep>
 GRADSTEP_INLINE void keep_in_register(Quad& q) {
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
   if constexpr (Keep) __asm__("" : "+x"(q.v));
 #endif
   (void)q;
