@@ -861,8 +861,17 @@ __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void hessp_tile_avx2(const
 // The AVX-512 version (AVX-512 F, VL and DQ: Skylake-SP, 2017, and later Xeons; AMD Zen 4): the
 // same source with 32 vector registers, 512-bit auto-vectorized loops (the gradient updates) and
 // 16 or 8 runs per register tile of run_chunks. It gives the AVX2 version's bits.
+// Clang takes no prefer-vector-width in a target attribute: it warns and drops the WHOLE attribute
+// (the "AVX-512" functions were then compiled for the baseline, and -Werror builds failed), so
+// under Clang the width goes in its own attribute, min_vector_width(512), which lets the
+// functions use 512-bit vectors (checked with clang 22 via `zig c++`: zmm code, no warning).
+#if defined(__clang__)
+#define GRADSTEP_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"), min_vector_width(512)))
+#else
 #define GRADSTEP_TARGET_AVX512 \
   __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")))
+#endif
 
 GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE inline void link_avx512(const double* z, std::ptrdiff_t n,
                                                                  double* l, double* s) {
