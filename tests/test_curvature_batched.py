@@ -13,6 +13,7 @@ import pytest
 import gradstep as gs
 from conftest import make_data, oracle_loss_grad
 from gradstep import driver
+from gradstep.rules import curvature
 from gradstep.rules.curvature import (
     LBFGS,
     WOLFE_C1,
@@ -162,10 +163,15 @@ def test_batched_fit_follows_the_single_run_generator(lr):
         assert passes[-1] > n_iter + 1 + n_iter // 2  # the line searches did shrink
 
 
-def test_batched_runs_equal_separate_runs_while_others_stop(backend):
+# the share of a batch's rows starting an iteration from which requests() runs the two-loop
+# recursion over every row: 0 always, 2 never (the rows' memories gathered first)
+@pytest.mark.parametrize("recurse_all_share", [0.0, 2.0])
+def test_batched_runs_equal_separate_runs_while_others_stop(backend, recurse_all_share,
+                                                           monkeypatch):
     """Runs of different alphas and lrs in one call (two LBFGSRuns), some stopping early by
     convergence or by the monitor: each is the same run batched alone (the other runs, their
     stops and searches, change nothing), and reaches a single fit's minimizer."""
+    monkeypatch.setattr(curvature, "RECURSE_ALL_SHARE", recurse_all_share)
     X, y = make_data(n=300, d=5, seed=4)
     alphas = [1e-1, 1e-4, 1e-2, 1e-3, 1e-3, 1e-1, 3e-4, 1e-2]
     rules = [LBFGS()] * 4 + [LBFGS(lr=4.0)] * 4

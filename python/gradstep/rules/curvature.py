@@ -693,6 +693,16 @@ def _two_loop_rows_numpy(g, memory, order, rho, gamma, n_pairs):
     return q
 
 
+# LBFGSRuns.requests: when at least this share of the rows start an iteration (the others are in
+# their own line searches), the two-loop recursion runs over every row and the rows asked for are
+# taken from its result (a row's direction depends on its own pairs only); below it, the rows'
+# memories are gathered first. A gather copies r x 2m x D values (20 MB a round for digits' 50
+# cross-validation runs at m = 40), more than the searching rows' wasted recursions cost:
+# GDClassifierCV on digits, 1 thread, Zen 3: requests' own time 105 -> 15 ms (cProfile), the fit
+# 1.09 -> 1.03 s (min of 8 alternated fits; medians equal, 1.16 s), the same C_ and coef_.
+RECURSE_ALL_SHARE = 0.25
+
+
 class LBFGSRuns:
     """The lbfgs rule without an L1 term for many runs at once: LBFGS.iterate's algorithm
     (same directions to rounding, same line search, same passes), its per-run work on arrays.
@@ -761,14 +771,17 @@ class LBFGSRuns:
             if whole:
                 rows = np.arange(len(self))
                 p, g, n_pairs, first = self.p, self.g, self.n_pairs, self.first
-                memory, head, rho, gamma = self.memory, self.head, self.rho, self.gamma
             else:
                 p, g, n_pairs, first = self.p[rows], self.g[rows], self.n_pairs[rows], \
                     self.first[rows]
-                memory, head, rho, gamma = (self.memory[rows], self.head[rows],
-                                            self.rho[rows], self.gamma[rows])
             if n_pairs.any():
-                d = _two_loop_rows(g, memory, self._order(head), rho, gamma, n_pairs)
+                if whole or rows.size >= RECURSE_ALL_SHARE * len(self):
+                    d = _two_loop_rows(self.g, self.memory, self._order(self.head), self.rho,
+                                       self.gamma, self.n_pairs)
+                    d = d if whole else d[rows]
+                else:
+                    d = _two_loop_rows(g, self.memory[rows], self._order(self.head[rows]),
+                                       self.rho[rows], self.gamma[rows], n_pairs)
                 np.negative(d, out=d)
             else:
                 d = -g
