@@ -689,7 +689,7 @@ GRADSTEP_INLINE double weight_of(const BlockJob<T>& job, std::ptrdiff_t i, std::
 // (simd::keep_in_register in dot_rows and axpy4: same bits; 100,000 x 100, 1 thread, Zen 3:
 // K = 4 7-16 % faster, K = 2 ~5 %, in three A/B runs). Not in the Hessian-vector product: with
 // one run (w and v as the pair) it was no faster from memory and 8-11 % slower in cache
-// (20,000 x 20). The AVX-512 kernel, tested only under emulation, is left as it was.
+// (20,000 x 20). The AVX-512 kernel is left as it was: not measured with it (no AVX-512 here).
 template <bool Hess, bool PerRun, bool Wide, bool Avx, class T, class RowIndex>
 GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job, RowIndex row) {
   const std::ptrdiff_t d = job.d, D = d + 1, ky = job.ky;
