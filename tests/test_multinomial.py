@@ -59,40 +59,46 @@ def test_gradient_and_hessian_match_finite_differences(backend, weighted):
     np.testing.assert_allclose(HV, (gp - gm) / (2 * h), rtol=1e-6, atol=1e-8)
 
 
+# Shapes for the C++ kernel's tiles (gemm_tiles.hpp): (3000, 7, 4) one chunk per block and one
+# quad of classes; (1001, 67, 7) several chunks per block, a last block of 233 rows (one row
+# after the groups of four), 67 = 5 x 12 + 4 + 3 features, classes in panels of 3 + 2 + 2; (517,
+# 30, 13) 13 classes in quads of 2 + 2 and panels of 3 + 3 + 3 + 2 + 2.
 @pytest.mark.parametrize("backend", ["numba", "cpp"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_compiled_kernels_agree_with_the_specification(backend, dtype):
+@pytest.mark.parametrize("shape", [(3000, 7, 4), (1001, 67, 7), (517, 30, 13)])
+def test_compiled_kernels_agree_with_the_specification(backend, dtype, shape):
     if not gs.backends()[backend]:
         pytest.skip(f"{backend} missing")
     from gradstep._backends import softmax_cpp, softmax_numba
 
     kernels = softmax_numba if backend == "numba" else softmax_cpp
-    X, y, W, b = _problem(n=3000, d=7, C=4)
+    n, d, C = shape
+    X, y, W, b = _problem(n=n, d=d, C=C)
     X = X.astype(dtype)
     rng = np.random.default_rng(3)
-    P = rng.standard_normal((3, 4 * 8)) * 0.3
-    SW = rng.uniform(0, 2, (3000, 3))
+    P = rng.standard_normal((3, C * (d + 1))) * 0.3
+    SW = rng.uniform(0, 2, (n, 3))
     alpha = np.array([0.0, 0.1, 1.0])
-    rows = rng.permutation(3000)[:500].astype(np.int64)
+    rows = rng.permutation(n)[:501].astype(np.int64)
     for r in (np.empty(0, np.int64), rows):
         args = (X, y.astype(np.int64), SW, P, alpha, r, np.array([1, 0, 1], np.uint8), 2, None)
-        ref = softmax_reference.loss_grad(*args, n_classes=4)
-        got = kernels.loss_grad(*args, n_classes=4)
+        ref = softmax_reference.loss_grad(*args, n_classes=C)
+        got = kernels.loss_grad(*args, n_classes=C)
         for a, e in zip(got, ref):
             np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15)
     V = rng.standard_normal(P.shape)
     act = np.ones(3, np.uint8)
     np.testing.assert_allclose(
-        kernels.hessp(X, SW, P, V, alpha, act, 2, n_classes=4),
-        softmax_reference.hessp(X, SW, P, V, alpha, act, 2, n_classes=4), rtol=1e-12,
+        kernels.hessp(X, SW, P, V, alpha, act, 2, n_classes=C),
+        softmax_reference.hessp(X, SW, P, V, alpha, act, 2, n_classes=C), rtol=1e-12,
         atol=1e-15)
     one = kernels.loss_grad(X, y.astype(np.int64), SW, P, alpha, np.empty(0, np.int64), act, 1,
-                            None, n_classes=4)
+                            None, n_classes=C)
     two = kernels.loss_grad(X, y.astype(np.int64), SW, P, alpha, np.empty(0, np.int64), act, 2,
-                            None, n_classes=4)
+                            None, n_classes=C)
     np.testing.assert_array_equal(one[0], two[0])  # the same bits for any thread count
     np.testing.assert_array_equal(one[1], two[1])
-    hv = [kernels.hessp(X, SW, P, V, alpha, act, t, n_classes=4) for t in (1, 2)]
+    hv = [kernels.hessp(X, SW, P, V, alpha, act, t, n_classes=C) for t in (1, 2)]
     np.testing.assert_array_equal(hv[0], hv[1])
 
 

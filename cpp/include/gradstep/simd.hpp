@@ -44,6 +44,7 @@ GRADSTEP_INLINE void madd(Quad& acc, const Quad& x, const Quad& w) { acc.v += x.
 GRADSTEP_INLINE Quad mul(const Quad& x, const Quad& w) { return Quad{x.v * w.v}; }
 GRADSTEP_INLINE void add(Quad& acc, const Quad& x) { acc.v += x.v; }
 GRADSTEP_INLINE void broadcast(Quad& q, double value) { q.v = v4d{value, value, value, value}; }
+GRADSTEP_INLINE void store(double* p, const Quad& q) { std::memcpy(p, &q.v, sizeof q.v); }
 GRADSTEP_INLINE void add_store(double* p, const Quad& q) {  // p[0 .. 4) += q
   v4d g;
   std::memcpy(&g, p, sizeof g);
@@ -88,6 +89,9 @@ GRADSTEP_INLINE void add(Quad& acc, const Quad& x) {
 }
 GRADSTEP_INLINE void broadcast(Quad& q, double value) {
   for (int l = 0; l < kLanes; ++l) q.a[l] = value;
+}
+GRADSTEP_INLINE void store(double* p, const Quad& q) {
+  for (int l = 0; l < kLanes; ++l) p[l] = q.a[l];
 }
 GRADSTEP_INLINE void add_store(double* p, const Quad& q) {
   for (int l = 0; l < kLanes; ++l) p[l] += q.a[l];

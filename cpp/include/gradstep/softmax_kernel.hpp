@@ -24,6 +24,7 @@
 
 #include "block_kernel.hpp"
 #include "block_slots.hpp"
+#include "gemm_tiles.hpp"
 #include "softmax_link.hpp"
 #include "thread_pool.hpp"
 #include "vector_math.hpp"
@@ -66,126 +67,100 @@ GRADSTEP_INLINE double weight(const Job<T>& job, std::ptrdiff_t i, std::ptrdiff_
   return job.SW[i * job.ks + (job.ks == 1 ? 0 : k)];
 }
 
-// Z[c][r] = x_r . w_c + b_c for NR (4 or 1) rows and the C classes of one parameter row A.
-template <std::size_t NR, bool Avx, class T>
-GRADSTEP_INLINE void scores(const T* const x[NR], const double* A, std::ptrdiff_t C,
-                            std::ptrdiff_t d, double* Z) {
+// One parameter row A (C classes of D = d + 1) as the tiles take it: Wt (d, Cp) with Wt[j, c] =
+// A[c D + j] and bias (Cp,) the intercepts, the padding columns C .. Cp zero.
+GRADSTEP_INLINE void pack(const double* A, std::ptrdiff_t C, std::ptrdiff_t d, std::ptrdiff_t Cp,
+                          double* Wt, double* bias) {
   const std::ptrdiff_t D = d + 1;
-  std::ptrdiff_t c = 0;
-  for (; c + 2 <= C; c += 2) {
-    const double* const w[2] = {A + c * D, A + (c + 1) * D};
-    double z[2][NR];
-    simd::dot_rows<NR, 2, T, Avx>(x, w, d, z);
-    for (std::size_t r = 0; r < NR; ++r) {
-      Z[c * 4 + static_cast<std::ptrdiff_t>(r)] = z[0][r] + w[0][d];
-      Z[(c + 1) * 4 + static_cast<std::ptrdiff_t>(r)] = z[1][r] + w[1][d];
-    }
-  }
-  if (c < C) {
-    const double* const w[1] = {A + c * D};
-    double z[1][NR];
-    simd::dot_rows<NR, 1>(x, w, d, z);
-    for (std::size_t r = 0; r < NR; ++r) {
-      Z[c * 4 + static_cast<std::ptrdiff_t>(r)] = z[0][r] + w[0][d];
-    }
+  std::fill(Wt, Wt + d * Cp, 0.0);
+  std::fill(bias, bias + Cp, 0.0);
+  for (std::ptrdiff_t c = 0; c < C; ++c) {
+    for (std::ptrdiff_t j = 0; j < d; ++j) Wt[j * Cp + c] = A[c * D + j];
+    bias[c] = A[c * D + d];
   }
 }
 
-// G_c += sum_r R[c][r] (x_r, 1) for the C classes, NR (4 or 1) rows, two classes per pass.
-template <std::size_t NR, bool Avx, class T>
-GRADSTEP_INLINE void update(const T* const x[NR], const double* R, std::ptrdiff_t C,
-                            std::ptrdiff_t d, double* G) {
-  const std::ptrdiff_t D = d + 1;
-  for (std::ptrdiff_t c = 0; c < C; ++c) {  // the intercepts, in row order
-    double s = G[c * D + d];
-    for (std::size_t r = 0; r < NR; ++r) s += R[c * 4 + static_cast<std::ptrdiff_t>(r)];
-    G[c * D + d] = s;
-  }
-  if constexpr (NR == 1) {
-    for (std::ptrdiff_t c = 0; c < C; ++c) simd::axpy1(G + c * D, R[c * 4], x[0], d);
-  } else {
-    std::ptrdiff_t c = 0;
-    for (; c + 2 <= C; c += 2) {
-      double res[2][4];
-      for (std::size_t r = 0; r < 4; ++r) {
-        res[0][r] = R[c * 4 + static_cast<std::ptrdiff_t>(r)];
-        res[1][r] = R[(c + 1) * 4 + static_cast<std::ptrdiff_t>(r)];
-      }
-      simd::axpy4<2, T, Avx>(G + c * D, G + (c + 1) * D, res, x, d);
-    }
-    if (c < C) {
-      double res[1][4];
-      for (std::size_t r = 0; r < 4; ++r) res[0][r] = R[c * 4 + static_cast<std::ptrdiff_t>(r)];
-      simd::axpy4<1>(G + c * D, nullptr, res, x, d);
-    }
-  }
-}
-
-
-// NR (4 or 1) rows at positions p .. p + NR of the block, for every active run.
-template <bool Hess, bool Avx, std::size_t NR, class T>
-GRADSTEP_INLINE void rows_of(const Job<T>& job, std::ptrdiff_t p, double* Z, double* U,
-                             double* t) {
-  const std::ptrdiff_t d = job.d, D = d + 1, C = job.C, CD = C * D;
-  const T* x[NR];
-  std::ptrdiff_t i[NR];
-  for (std::size_t r = 0; r < NR; ++r) {
-    const std::ptrdiff_t pos = job.start + p + static_cast<std::ptrdiff_t>(r);
-    i[r] = job.rows ? static_cast<std::ptrdiff_t>(job.rows[pos]) : pos;
-    x[r] = job.X + i[r] * d;
-  }
-  for (std::ptrdiff_t a = 0; a < job.m; ++a) {
-    const std::ptrdiff_t k = job.runs[a];
-    double* G = job.out + a * CD;
-    scores<NR, Avx>(x, job.P + k * CD, C, d, Z);
-    if constexpr (Hess) scores<NR, Avx>(x, job.V + k * CD, C, d, U);
+// The links of run a (parameter row k) over the chunk's grouped scores Z (tiles::grouped): Z
+// becomes the weighted residuals (hessp: the rows' terms, with U the vector's scores), the loss
+// sums added in row order. Each group of four rows in place in vectors (softmax_link.hpp), the
+// rows of a last incomplete group one by one (t: 2 C scratch).
+template <bool Hess, class T>
+GRADSTEP_INLINE void links(const Job<T>& job, std::ptrdiff_t a, std::ptrdiff_t k,
+                           const std::ptrdiff_t* idx, std::ptrdiff_t count, double* Z,
+                           const double* U, std::ptrdiff_t Cp, double* t) {
+  const std::ptrdiff_t C = job.C;
+  double* loss = job.out + job.m * C * (job.d + 1) + a;
+  std::ptrdiff_t p = 0;
 #if defined(GRADSTEP_VECTOR_EXT)
-    if constexpr (NR == 4) {  // the four rows' links in vectors
-      const simd::v4d s = {weight(job, i[0], k), weight(job, i[1], k), weight(job, i[2], k),
-                           weight(job, i[3], k)};
-      if constexpr (Hess) {
-        hess4_rows(Z, U, C, s);
-      } else {
-        const std::int64_t y[4] = {job.labels[i[0]], job.labels[i[1]], job.labels[i[2]],
-                                   job.labels[i[3]]};
-        const simd::v4d l = link4_rows(Z, C, y, s);
-        double* loss = job.out + job.m * CD + a;
-        *loss = (((*loss + l[0]) + l[1]) + l[2]) + l[3];  // row order
-      }
-      update<NR, Avx>(x, Z, C, d, G);
-      continue;
+  for (; p + 4 <= count; p += 4) {
+    const std::ptrdiff_t* i = idx + p;
+    const simd::v4d s = {weight(job, i[0], k), weight(job, i[1], k), weight(job, i[2], k),
+                         weight(job, i[3], k)};
+    double* Zg = Z + tiles::grouped(p, 0, Cp);
+    if constexpr (Hess) {
+      hess4_rows(Zg, U + tiles::grouped(p, 0, Cp), C, s);
+    } else {
+      const std::int64_t y[4] = {job.labels[i[0]], job.labels[i[1]], job.labels[i[2]],
+                                 job.labels[i[3]]};
+      const simd::v4d l = link4_rows(Zg, C, y, s);
+      *loss = (((*loss + l[0]) + l[1]) + l[2]) + l[3];  // row order
     }
+  }
 #endif
-    for (std::size_t r = 0; r < NR; ++r) {
-      const auto rr = static_cast<std::ptrdiff_t>(r);
-      const double s = weight(job, i[r], k);
-      for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = Z[c * 4 + rr];
-      if constexpr (Hess) {
-        double* u = t + C;
-        for (std::ptrdiff_t c = 0; c < C; ++c) u[c] = U[c * 4 + rr];
-        hess_row(t, u, C, s);
-      } else {
-        double* loss = job.out + job.m * CD + a;
-        *loss += s * link_row(t, C, job.labels[i[r]]);  // row order
-        for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = s * t[c];
-      }
-      for (std::ptrdiff_t c = 0; c < C; ++c) Z[c * 4 + rr] = t[c];  // the residuals
+  for (; p < count; ++p) {
+    const double s = weight(job, idx[p], k);
+    for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = Z[tiles::grouped(p, c, Cp)];
+    if constexpr (Hess) {
+      double* u = t + C;
+      for (std::ptrdiff_t c = 0; c < C; ++c) u[c] = U[tiles::grouped(p, c, Cp)];
+      hess_row(t, u, C, s);
+    } else {
+      *loss += s * link_row(t, C, job.labels[idx[p]]);  // row order
+      for (std::ptrdiff_t c = 0; c < C; ++c) t[c] = s * t[c];
     }
-    update<NR, Avx>(x, Z, C, d, G);
+    for (std::ptrdiff_t c = 0; c < C; ++c) Z[tiles::grouped(p, c, Cp)] = t[c];  // the residuals
   }
 }
 
-// Avx: compiled into the AVX2 entry point (simd::keep_in_register may be used).
+// Per active run: the block's scores as one tiled product Z = X_b W^T (+ U = X_b V^T for hessp),
+// the links, then G += R^T X_b as another (gemm_tiles.hpp); the block's rows stay in cache
+// between the two. Avx: compiled into the AVX2 entry point (simd::keep_in_register may be used).
 template <bool Hess, bool Avx, class T>
 GRADSTEP_INLINE void block(const Job<T>& job) {
-  std::fill(job.out, job.out + slot_size(job.m, job.C, job.d), 0.0);
-  std::vector<double> scratch(static_cast<std::size_t>(10 * job.C));
-  double* Z = scratch.data();        // (C, 4): scores, then residuals
-  double* U = Z + 4 * job.C;         // (C, 4): hessp's vector scores
-  double* t = U + 4 * job.C;         // (2 C): one row's scores (and vector scores)
-  std::ptrdiff_t p = 0;
-  for (; p + 4 <= job.count; p += 4) rows_of<Hess, Avx, 4>(job, p, Z, U, t);
-  for (; p < job.count; ++p) rows_of<Hess, Avx, 1>(job, p, Z, U, t);
+  const std::ptrdiff_t d = job.d, C = job.C, CD = C * (d + 1), count = job.count;
+  const std::ptrdiff_t Cp = tiles::padded_columns(C);
+  std::fill(job.out, job.out + slot_size(job.m, C, d), 0.0);
+  const std::ptrdiff_t packed = (d + 1) * Cp;  // Wt and then bias
+  const std::ptrdiff_t zsize = (std::min(count, tiles::chunk_rows(d, sizeof(T))) + 3) / 4 * 4 * Cp;
+  std::vector<double> scratch(static_cast<std::size_t>((Hess ? 2 : 1) * (packed + zsize) + 2 * C));
+  double* Wt = scratch.data();
+  double* Vt = Wt + packed;                     // hessp only
+  double* Z = Wt + (Hess ? 2 : 1) * packed;  // grouped (chunk, Cp): scores, then residuals
+  double* U = Z + zsize;                     // hessp only: the vector's scores
+  double* t = Z + (Hess ? 2 : 1) * zsize;    // (2 C)
+  std::vector<const T*> x(static_cast<std::size_t>(count));
+  std::vector<std::ptrdiff_t> idx(static_cast<std::size_t>(count));
+  for (std::ptrdiff_t p = 0; p < count; ++p) {
+    const std::ptrdiff_t pos = job.start + p;
+    idx[static_cast<std::size_t>(p)] = job.rows ? static_cast<std::ptrdiff_t>(job.rows[pos]) : pos;
+    x[static_cast<std::size_t>(p)] = job.X + idx[static_cast<std::size_t>(p)] * d;
+  }
+  std::vector<double*> G(static_cast<std::size_t>(C));
+  const std::ptrdiff_t chunk = tiles::chunk_rows(d, sizeof(T));
+  for (std::ptrdiff_t a = 0; a < job.m; ++a) {
+    const std::ptrdiff_t k = job.runs[a];
+    pack(job.P + k * CD, C, d, Cp, Wt, Wt + d * Cp);
+    if constexpr (Hess) pack(job.V + k * CD, C, d, Cp, Vt, Vt + d * Cp);
+    for (std::ptrdiff_t c = 0; c < C; ++c) G[static_cast<std::size_t>(c)] = job.out + a * CD + c * (d + 1);
+    for (std::ptrdiff_t p0 = 0; p0 < count; p0 += chunk) {
+      const std::ptrdiff_t rows = std::min(chunk, count - p0);
+      const T* const* xs = x.data() + p0;
+      tiles::scores<Avx>(xs, rows, Wt, Wt + d * Cp, Cp, d, Z);
+      if constexpr (Hess) tiles::scores<Avx>(xs, rows, Vt, Vt + d * Cp, Cp, d, U);
+      links<Hess>(job, a, k, idx.data() + p0, rows, Z, U, Cp, t);
+      tiles::accumulate<Avx>(xs, rows, Z, Cp, C, G.data(), d);
+    }
+  }
 }
 
 }  // namespace kernel
