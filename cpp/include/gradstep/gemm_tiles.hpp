@@ -79,8 +79,8 @@ GRADSTEP_INLINE std::ptrdiff_t grouped(std::ptrdiff_t r, std::ptrdiff_t c, std::
 
 // a[0 .. 4) (four rows' values of four columns) become the four columns' values of the rows.
 GRADSTEP_INLINE void transpose4(Quad a[4]) {
-#if defined(GRADSTEP_VECTOR_EXT)
-  typedef long long mask4 __attribute__((vector_size(32)));
+#if defined(GRADSTEP_VECTOR_EXT) && !defined(__clang__)
+  typedef long long mask4 __attribute__((vector_size(32)));  // GCC's shuffle takes a mask vector
 #endif
 #if defined(GRADSTEP_VECTOR_EXT) && defined(__clang__)
 #define GRADSTEP_SHUFFLE(x, y, ...) __builtin_shufflevector(x, y, __VA_ARGS__)

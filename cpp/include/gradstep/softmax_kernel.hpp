@@ -3,13 +3,11 @@
 // (P (K, C (d + 1)): run k's class c has its weights at P[k, c D .. c D + d) and its intercept at
 // P[k, c D + d], D = d + 1).
 //
-// Per run, rows are taken four at a time: the C classes' dot products with the four rows two
-// classes at a time (simd::dot_rows, 8 independent chains in registers), then each row's softmax
-// link over its C scores (softmax_link.hpp: the reference's pivot and T, full relative accuracy
-// on confident rows), then the gradient sums of two classes at a time in one pass over the four
-// rows (simd::axpy4). Rows left over from the groups of four go one at a time (simd::dot1 and
-// axpy1). The gradient is then two small matrix products per block, Z = X_b W^T and
-// G += R^T X_b, with the link between them while the block is in cache: X is read once.
+// Per run, a block's rows are taken a chunk at a time (tiles::chunk_rows: 16 KB of rows): the
+// scores of all C classes as one register-tiled product Z = X_c W^T (gemm_tiles.hpp), each row's
+// softmax link (softmax_link.hpp: the reference's pivot and T, full relative accuracy on confident
+// rows) four rows at a time in place on Z, then the gradient sums G += R^T X_c as a second tiled
+// product while the chunk is in L1: X is read from memory once.
 //
 // Determinism across threads: rows are cut into blocks of kBlockRows positions (independent of
 // the thread count); each block sums into its own slot and the slots are added in block order.
@@ -177,8 +175,8 @@ __attribute__((target("avx2,fma"))) GRADSTEP_NOINLINE void block_avx2(const Job<
 }
 #endif
 
-// The compiled block for the current kernel choice (the AVX-512 choice runs the AVX2 block: the
-// classes' pairs fill 256-bit vectors).
+// The compiled block for the current kernel choice (the AVX-512 choice runs the AVX2 block: its
+// tiles are written for 256-bit vectors).
 template <bool Hess, class T>
 inline void run_block(const Job<T>& job) {
 #if defined(GRADSTEP_HAS_AVX2_KERNEL)

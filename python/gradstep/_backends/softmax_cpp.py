@@ -1,8 +1,9 @@
 """C++ multinomial kernels: softmax_reference.py's contract, run by gradstep._core.
 
-Dense X (float32/float64, C-contiguous): softmax_kernel.hpp, per run and four rows at a time the
-C classes' dot products two classes at a time, each row's softmax link (softmax_link.hpp), then
-the gradient sums of two classes per pass over the rows: X read once per gradient. CSR X:
+Dense X (float32/float64, C-contiguous): softmax_kernel.hpp, per run and chunk of rows the
+classes' scores as one register-tiled product (gemm_tiles.hpp), each row's softmax link
+(softmax_link.hpp) four rows at a time, then the gradient sums as a second tiled product while the
+chunk is in L1: X read once per gradient. CSR X:
 sparse_kernel.hpp's engine with each run's C classes as C consecutive runs (P's rows
 (K, C (d + 1)) read as (K C, d + 1)), one pass over the nonzeros. Both deterministic across
 n_threads (fixed blocks, slots added in block order).
