@@ -288,6 +288,34 @@ def test_public_functions_name_bad_multinomial_input():
 
 
 @pytest.mark.parametrize("backend", ["numba", "cpp"])
+def test_compiled_dense_loss_is_log1p_of_the_other_classes_sum(backend):
+    # rows whose label (class 0) leads with score 0: each row's loss is log1p(T), T the other
+    # classes' sum of exps, here over (0, 9] (the C++ link's vector log1p takes T's exponent from
+    # its bits: T above 1 and 2 and 4 must come out right, and T near 0 to full relative accuracy)
+    if not gs.backends()[backend]:
+        pytest.skip(f"{backend} missing")
+    from gradstep._backends import softmax_cpp, softmax_numba
+
+    kernels = softmax_numba if backend == "numba" else softmax_cpp
+    C, n = 10, 4 * 250
+    rng = np.random.default_rng(7)
+    Z = -np.concatenate([rng.uniform(0, hi, (n // 4, C)) for hi in (0.3, 3.0, 40.0, 40.0)])
+    Z[:, 0] = 0.0
+    P = np.hstack([np.eye(C), np.zeros((C, 1))]).reshape(1, -1)  # scores = X
+    T = np.exp(Z[:, 1:]).sum(axis=1)
+    assert T.max() > 8 and T.min() < 1e-6
+    assert all(((T > lo) & (T < 2 * lo)).any() for lo in (0.5, 1, 2, 4))
+    SW = np.zeros((n, 1))
+    for row in range(0, n, 13):  # one row at a time through the groups of four: its own loss
+        SW[:] = 0.0
+        SW[row] = 1.0
+        loss, _ = kernels.loss_grad(Z, np.zeros(n, np.int64), SW, P, np.zeros(1),
+                                    np.empty(0, np.int64), np.ones(1, np.uint8), 1, None,
+                                    n_classes=C)
+        assert loss[0] == pytest.approx(np.log1p(T[row]), rel=2e-15, abs=0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "cpp"])
 def test_compiled_dense_kernels_keep_confident_rows_accurate(backend):
     # nine rows (two groups of four and one row alone) whose label leads by gap: the loss is
     # log1p((C - 1) exp(-gap)) and the label's residual minus the others' probability, to full

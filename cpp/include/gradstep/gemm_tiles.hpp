@@ -27,10 +27,6 @@
 
 #include "simd.hpp"
 
-#if defined(GRADSTEP_VECTOR_EXT) && (defined(__x86_64__) || defined(__i386__)) && \
-    !defined(__clang__)
-#define GRADSTEP_TILES_BROADCAST 1
-#endif
 
 namespace gradstep {
 namespace tiles {
@@ -58,14 +54,12 @@ inline std::ptrdiff_t chunk_rows(std::ptrdiff_t d, std::size_t type_size) {
   return std::max<std::ptrdiff_t>(8, 16384 / row_bytes / 4 * 4);
 }
 
-// q = (v, v, v, v) with v = *p as a double. In the AVX2 entry points (Keep) a double is one
-// vbroadcastsd from memory: GCC's own splat there is vmovddup + vinsertf128, whose second half
-// takes a vector pipe the multiply-adds need.
+// q = (v, v, v, v) with v = *p as a double (simd::splat_load: one vbroadcastsd in the AVX2 build).
 template <bool Keep, class T>
 GRADSTEP_INLINE void splat_from(Quad& q, const T* p) {
-#if defined(GRADSTEP_TILES_BROADCAST)
-  if constexpr (Keep && std::is_same_v<T, double>) {
-    __asm__("vbroadcastsd %1, %0" : "=x"(q.v) : "m"(*p));
+#if defined(GRADSTEP_VECTOR_EXT)
+  if constexpr (std::is_same_v<T, double>) {
+    q.v = simd::splat_load<Keep>(p);
     return;
   }
 #endif

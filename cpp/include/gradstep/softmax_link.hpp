@@ -77,69 +77,79 @@ GRADSTEP_INLINE simd::v4d load4(const double* p) {
 }
 GRADSTEP_INLINE void store4(double* p, simd::v4d v) { std::memcpy(p, &v, sizeof v); }
 
-// softmax_from (softmax_link.hpp) for four rows at once, lane r of each class's vector Z[c]
-// (Z is (C, 4)) row r's score: the exps in vectors (simd::exp_nonpositive: every exponent is
-// <= 0, measured from a pivot that leads), the pivots' entries then set, as link_row and hess_row
-// do, row by row. Z becomes the probabilities; returns T (the other classes' sum) per row.
-GRADSTEP_INLINE simd::v4d softmax_from4(double* Z, std::ptrdiff_t C, const std::ptrdiff_t j[4]) {
-  const simd::v4d tj = {Z[j[0] * 4], Z[j[1] * 4 + 1], Z[j[2] * 4 + 2], Z[j[3] * 4 + 3]};
-  for (std::ptrdiff_t c = 0; c < C; ++c) {
-    store4(Z + c * 4, simd::exp_nonpositive(load4(Z + c * 4) - tj));
-  }
-  for (std::ptrdiff_t r = 0; r < 4; ++r) Z[j[r] * 4 + r] = 0.0;  // T sums the other classes
-  simd::v4d T = simd::splat(0.0);
-  for (std::ptrdiff_t c = 0; c < C; ++c) T += load4(Z + c * 4);  // class order
-  const simd::v4d S = 1.0 + T;
-  for (std::ptrdiff_t c = 0; c < C; ++c) store4(Z + c * 4, load4(Z + c * 4) / S);
-  for (std::ptrdiff_t r = 0; r < 4; ++r) Z[j[r] * 4 + r] = 1.0 / S[r];
-  return T;
-}
-
-// leader for four rows, in vectors: per lane the first class with the largest score, the same
-// comparisons in the same order as leader's (a NaN score never leads). Row by row the comparisons'
-// branches are taken at random on real data; here they are selects.
-GRADSTEP_INLINE void leaders4(const double* Z, std::ptrdiff_t C, std::ptrdiff_t lead[4]) {
-  simd::v4d top = load4(Z);
-  simd::v4i at = {0, 0, 0, 0};
+// leader for four rows, in vectors: per lane the first class with the largest score (lead) and
+// that score (top), the same comparisons in the same order as leader's (a NaN score never leads).
+// Row by row the comparisons' branches are taken at random on real data; here they are selects.
+GRADSTEP_INLINE void leaders4(const double* Z, std::ptrdiff_t C, simd::v4i& lead, simd::v4d& top) {
+  top = load4(Z);
+  lead = simd::v4i{0, 0, 0, 0};
   for (std::ptrdiff_t c = 1; c < C; ++c) {
     const simd::v4d z = load4(Z + c * 4);
     const simd::v4i higher = z > top;
     top = simd::select(higher, z, top);
-    at = (higher & static_cast<std::int64_t>(c)) | (~higher & at);
+    lead = (higher & static_cast<std::int64_t>(c)) | (~higher & lead);
   }
-  for (std::ptrdiff_t r = 0; r < 4; ++r) lead[r] = static_cast<std::ptrdiff_t>(at[r]);
+}
+
+// softmax_from (softmax_link.hpp) for four rows at once, lane r of each class's vector Z[c]
+// (Z is (C, 4)) row r's score, j the pivots and tj their scores: the exps in vectors
+// (simd::exp_nonpositive: every exponent is <= 0, measured from a pivot that leads), the pivots'
+// entries 0 in T's sum and then 1 / S, as link_row and hess_row do, row by row. The pivots'
+// lanes are chosen by selects, not stored one by one: a vector load of a vector that a scalar
+// store has just changed cannot take its data from the store buffer and waits for both (on
+// digits these waits were a large part of the link). Z becomes the probabilities; returns T (the
+// other classes' sum) per row.
+GRADSTEP_INLINE simd::v4d softmax_from4(double* Z, std::ptrdiff_t C, simd::v4i j, simd::v4d tj) {
+  const simd::v4d zero = simd::splat(0.0);
+  simd::v4d T = zero;
+  for (std::ptrdiff_t c = 0; c < C; ++c) {  // class order
+    const simd::v4i pivot = j == static_cast<std::int64_t>(c);
+    const simd::v4d e = simd::select(pivot, zero, simd::exp_nonpositive(load4(Z + c * 4) - tj));
+    store4(Z + c * 4, e);
+    T += e;
+  }
+  const simd::v4d S = 1.0 + T;
+  const simd::v4d at_pivot = simd::splat(1.0) / S;
+  for (std::ptrdiff_t c = 0; c < C; ++c) {
+    const simd::v4i pivot = j == static_cast<std::int64_t>(c);
+    store4(Z + c * 4, simd::select(pivot, at_pivot, load4(Z + c * 4) / S));
+  }
+  return T;
 }
 
 // link_row for four rows (labels y, weights s): Z (C, 4) becomes s times the residuals; returns
 // the rows' weighted losses s (logsumexp(z) - z_y).
 GRADSTEP_INLINE simd::v4d link4_rows(double* Z, std::ptrdiff_t C, const std::int64_t y[4],
                                      simd::v4d s) {
-  std::ptrdiff_t j[4], yc[4];
-  double gap[4];
-  std::ptrdiff_t lead[4];
-  leaders4(Z, C, lead);
-  for (std::ptrdiff_t r = 0; r < 4; ++r) {
-    yc[r] = static_cast<std::ptrdiff_t>(y[r]);
-    j[r] = Z[yc[r] * 4 + r] >= Z[lead[r] * 4 + r] ? yc[r] : lead[r];
-    gap[r] = Z[j[r] * 4 + r] - Z[yc[r] * 4 + r];
-  }
-  const simd::v4d T = softmax_from4(Z, C, j);
+  simd::v4i lead;
+  simd::v4d top;
+  leaders4(Z, C, lead, top);
+  const simd::v4i yv = {y[0], y[1], y[2], y[3]};
+  const simd::v4d zy = {Z[y[0] * 4], Z[y[1] * 4 + 1], Z[y[2] * 4 + 2], Z[y[3] * 4 + 3]};
+  const simd::v4i label_leads = zy >= top;  // the label is the pivot when it ties for the lead
+  const simd::v4i j = (label_leads & yv) | (~label_leads & lead);
+  const simd::v4d tj = simd::select(label_leads, zy, top);
+  const simd::v4d gap = tj - zy;
+  const simd::v4d T = softmax_from4(Z, C, j, tj);
   const simd::v4d S = 1.0 + T;
-  simd::v4d loss;
-  for (std::ptrdiff_t r = 0; r < 4; ++r) {
-    double& res = Z[yc[r] * 4 + r];
-    res = j[r] == yc[r] ? -T[r] / S[r] : res - 1.0;
-    loss[r] = gap[r] + std::log1p(T[r]);
+  const simd::v4i label_is_pivot = j == yv;
+  const simd::v4d pivot_label = (-T) / S;
+  for (std::ptrdiff_t c = 0; c < C; ++c) {
+    const simd::v4i label = yv == static_cast<std::int64_t>(c);
+    const simd::v4d p = load4(Z + c * 4);
+    // the label's entry: -T / S where it is the pivot, else p - 1
+    const simd::v4d res = simd::select(label, simd::select(label_is_pivot, pivot_label, p - 1.0), p);
+    store4(Z + c * 4, s * res);
   }
-  for (std::ptrdiff_t c = 0; c < C; ++c) store4(Z + c * 4, s * load4(Z + c * 4));
-  return s * loss;
+  return s * (gap + simd::log1p_nonnegative(T));  // the vector log1p: the C library's is scalar
 }
 
 // hess_row for four rows: Z (C, 4) becomes s p_c (u_c - sum_c' p_c' u_c') with U (C, 4).
 GRADSTEP_INLINE void hess4_rows(double* Z, const double* U, std::ptrdiff_t C, simd::v4d s) {
-  std::ptrdiff_t j[4];
-  leaders4(Z, C, j);
-  softmax_from4(Z, C, j);
+  simd::v4i lead;
+  simd::v4d top;
+  leaders4(Z, C, lead, top);
+  softmax_from4(Z, C, lead, top);
   simd::v4d mean = simd::splat(0.0);
   for (std::ptrdiff_t c = 0; c < C; ++c) mean += load4(Z + c * 4) * load4(U + c * 4);
   for (std::ptrdiff_t c = 0; c < C; ++c) {

@@ -105,6 +105,42 @@ GRADSTEP_INLINE v4d log1p_unit(v4d e) {
   return log_u + c / u;
 }
 
+// log1p(t) for t >= 0 (the softmax link's T, the other classes' sum, in [0, C - 1]), as
+// log1p_unit for any exponent: u = 1 + t rounded and c its rounding error (exact: Fast2Sum with
+// the larger of 1 and t first), u = 2^k m with m in [sqrt(2)/2, sqrt(2)) taken from u's bits, then
+// log(m) and log1p(t) = k ln2 + log(m) + c / u as there. Error within 1 ulp, as log1p_unit's. NaN
+// stays NaN and +inf gives +inf (selected, not computed from the bits).
+GRADSTEP_INLINE v4d log1p_nonnegative(v4d t) {
+  const v4d one = splat(1.0);
+  const v4d u = one + t;
+  const v4d c = select(t > one, one - (u - t), t - (u - one));
+  const v4i ub = bits(u);
+  const std::int64_t mantissa = 0x000FFFFFFFFFFFFFLL;
+  const v4d mu = from_bits((ub & v4i{mantissa, mantissa, mantissa, mantissa}) | bits(one));  // [1, 2)
+  const v4i high = mu > splat(1.4142135623730951);
+  const v4d m = select(high, mu * splat(0.5), mu);
+  // k = u's exponent (+ 1 where m was halved), as a double: 2^52 + e read back, minus 2^52
+  const v4i e = (ub >> 52) - 1023 + (high & 1);
+  const v4d two52 = splat(4503599627370496.0);
+  const v4d k = from_bits(e + bits(two52)) - two52;
+  const v4d f = m - one;
+  const v4d s = f / (splat(2.0) + f);
+  const v4d z = s * s;
+  const v4d w = z * z;
+  const v4d t1 = w * (splat(3.999999999940941908e-01) +
+                      w * (splat(2.222219843214978396e-01) + w * splat(1.531383769920937332e-01)));
+  const v4d t2 = z * (splat(6.666666666666735130e-01) +
+                      w * (splat(2.857142874366239149e-01) +
+                           w * (splat(1.818357216161805012e-01) +
+                                w * splat(1.479819860511658591e-01))));
+  const v4d R = t2 + t1;
+  const v4d hfsq = splat(0.5) * f * f;
+  const v4d log_u = k * splat(6.93147180369123816490e-01) -
+                    ((hfsq - (s * (hfsq + R) + k * splat(1.90821492927058770002e-10))) - f);
+  const v4d finite = log_u + c / u;
+  return select(t < splat(1.0e300), finite, t);  // NaN and +inf (and t beyond 1e300) as given
+}
+
 GRADSTEP_INLINE v4d abs4(v4d z) {
   const std::int64_t no_sign = 0x7FFFFFFFFFFFFFFFLL;
   return from_bits(bits(z) & v4i{no_sign, no_sign, no_sign, no_sign});
