@@ -532,6 +532,16 @@ GRADSTEP_INLINE V splat_runs(double a) {
   }
 }
 
+// A row entry *p in every lane of a vector of runs (simd::splat_load for four runs).
+template <class V, bool Avx>
+GRADSTEP_INLINE V splat_row(const double* p) {
+  if constexpr (kVecRuns<V> == 4) {
+    return splat_load<Avx>(p);
+  } else {
+    return splat_runs<V>(*p);
+  }
+}
+
 // Per-thread scratch for the packed weights and gradients of one chunk: grown, never shrunk.
 inline std::vector<double>& chunk_scratch() {
   static thread_local std::vector<double> scratch;
@@ -572,7 +582,8 @@ GRADSTEP_INLINE void link_runs(V z, V y, V& loss, V& residual) {
 // The gradient for the runs runs[c .. c + m * NV * lanes) of the tile, NV vectors of runs at a
 // time (a chunk), over the rows in groups of four (the first job.count / 4 * 4 rows; the rest are
 // the caller's); returns the first run not taken. out must be zeroed.
-template <bool PerRun, class V, std::ptrdiff_t NV, class T, class RowIndex>
+// Avx: compiled into the AVX2 entry point (a row entry's broadcast is simd::splat_load's one load).
+template <bool PerRun, class V, std::ptrdiff_t NV, bool Avx, class T, class RowIndex>
 GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, std::ptrdiff_t c) {
   constexpr std::ptrdiff_t W = kVecRuns<V>, kChunk = W * NV;
   constexpr auto kArrayChunk = static_cast<std::size_t>(kChunk);  // array extents
@@ -618,9 +629,11 @@ GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, 
         }
       }
       prefetch_rows(job.X, d, row, p + kPrefetchRows, std::min(grouped, p + kPrefetchRows + 4));
-      V z[4][kArrayNV];
+      // The sums in acc, copied to z after the loop: z's address escapes (link_runs), and GCC
+      // then stores it to memory on every iteration next to splat_load's asm.
+      V acc[4][kArrayNV];
       for (std::ptrdiff_t r = 0; r < 4; ++r) {
-        for (std::ptrdiff_t h = 0; h < NV; ++h) z[r][h] = splat_runs<V>(0.0);
+        for (std::ptrdiff_t h = 0; h < NV; ++h) acc[r][h] = splat_runs<V>(0.0);
       }
       for (std::ptrdiff_t j = 0; j < d; ++j) {
         V w[kArrayNV];
@@ -628,9 +641,13 @@ GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, 
           std::memcpy(&w[h], wt + j * kChunk + h * W, sizeof w[h]);
         }
         for (std::ptrdiff_t r = 0; r < 4; ++r) {
-          const V xb = splat_runs<V>(x[r][j]);
-          for (std::ptrdiff_t h = 0; h < NV; ++h) z[r][h] += xb * w[h];
+          const V xb = splat_row<V, Avx>(x[r] + j);
+          for (std::ptrdiff_t h = 0; h < NV; ++h) acc[r][h] += xb * w[h];
         }
+      }
+      V z[4][kArrayNV];
+      for (std::ptrdiff_t r = 0; r < 4; ++r) {
+        for (std::ptrdiff_t h = 0; h < NV; ++h) z[r][h] = acc[r][h];
       }
       V res[4][kArrayNV];
       for (std::ptrdiff_t r = 0; r < 4; ++r) {  // rows in order: the loss sums as the pair path's
@@ -651,7 +668,7 @@ GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, 
           std::memcpy(&g[h], gt + j * kChunk + h * W, sizeof g[h]);
         }
         for (std::ptrdiff_t r = 0; r < 4; ++r) {
-          const V xb = splat_runs<V>(x[r][j]);
+          const V xb = splat_row<V, Avx>(x[r] + j);
           for (std::ptrdiff_t h = 0; h < NV; ++h) g[h] += xb * res[r][h];
         }
         for (std::ptrdiff_t h = 0; h < NV; ++h) {
@@ -698,10 +715,10 @@ GRADSTEP_INLINE void tile_impl(const BlockJob<T>& job, RowIndex row) {
   std::ptrdiff_t first_pair = job.c0;  // runs before it were taken in chunks (run_chunks)
 #if defined(GRADSTEP_VECTOR_EXT)
   if constexpr (!Hess && Wide) {
-    first_pair = run_chunks<PerRun, v8d, 2>(job, row, job.c0);
-    first_pair = run_chunks<PerRun, v8d, 1>(job, row, first_pair);
+    first_pair = run_chunks<PerRun, v8d, 2, Avx>(job, row, job.c0);
+    first_pair = run_chunks<PerRun, v8d, 1, Avx>(job, row, first_pair);
   } else if constexpr (!Hess) {
-    first_pair = run_chunks<PerRun, v4d, 2>(job, row, job.c0);
+    first_pair = run_chunks<PerRun, v4d, 2, Avx>(job, row, job.c0);
   }
 #endif
   std::ptrdiff_t p = first_pair < job.c1 ? row_groups<Hess, PerRun, Avx>(job, row, first_pair)
