@@ -55,18 +55,19 @@ GRADSTEP_INLINE v4d exp_nonpositive(v4d x) {
   const v4d t = x * splat(1.4426950408889634) + splat(shifter);
   const v4d n = t - splat(shifter);
   const v4d r = (x - n * splat(6.93147180369123816490e-01)) - n * splat(1.90821492927058770002e-10);
-  // Taylor series of exp(r) to degree 13, by Horner
-  v4d p = splat(1.0 / 6227020800.0);
-  p = p * r + splat(1.0 / 479001600.0);
-  p = p * r + splat(1.0 / 39916800.0);
-  p = p * r + splat(1.0 / 3628800.0);
-  p = p * r + splat(1.0 / 362880.0);
-  p = p * r + splat(1.0 / 40320.0);
-  p = p * r + splat(1.0 / 5040.0);
-  p = p * r + splat(1.0 / 720.0);
-  p = p * r + splat(1.0 / 120.0);
-  p = p * r + splat(1.0 / 24.0);
-  p = p * r + splat(1.0 / 6.0);
+  // Taylor series of exp(r) to degree 13: the terms from r^4 on by Estrin's scheme (their sum is
+  // scaled by r^4 <= 0.0145, so its rounding hardly shows) and the last four by Horner, whose
+  // final steps set the accuracy as in a plain Horner. The dependent chain is 9 multiply-adds long
+  // instead of 14 (the link of K runs is bound by such chains: link4 20.0 vs 21.1 ns, Zen 3).
+  const v4d r2 = r * r;
+  const v4d r4 = r2 * r2;
+  const v4d a4 = splat(1.0 / 24.0) + r * splat(1.0 / 120.0);
+  const v4d a6 = splat(1.0 / 720.0) + r * splat(1.0 / 5040.0);
+  const v4d a8 = splat(1.0 / 40320.0) + r * splat(1.0 / 362880.0);
+  const v4d a10 = splat(1.0 / 3628800.0) + r * splat(1.0 / 39916800.0);
+  const v4d a12 = splat(1.0 / 479001600.0) + r * splat(1.0 / 6227020800.0);
+  const v4d q = (a4 + r2 * a6) + r4 * ((a8 + r2 * a10) + r4 * a12);
+  v4d p = q * r + splat(1.0 / 6.0);
   p = p * r + splat(0.5);
   p = p * r + splat(1.0);
   p = p * r + splat(1.0);
@@ -79,10 +80,11 @@ GRADSTEP_INLINE v4d exp_nonpositive(v4d x) {
   return p * s1 * s2;
 }
 
-// log1p(e) for 0 <= e <= 1; NaN stays NaN.
-GRADSTEP_INLINE v4d log1p_unit(v4d e) {
+// log1p(e) for 0 <= e <= 1, given u = 1 + e (rounded) and inv = 1 / u: the correction c / u is
+// taken as c * inv (c is u's rounding error, below 2^-53 u: the product's extra rounding does not
+// show). link4 divides its residual by the same u. NaN stays NaN.
+GRADSTEP_INLINE v4d log1p_unit(v4d e, v4d u, v4d inv) {
   const v4d one = splat(1.0);
-  const v4d u = one + e;
   const v4d c = e - (u - one);  // u + c == 1 + e exactly
   // u in [1, 2]: k = 1 and m = u / 2 above sqrt(2), else k = 0 and m = u; f = m - 1 exactly
   const v4i high = u > splat(1.4142135623730951);
@@ -102,7 +104,13 @@ GRADSTEP_INLINE v4d log1p_unit(v4d e) {
   const v4d hfsq = splat(0.5) * f * f;
   const v4d log_u = k * splat(6.93147180369123816490e-01) -
                     ((hfsq - (s * (hfsq + R) + k * splat(1.90821492927058770002e-10))) - f);
-  return log_u + c / u;
+  return log_u + c * inv;
+}
+
+// log1p(e) for 0 <= e <= 1; NaN stays NaN.
+GRADSTEP_INLINE v4d log1p_unit(v4d e) {
+  const v4d u = splat(1.0) + e;
+  return log1p_unit(e, u, splat(1.0) / u);
 }
 
 // log1p(t) for t >= 0 (the softmax link's T, the other classes' sum, in [0, C - 1]), as
@@ -152,15 +160,18 @@ GRADSTEP_INLINE v4d abs4(v4d z) {
 //   residual = sigmoid(z) - y        = (z >= 0 ? q - y e : q e - y) / (1 + e)
 // For y in {0, 1}, max(z, 0) - y z is 0 or |z| exactly and one of the two products in each
 // bracket of the residual is exactly 0, so nothing cancels: the loss is the sum of two
-// non-negative terms and the residual one rounded quotient (for y = 1 and z >> 0 it is
-// -e / (1 + e), not 1 / (1 + e) - 1, which is 0 from z = 37 on). Both within a few ulp for every
-// finite z. A NaN z gives NaN.
+// non-negative terms and the residual an exact numerator times the rounded 1 / (1 + e), within
+// 1 ulp (for y = 1 and z >> 0 it is -e / (1 + e), not 1 / (1 + e) - 1, which is 0 from z = 37
+// on). Both within a few ulp for every finite z. A NaN z gives NaN. (The reciprocal, shared with
+// the log1p's correction, saves one of three divisions: 20-21.7 -> 18.6 ns per call, Zen 3.)
 GRADSTEP_INLINE void link4(v4d z, v4d y, v4d& loss, v4d& residual) {
   const v4d zero = splat(0.0), one = splat(1.0);
   const v4d e = exp_nonpositive(-abs4(z));
-  loss = (select(z > zero, z, zero) - y * z) + log1p_unit(e);  // a NaN z: NaN through y z
+  const v4d u = one + e;
+  const v4d inv = one / u;  // one division for the log1p's correction and the residual
+  loss = (select(z > zero, z, zero) - y * z) + log1p_unit(e, u, inv);  // NaN z: NaN through y z
   const v4d q = one - y;
-  residual = select(z >= zero, q - y * e, q * e - y) / (one + e);
+  residual = select(z >= zero, q - y * e, q * e - y) * inv;
 }
 
 // sigmoid(z) (1 - sigmoid(z)) for four z, as e / (1 + e)^2 with e = exp(-|z|): the same for z and
