@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba.core import types
-from numba.extending import overload
 
 from .numba import _JIT_FMA as JIT_FMA
 from .numba import _JIT_SUM as JIT_SUM
 from .numba import _bits_f64, _exp_nonpositive, _f64_bits, _log_reduced, _serial_only, _Threads
+from .numba import _rows_f64 as _block
 from .numba_rules import JIT
 
 _BLOCK_ELEMENTS = 2**17
@@ -34,35 +33,6 @@ def _weight(SW, i, k):
     if SW.shape[1] == 0:
         return 1.0
     return SW[i, 0] if SW.shape[1] == 1 else SW[i, k]
-
-
-@numba.njit(**JIT)
-def _block_rows(X, rows, start, stop):
-    """The block's rows as a float64 (m, d) array: gathered (mini-batch rows) and widened
-    (float32 X) once, so the two products below run on one contiguous block in cache."""
-    m, d = stop - start, X.shape[1]
-    Xb = np.empty((m, d))
-    for r in range(m):
-        i = rows[start + r] if rows.size > 0 else start + r
-        for j in range(d):
-            Xb[r, j] = X[i, j]
-    return Xb
-
-
-def _block(X, rows, start, stop):
-    """The block's rows as a C-contiguous float64 (m, d) array (compiled only, below)."""
-
-
-@overload(_block)
-def _block_impl(X, rows, start, stop):
-    # a full batch of a C-contiguous float64 X is read in place: the copy took ~30 of ~500 us
-    # per gradient on digits
-    if X.dtype == types.float64 and X.layout == "C":
-        def view(X, rows, start, stop):
-            return X[start:stop] if rows.size == 0 else _block_rows(X, rows, start, stop)
-
-        return view
-    return lambda X, rows, start, stop: _block_rows(X, rows, start, stop)
 
 
 @numba.njit(**JIT)
