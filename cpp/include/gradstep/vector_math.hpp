@@ -80,17 +80,10 @@ GRADSTEP_INLINE v4d exp_nonpositive(v4d x) {
   return p * s1 * s2;
 }
 
-// log1p(e) for 0 <= e <= 1, given u = 1 + e (rounded) and inv = 1 / u: the correction c / u is
-// taken as c * inv (c is u's rounding error, below 2^-53 u: the product's extra rounding does not
-// show). link4 divides its residual by the same u. NaN stays NaN.
-GRADSTEP_INLINE v4d log1p_unit(v4d e, v4d u, v4d inv) {
-  const v4d one = splat(1.0);
-  const v4d c = e - (u - one);  // u + c == 1 + e exactly
-  // u in [1, 2]: k = 1 and m = u / 2 above sqrt(2), else k = 0 and m = u; f = m - 1 exactly
-  const v4i high = u > splat(1.4142135623730951);
-  const v4d k = select(high, one, splat(0.0));
-  const v4d m = select(high, u * splat(0.5), u);
-  const v4d f = m - one;
+// log(2^k (1 + f)) for f = m - 1, m in [sqrt(2)/2, sqrt(2)): s = f / (2 + f), log(m) = f -
+// f^2/2 + s (f^2/2 + R(s^2)), R the minimax polynomial of degree 7 in s^2 (fdlibm's method, see
+// the top of this file), and k ln2 added in two parts.
+GRADSTEP_INLINE v4d log_reduced(v4d f, v4d k) {
   const v4d s = f / (splat(2.0) + f);
   const v4d z = s * s;
   const v4d w = z * z;
@@ -104,6 +97,21 @@ GRADSTEP_INLINE v4d log1p_unit(v4d e, v4d u, v4d inv) {
   const v4d hfsq = splat(0.5) * f * f;
   const v4d log_u = k * splat(6.93147180369123816490e-01) -
                     ((hfsq - (s * (hfsq + R) + k * splat(1.90821492927058770002e-10))) - f);
+  return log_u;
+}
+
+// log1p(e) for 0 <= e <= 1, given u = 1 + e (rounded) and inv = 1 / u: the correction c / u is
+// taken as c * inv (c is u's rounding error, below 2^-53 u: the product's extra rounding does not
+// show). link4 divides its residual by the same u. NaN stays NaN.
+GRADSTEP_INLINE v4d log1p_unit(v4d e, v4d u, v4d inv) {
+  const v4d one = splat(1.0);
+  const v4d c = e - (u - one);  // u + c == 1 + e exactly
+  // u in [1, 2]: k = 1 and m = u / 2 above sqrt(2), else k = 0 and m = u; f = m - 1 exactly
+  const v4i high = u > splat(1.4142135623730951);
+  const v4d k = select(high, one, splat(0.0));
+  const v4d m = select(high, u * splat(0.5), u);
+  const v4d f = m - one;
+  const v4d log_u = log_reduced(f, k);
   return log_u + c * inv;
 }
 
@@ -132,19 +140,7 @@ GRADSTEP_INLINE v4d log1p_nonnegative(v4d t) {
   const v4d two52 = splat(4503599627370496.0);
   const v4d k = from_bits(e + bits(two52)) - two52;
   const v4d f = m - one;
-  const v4d s = f / (splat(2.0) + f);
-  const v4d z = s * s;
-  const v4d w = z * z;
-  const v4d t1 = w * (splat(3.999999999940941908e-01) +
-                      w * (splat(2.222219843214978396e-01) + w * splat(1.531383769920937332e-01)));
-  const v4d t2 = z * (splat(6.666666666666735130e-01) +
-                      w * (splat(2.857142874366239149e-01) +
-                           w * (splat(1.818357216161805012e-01) +
-                                w * splat(1.479819860511658591e-01))));
-  const v4d R = t2 + t1;
-  const v4d hfsq = splat(0.5) * f * f;
-  const v4d log_u = k * splat(6.93147180369123816490e-01) -
-                    ((hfsq - (s * (hfsq + R) + k * splat(1.90821492927058770002e-10))) - f);
+  const v4d log_u = log_reduced(f, k);
   const v4d finite = log_u + c / u;
   return select(t < splat(1.0e300), finite, t);  // NaN and +inf (and t beyond 1e300) as given
 }
