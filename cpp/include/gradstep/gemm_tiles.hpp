@@ -13,12 +13,13 @@
 // per second on Zen 3, where two FMA ports give ~5.6e9. Here a tile of 4 rows x 12 columns keeps
 // 12 vector accumulators in registers over the whole row (scores: per feature, 3 loads of Wt,
 // 4 broadcasts of x, 12 multiply-adds), and a tile of 3 columns x 12 features keeps its sums over
-// all the block's rows (accumulate: per row, 3 loads of x, 3 broadcasts of R, 9 multiply-adds),
-// so G is read and written once per block.
+// the rows it is given (accumulate: per row, 3 loads of x, 3 broadcasts of R, 9 multiply-adds),
+// so G is read and written once per call (a chunk of rows, see chunk_rows).
 //
-// Bits: each Z[r, c] is one chain of multiply-adds over j = 0 .. d in order, and each G_c[j] one
-// chain over the block's rows in order, whatever the tiling: a row's scores do not depend on
-// which rows or columns share its tile, and the sums do not depend on the thread count.
+// Bits: each Z[r, c] is one chain of multiply-adds over j = 0 .. d in order, and each G_c[j] gets
+// one chain over the call's rows in order, whatever the tiling: a row's scores do not depend on
+// which rows or columns share its tile, and the sums depend on the rows only, never on the thread
+// count (the callers cut rows into chunks and blocks by d and n alone).
 #pragma once
 
 #include <algorithm>
@@ -26,7 +27,6 @@
 #include <type_traits>
 
 #include "simd.hpp"
-
 
 namespace gradstep {
 namespace tiles {

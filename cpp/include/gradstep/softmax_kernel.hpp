@@ -120,9 +120,10 @@ GRADSTEP_INLINE void links(const Job<T>& job, std::ptrdiff_t a, std::ptrdiff_t k
   }
 }
 
-// Per active run: the block's scores as one tiled product Z = X_b W^T (+ U = X_b V^T for hessp),
-// the links, then G += R^T X_b as another (gemm_tiles.hpp); the block's rows stay in cache
-// between the two. Avx: compiled into the AVX2 entry point (simd::keep_in_register may be used).
+// Per active run and chunk of the block's rows: the chunk's scores as one tiled product
+// Z = X_c W^T (+ U = X_c V^T for hessp), the links, then G += R^T X_c as another
+// (gemm_tiles.hpp); the chunk's rows stay in L1 between the two. Avx: compiled into the AVX2
+// entry point (simd::splat_load's single-load broadcast may be used).
 template <bool Hess, bool Avx, class T>
 GRADSTEP_INLINE void block(const Job<T>& job) {
   const std::ptrdiff_t d = job.d, C = job.C, CD = C * (d + 1), count = job.count;
@@ -132,7 +133,7 @@ GRADSTEP_INLINE void block(const Job<T>& job) {
   const std::ptrdiff_t zsize = (std::min(count, tiles::chunk_rows(d, sizeof(T))) + 3) / 4 * 4 * Cp;
   std::vector<double> scratch(static_cast<std::size_t>((Hess ? 2 : 1) * (packed + zsize) + 2 * C));
   double* Wt = scratch.data();
-  double* Vt = Wt + packed;                     // hessp only
+  double* Vt = Wt + packed;                  // hessp only
   double* Z = Wt + (Hess ? 2 : 1) * packed;  // grouped (chunk, Cp): scores, then residuals
   double* U = Z + zsize;                     // hessp only: the vector's scores
   double* t = Z + (Hess ? 2 : 1) * zsize;    // (2 C)
