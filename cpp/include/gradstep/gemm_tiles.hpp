@@ -44,6 +44,13 @@ using simd::Quad;
 
 inline std::ptrdiff_t padded_columns(std::ptrdiff_t m) { return (m + 3) / 4 * 4; }
 
+// How many of the `left` quads (scores) or columns (accumulate) the next panel takes: 3, but 2
+// and 2 where 4 are left (a panel of 1 has too few independent accumulators), and what is left
+// below 3.
+inline std::ptrdiff_t panel_width(std::ptrdiff_t left) {
+  return left >= 3 && left != 4 ? 3 : std::min<std::ptrdiff_t>(left, 2);
+}
+
 // Rows per chunk: the scores, links and sums of a block are taken a chunk of rows at a time, so
 // that accumulate reads the rows that scores has just brought into L1 (16 KB of them; at least 8
 // rows, a multiple of 4). A function of d and the type only: the same sums for any thread count.
@@ -172,23 +179,19 @@ GRADSTEP_INLINE void scores_panel(const T* const* x, std::ptrdiff_t count, const
 }
 
 // The grouped Z (count rows, Kp columns) = X_b Wt + bias; Wt is (d, Kp) with row stride Kp, bias
-// (Kp,), Kp a multiple of 4 (padding columns of zeros give zeros).
+// (Kp,), Kp a multiple of 4 (padding columns of zeros give zeros). Quads in panels (panel_width).
 template <bool Keep, class T>
 GRADSTEP_INLINE void scores(const T* const* x, std::ptrdiff_t count, const double* Wt,
                             const double* bias, std::ptrdiff_t Kp, std::ptrdiff_t d, double* Z) {
-  std::ptrdiff_t q0 = 0;
   const std::ptrdiff_t quads = Kp / 4;
-  while (q0 < quads) {
-    const std::ptrdiff_t left = quads - q0;
-    if (left >= 3 && left != 4) {
+  for (std::ptrdiff_t q0 = 0, w = 0; q0 < quads; q0 += w) {
+    w = panel_width(quads - q0);
+    if (w == 3) {
       scores_panel<3, Keep>(x, count, Wt, bias, d, Z, q0, Kp);
-      q0 += 3;
-    } else if (left >= 2) {
+    } else if (w == 2) {
       scores_panel<2, Keep>(x, count, Wt, bias, d, Z, q0, Kp);
-      q0 += 2;
     } else {
       scores_panel<1, Keep>(x, count, Wt, bias, d, Z, q0, Kp);
-      q0 += 1;
     }
   }
 }
@@ -252,25 +255,20 @@ GRADSTEP_INLINE void accumulate_panel(const T* const* x, std::ptrdiff_t count, c
 }
 
 // G[c][0 .. d) += sum_r R[r, c] x_r and G[c][d] += sum_r R[r, c] (the intercept) for c < m:
-// R the grouped (count, Kp) matrix, G[c] the m outputs. Columns three at a time (two and two
-// where four are left).
+// R the grouped (count, Kp) matrix, G[c] the m outputs. Columns in panels (panel_width).
 template <bool Keep, class T>
 GRADSTEP_INLINE void accumulate(const T* const* x, std::ptrdiff_t count, const double* R,
                                 std::ptrdiff_t Kp, std::ptrdiff_t m, double* const* G,
                                 std::ptrdiff_t d) {
-  std::ptrdiff_t c0 = 0;
-  while (c0 < m) {
-    const std::ptrdiff_t left = m - c0;
+  for (std::ptrdiff_t c0 = 0, w = 0; c0 < m; c0 += w) {
+    w = panel_width(m - c0);
     const double* Rc = R + 4 * c0;  // column c0's lanes
-    if (left >= 3 && left != 4) {
+    if (w == 3) {
       accumulate_panel<3, Keep>(x, count, Rc, Kp, G + c0, d);
-      c0 += 3;
-    } else if (left >= 2) {
+    } else if (w == 2) {
       accumulate_panel<2, Keep>(x, count, Rc, Kp, G + c0, d);
-      c0 += 2;
     } else {
       accumulate_panel<1, Keep>(x, count, Rc, Kp, G + c0, d);
-      c0 += 1;
     }
   }
   // The intercepts: per column, the groups' vectors added in order, their lanes summed, then the

@@ -6,8 +6,10 @@ dependency).
 
 The kernels (state.py's contract): ONE pass over the rows of X serves all K runs, for the loss and
 gradient (``loss_grad``) and for Hessian-vector products (``hessp``). Each row's dot products and
-accumulator updates touch the row while it is in cache. Rows are cut into blocks whose size
-depends only on the number of parameters (never on the thread count); each block writes its
+accumulator updates touch the row while it is in cache (from _GEMM_RUNS active runs on, a
+block's margins and gradient are two BLAS products over the block instead). Rows are cut into
+blocks whose size depends only on the number of parameters (never on the thread count); each
+block writes its
 partial sums into its own slot and the slots are added in block order, so the result is the same,
 bit for bit, with any number of threads. Sample weights are one column shared by every run (or
 none: unit weights), the fast path, or one column per run.
@@ -347,7 +349,7 @@ def _rows_f64_impl(X, rows, start, stop):
 
 # From this many active runs on, a block's margins and gradient are two BLAS products over the
 # block (_block_gemm) instead of a dot product and an update per row and run (_group): K = 16 at
-# 1,000,000 x 100, 1 thread, Zen 3: see _block_gemm.
+# 400,000 x 100, 1 Numba thread, Zen 3: float64 264-283 -> 202-245 ms, float32 251 -> 199 ms.
 _GEMM_RUNS = 8
 
 
@@ -369,11 +371,14 @@ def _block_gemm(X, Y, SW, P, rows, act, start, stop, acc):
     yb, sb, lb = np.empty(m), np.empty(m), np.empty(m)
     shared_s = SW.shape[1] <= 1
     shared_y = Y.shape[1] == 1
+    idx = np.empty(m, np.int64)  # the block's rows of X (and of Y and SW)
+    for r in range(m):
+        idx[r] = rows[start + r] if rows.size > 0 else start + r
     for c in range(nq):
         k = act[c]
         zb = Z[c]
         for r in range(m):
-            i = rows[start + r] if rows.size > 0 else start + r
+            i = idx[r]
             zb[r] += P[k, d]
             yb[r] = Y[i, 0] if shared_y else Y[i, k]
             sb[r] = _shared_weight(SW, i) if shared_s else SW[i, k]

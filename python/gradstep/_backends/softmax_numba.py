@@ -20,8 +20,15 @@ import numpy as np
 
 from .numba import _JIT_FMA as JIT_FMA
 from .numba import _JIT_SUM as JIT_SUM
-from .numba import _bits_f64, _exp_nonpositive, _f64_bits, _log_reduced, _serial_only, _Threads
-from .numba import _rows_f64 as _block
+from .numba import (
+    _bits_f64,
+    _exp_nonpositive,
+    _f64_bits,
+    _log_reduced,
+    _rows_f64,
+    _serial_only,
+    _Threads,
+)
 from .numba_rules import JIT
 
 _BLOCK_ELEMENTS = 2**17
@@ -135,7 +142,7 @@ def _grad_block(X, labels, SW, W, bias, rows, act, n_classes, start, stop, acc):
     time over the rows (vectorized), then G = R X_b, a second product over the block, still in
     cache. X is read from memory once; the products are BLAS's."""
     d = X.shape[1]
-    Xb = _block(X, rows, start, stop)
+    Xb = _rows_f64(X, rows, start, stop)
     m = Xb.shape[0]
     Z = np.dot(W, Xb.T)  # (n_act * C, m)
     E = np.empty_like(Z)
@@ -178,7 +185,7 @@ def _hv_block(X, SW, W, bias, VW, vbias, act, n_classes, start, stop, acc):
     p = softmax(z) from the leader, T = s p (u - p.u) a class at a time over the rows, then
     T X_b."""
     d = X.shape[1]
-    Xb = _block(X, np.empty(0, np.int64), start, stop)
+    Xb = _rows_f64(X, np.empty(0, np.int64), start, stop)
     m = Xb.shape[0]
     Z = np.dot(W, Xb.T)
     U = np.dot(VW, Xb.T)
