@@ -548,35 +548,32 @@ inline std::vector<double>& chunk_scratch() {
   return scratch;
 }
 
-// The runs' values of row i in a table with one column per run (Y or SW), or one shared value.
+// The runs' values of row i in a table with one column per run (Y or SW), or one shared value;
+// `adjacent`: the vector's columns are col[0], col[0] + 1, ... (runs in order, as a K-run call
+// with one target column per run has them), read as one load instead of one load per lane.
 template <class V>
 GRADSTEP_INLINE V run_values(const double* table, std::ptrdiff_t i, std::ptrdiff_t width,
-                             bool shared, const std::ptrdiff_t* col) {
+                             bool shared, bool adjacent, const std::ptrdiff_t* col) {
   if (shared) return splat_runs<V>(table[i * width]);
   const double* row = table + i * width;
-  if constexpr (kVecRuns<V> == 4) {
-    return V{row[col[0]], row[col[1]], row[col[2]], row[col[3]]};
+  V v;
+  if (adjacent) {
+    std::memcpy(&v, row + col[0], sizeof v);
+  } else if constexpr (kVecRuns<V> == 4) {
+    v = V{row[col[0]], row[col[1]], row[col[2]], row[col[3]]};
   } else {
-    return V{row[col[0]], row[col[1]], row[col[2]], row[col[3]],
-             row[col[4]], row[col[5]], row[col[6]], row[col[7]]};
+    v = V{row[col[0]], row[col[1]], row[col[2]], row[col[3]],
+          row[col[4]], row[col[5]], row[col[6]], row[col[7]]};
   }
+  return v;
 }
 
-// The link (link4) of a vector of runs, four lanes at a time.
-template <class V>
-GRADSTEP_INLINE void link_runs(V z, V y, V& loss, V& residual) {
-  if constexpr (kVecRuns<V> == 4) {
-    link4(z, y, loss, residual);
-  } else {
-    for (std::ptrdiff_t h = 0; h < kVecRuns<V>; h += 4) {
-      v4d zh, yh, lh, rh;
-      std::memcpy(&zh, reinterpret_cast<const double*>(&z) + h, sizeof zh);
-      std::memcpy(&yh, reinterpret_cast<const double*>(&y) + h, sizeof yh);
-      link4(zh, yh, lh, rh);
-      std::memcpy(reinterpret_cast<double*>(&loss) + h, &lh, sizeof lh);
-      std::memcpy(reinterpret_cast<double*>(&residual) + h, &rh, sizeof rh);
-    }
+// Whether col[0 .. n) are adjacent columns in order (run_values' `adjacent`).
+GRADSTEP_INLINE bool adjacent_columns(const std::ptrdiff_t* col, std::ptrdiff_t n) {
+  for (std::ptrdiff_t q = 1; q < n; ++q) {
+    if (col[q] != col[0] + q) return false;
   }
+  return true;
 }
 
 // The gradient for the runs runs[c .. c + m * NV * lanes) of the tile, NV vectors of runs at a
@@ -610,9 +607,12 @@ GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, 
     }
     std::fill(gt, gt + kChunk * d, 0.0);
     V b[kArrayNV], loss[kArrayNV], bias[kArrayNV];
+    bool y_adjacent[kArrayNV], w_adjacent[kArrayNV];
     for (std::ptrdiff_t h = 0; h < NV; ++h) {
       for (std::ptrdiff_t q = 0; q < W; ++q) b[h][q] = job.P[k[h * W + q] * D + d];
       loss[h] = bias[h] = splat_runs<V>(0.0);
+      y_adjacent[h] = adjacent_columns(ycol + W * h, W);
+      w_adjacent[h] = adjacent_columns(k + W * h, W);
     }
     for (std::ptrdiff_t p = 0; p < grouped; p += 4) {
       std::ptrdiff_t i[4];
@@ -629,8 +629,8 @@ GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, 
         }
       }
       prefetch_rows(job.X, d, row, p + kPrefetchRows, std::min(grouped, p + kPrefetchRows + 4));
-      // The sums in acc, copied to z after the loop: z's address escapes (link_runs), and GCC
-      // then stores it to memory on every iteration next to splat_load's asm.
+      // The sums in acc, copied to z after the loop (with z's address escaping, GCC stored z to
+      // memory on every iteration next to splat_load's asm).
       V acc[4][kArrayNV];
       for (std::ptrdiff_t r = 0; r < 4; ++r) {
         for (std::ptrdiff_t h = 0; h < NV; ++h) acc[r][h] = splat_runs<V>(0.0);
@@ -652,11 +652,13 @@ GRADSTEP_INLINE std::ptrdiff_t run_chunks(const BlockJob<T>& job, RowIndex row, 
       V res[4][kArrayNV];
       for (std::ptrdiff_t r = 0; r < 4; ++r) {  // rows in order: the loss sums as the pair path's
         for (std::ptrdiff_t h = 0; h < NV; ++h) {
-          const V yv = run_values<V>(job.Y, i[r], job.ky, job.ky == 1, ycol + W * h);
-          const V sv = PerRun ? run_values<V>(job.SW, i[r], job.ks, false, k + W * h)
+          const V yv = run_values<V>(job.Y, i[r], job.ky, job.ky == 1, y_adjacent[h],
+                                     ycol + W * h);
+          const V sv = PerRun ? run_values<V>(job.SW, i[r], job.ks, false, w_adjacent[h],
+                                              k + W * h)
                               : splat_runs<V>(job.SW ? job.SW[i[r]] : 1.0);
           V l, residual;
-          link_runs(z[r][h] + b[h], yv, l, residual);
+          link4(z[r][h] + b[h], yv, l, residual);  // 4 or 8 lanes: vector_math's templates
           loss[h] += sv * l;
           res[r][h] = sv * residual;
           bias[h] += res[r][h];
@@ -920,9 +922,10 @@ GRADSTEP_TARGET_AVX512 GRADSTEP_NOINLINE void hessp_tile_avx512(const BlockJob<T
 enum class Kernel { baseline, avx2, avx512 };
 
 // Whether a CPU with AVX-512 runs the "avx512" kernel by default. Off: on the one AVX-512 machine
-// measured (a 16-core Intel Xeon, README, two sessions), at 1M x 100, 1 thread, it was slower at
-// K = 16 (726 vs 409 ms; 706 vs 529 ms) and no faster at K = 1 (87 vs 79 ms; 110 vs 113 ms). It
-// passes the kernel tests there, bit-identical to "avx2".
+// measured (a 16-core Intel Xeon, model 207; README), 1 thread, it is about twice as slow at
+// K = 16 (1M x 100: 1048 vs 501 ms; with the 8-lane link since, 400k x 100 in a harness: 253 and
+// 233 vs 178 and 139 ms) for a reason not found, and faster only at K = 1 float64 (97.5 vs
+// 112.9 ms; float32 86.7 vs 81.3). It passes the kernel tests there, bit-identical to "avx2".
 constexpr bool kDefaultAvx512 = false;
 
 inline bool cpu_has_avx2_fma() {
