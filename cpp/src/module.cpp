@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "gradstep/fit.hpp"
+#include "gradstep/lbfgs_loop.hpp"
 #include "gradstep/lbfgs_rows.hpp"
 #include "gradstep/logistic.hpp"
 #include "gradstep/rules.hpp"
@@ -410,6 +411,156 @@ carray<double> softmax_hessp(const carray<T>& X, const carray<double>& SW,
   return HV;
 }
 
+// The arrays of the compiled lbfgs loop (lbfgs_loop.hpp) for a fit of one run with D parameters:
+// state.FitState's, spec.RunSpec's scalars and alpha, and driver.CompiledLBFGSDriver's memory;
+// each held by a reference here while the loop runs.
+struct LbfgsArgs {
+  carray<double> P, grad, loss, history, reference, start_loss, alpha, memory, rho, gamma, passes;
+  carray<std::int64_t> t, n_iter, status, ints;
+  gradstep::RunSpec spec;
+  gradstep::FitState st;
+  gradstep::lbfgs_loop::Memory mem;
+};
+
+LbfgsArgs lbfgs_args(const py::object& spec_obj, const py::object& state_obj,
+                     const carray<double>& memory, const carray<double>& rho,
+                     const carray<double>& gamma, const carray<std::int64_t>& ints, ssize_t m,
+                     const carray<double>& passes, ssize_t D) {
+  const std::string S = "spec", F = "state";
+  LbfgsArgs a;
+  a.P = array_attribute<double>(state_obj, F, "P", true);
+  require_shape(a.P, "state.P", {1, D});
+  a.grad = array_attribute<double>(state_obj, F, "grad", true);
+  a.loss = array_attribute<double>(state_obj, F, "loss", true);
+  a.t = array_attribute<std::int64_t>(state_obj, F, "t", true);
+  a.n_iter = array_attribute<std::int64_t>(state_obj, F, "n_iter", true);
+  a.status = array_attribute<std::int64_t>(state_obj, F, "status", true);
+  a.history = array_attribute<double>(state_obj, F, "history", true);
+  a.reference = array_attribute<double>(state_obj, F, "reference");
+  a.start_loss = array_attribute<double>(state_obj, F, "start_loss");
+  require_shape(a.grad, "state.grad", {1, D});
+  require_shape(a.loss, "state.loss", {1});
+  require_shape(a.t, "state.t", {1});
+  require_shape(a.n_iter, "state.n_iter", {1});
+  require_shape(a.status, "state.status", {1});
+  require(a.history.ndim() == 3 && a.history.shape(0) == gradstep::kNHistory &&
+              a.history.shape(1) == 1,
+          "state.history must have shape (" + std::to_string(gradstep::kNHistory) +
+              ", 1, H), got " + shape_of(a.history));
+  require_shape(a.start_loss, "state.start_loss", {1});
+  a.alpha = array_attribute<double>(spec_obj, S, "alpha");
+  require_shape(a.alpha, "spec.alpha", {1});
+  require(m >= 1, "m must be at least 1, got " + std::to_string(m));
+  require_shape(memory, "memory", {2 * (m + 1), D});
+  require_shape(rho, "rho", {m + 1});
+  require_shape(gamma, "gamma", {1});
+  require_shape(ints, "ints", {3});
+  require_shape(passes, "passes", {1});
+  require(ints.data()[0] >= 0 && ints.data()[0] <= m && ints.data()[1] >= 0 &&
+              ints.data()[1] <= m,
+          "ints must hold a slot in [0, m] and a count in [0, m]");
+  require(memory.writeable() && rho.writeable() && gamma.writeable() && ints.writeable() &&
+              passes.writeable(),
+          "memory, rho, gamma, ints and passes must be writeable");
+  a.memory = memory;
+  a.rho = rho;
+  a.gamma = gamma;
+  a.ints = ints;
+  a.passes = passes;
+
+  a.spec.alpha = a.alpha.data();
+  a.spec.fit_intercept = scalar_attribute<bool>(spec_obj, S, "fit_intercept", "a bool");
+  a.spec.tol = scalar_attribute<double>(spec_obj, S, "tol", "a float");
+  a.spec.max_iter = scalar_attribute<std::int64_t>(spec_obj, S, "max_iter", "an int");
+  a.spec.record_history = scalar_attribute<bool>(spec_obj, S, "record_history", "a bool");
+  a.spec.has_reference = scalar_attribute<bool>(spec_obj, S, "has_reference", "a bool");
+  if (a.spec.has_reference) require_shape(a.reference, "state.reference", {1, D});
+
+  a.st.P = a.P.mutable_data();
+  a.st.grad = a.grad.mutable_data();
+  a.st.loss = a.loss.mutable_data();
+  a.st.t = a.t.mutable_data();
+  a.st.n_iter = a.n_iter.mutable_data();
+  a.st.status = a.status.mutable_data();
+  a.st.history = a.history.mutable_data();
+  a.st.history_len = a.history.shape(2);
+  a.st.reference = a.reference.data();
+  a.st.start_loss = a.start_loss.data();
+
+  a.mem.memory = a.memory.mutable_data();
+  a.mem.rho = a.rho.mutable_data();
+  a.mem.gamma = a.gamma.mutable_data();
+  a.mem.ints = a.ints.mutable_data();
+  a.mem.m = m;
+  return a;
+}
+
+// Binary logistic loss, one run: X (n, d), Y (n, 1), SW (n, 0 or 1).
+template <class T>
+void lbfgs_run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
+               const py::object& spec_obj, const py::object& state_obj,
+               const carray<double>& memory, const carray<double>& rho,
+               const carray<double>& gamma, const carray<std::int64_t>& ints, double lr,
+               ssize_t m, const carray<double>& passes, std::int64_t n_steps, int n_threads) {
+  require(X.ndim() == 2, "X must be 2-D, got shape " + shape_of(X));
+  const ssize_t D = X.shape(1) + 1;
+  LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, D);
+  const gradstep::Dataset<T> data = dataset(X, &Y, SW, 1);
+  require(data.n > 0, "X has no rows");
+  require_threads(n_threads);
+  py::gil_scoped_release release;
+  gradstep::GradientEngine<T> engine(data, 1);
+  const bool fit_intercept = a.spec.fit_intercept;
+  const double* alpha = a.spec.alpha;
+  auto oracle = [&](const double* p, double* g) {
+    const std::uint8_t active = 1;
+    double loss = 0.0;
+    engine.compute(p, alpha, nullptr, 0, &active, n_threads, &loss, g);
+    if (!fit_intercept) g[D - 1] = 0.0;  // driver._zero_intercept
+    return loss;
+  };
+  gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
+                                                  a.passes.mutable_data(), D);
+  run.iterate(n_steps);
+}
+
+// Multinomial loss, one run: X (n, d), labels (n,) in [0, C), SW (n, 0 or 1); P (1, C (d + 1)).
+template <class T>
+void softmax_lbfgs_run(const carray<T>& X, const carray<std::int64_t>& labels,
+                       const carray<double>& SW, const py::object& spec_obj,
+                       const py::object& state_obj, const carray<double>& memory,
+                       const carray<double>& rho, const carray<double>& gamma,
+                       const carray<std::int64_t>& ints, double lr, ssize_t m,
+                       const carray<double>& passes, std::int64_t n_steps, int n_threads,
+                       ssize_t n_classes) {
+  require(X.ndim() == 2, "X must be 2-D, got shape " + shape_of(X));
+  require(n_classes >= 2, "n_classes must be at least 2, got " + std::to_string(n_classes));
+  const ssize_t n = X.shape(0), d = X.shape(1), D = n_classes * (d + 1);
+  LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, D);
+  require(n > 0, "X has no rows");
+  require_labels(labels, n, n_classes);
+  require_targets(nullptr, SW, n, 1);
+  require_threads(n_threads);
+  py::gil_scoped_release release;
+  gradstep::softmax::Engine<T> engine(X.data(), n, d, labels.data(),
+                                      SW.shape(1) ? SW.data() : nullptr, SW.shape(1), 1,
+                                      n_classes);
+  const bool fit_intercept = a.spec.fit_intercept;
+  const double* alpha = a.spec.alpha;
+  auto oracle = [&](const double* p, double* g) {
+    const std::uint8_t active = 1;
+    double loss = 0.0;
+    engine.loss_grad(p, alpha, nullptr, 0, &active, n_threads, &loss, g, nullptr);
+    if (!fit_intercept) {  // MultinomialOracle._no_intercept
+      for (ssize_t c = 0; c < n_classes; ++c) g[c * (d + 1) + d] = 0.0;
+    }
+    return loss;
+  };
+  gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
+                                                  a.passes.mutable_data(), D);
+  run.iterate(n_steps);
+}
+
 template <class T>
 void bind_dtype(py::module_& m, const char* suffix) {
   const std::string dt = suffix;
@@ -434,6 +585,25 @@ void bind_dtype(py::module_& m, const char* suffix) {
         ("The multinomial loss (K,) and gradient (K, n_classes (d + 1)) of the active runs for "
          "labels in [0, n_classes), X of dtype " +
          dt + " (see gradstep._backends.softmax_reference for the contract).")
+            .c_str());
+  m.def(("lbfgs_run_" + dt).c_str(), &lbfgs_run<T>, py::arg("X").noconvert(),
+        py::arg("Y").noconvert(), py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"),
+        py::arg("memory").noconvert(), py::arg("rho").noconvert(), py::arg("gamma").noconvert(),
+        py::arg("ints").noconvert(), py::arg("lr"), py::arg("m"), py::arg("passes").noconvert(),
+        py::arg("n_steps"), py::arg("n_threads"),
+        ("Up to n_steps iterations of the single lbfgs run (no L1 term) of state on the "
+         "logistic loss, X of dtype " +
+         dt + " (lbfgs_loop.hpp; driver.CompiledLBFGSDriver).")
+            .c_str());
+  m.def(("softmax_lbfgs_run_" + dt).c_str(), &softmax_lbfgs_run<T>, py::arg("X").noconvert(),
+        py::arg("labels").noconvert(), py::arg("SW").noconvert(), py::arg("spec"),
+        py::arg("state"), py::arg("memory").noconvert(), py::arg("rho").noconvert(),
+        py::arg("gamma").noconvert(), py::arg("ints").noconvert(), py::arg("lr"), py::arg("m"),
+        py::arg("passes").noconvert(), py::arg("n_steps"), py::arg("n_threads"),
+        py::arg("n_classes"),
+        ("Up to n_steps iterations of the single lbfgs run (no L1 term) of state on the "
+         "multinomial loss, X of dtype " +
+         dt + " (lbfgs_loop.hpp; driver.CompiledLBFGSDriver).")
             .c_str());
   m.def(("softmax_hessp_" + dt).c_str(), &softmax_hessp<T>, py::arg("X").noconvert(),
         py::arg("SW").noconvert(), py::arg("P").noconvert(), py::arg("V").noconvert(),

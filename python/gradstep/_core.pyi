@@ -161,6 +161,84 @@ def run_float64(
 ) -> None:
     """Advances the RUNNING runs of `state` in place, X float64 (n, d); as run_float32."""
 
+def lbfgs_run_float32(
+    X: NDArray[np.float32],
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    memory: NDArray[np.float64],
+    rho: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    ints: NDArray[np.int64],
+    lr: float,
+    m: int,
+    passes: NDArray[np.float64],
+    n_steps: int,
+    n_threads: int,
+) -> None:
+    """Up to n_steps iterations of the single lbfgs run (no L1 term) of `state` on the logistic
+    loss, X float32; memory (2 (m + 1), D), rho (m + 1,), gamma (1,), ints (head, count, first)
+    and passes (1,) are driver.CompiledLBFGSDriver's, advanced in place (lbfgs_loop.hpp)."""
+
+def softmax_lbfgs_run_float32(
+    X: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    memory: NDArray[np.float64],
+    rho: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    ints: NDArray[np.int64],
+    lr: float,
+    m: int,
+    passes: NDArray[np.float64],
+    n_steps: int,
+    n_threads: int,
+    n_classes: int,
+) -> None:
+    """As lbfgs_run_float32 on the multinomial loss (labels in [0, n_classes))."""
+
+def lbfgs_run_float64(
+    X: NDArray[np.float64],
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    memory: NDArray[np.float64],
+    rho: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    ints: NDArray[np.int64],
+    lr: float,
+    m: int,
+    passes: NDArray[np.float64],
+    n_steps: int,
+    n_threads: int,
+) -> None:
+    """Up to n_steps iterations of the single lbfgs run (no L1 term) of `state` on the logistic
+    loss, X float64; memory (2 (m + 1), D), rho (m + 1,), gamma (1,), ints (head, count, first)
+    and passes (1,) are driver.CompiledLBFGSDriver's, advanced in place (lbfgs_loop.hpp)."""
+
+def softmax_lbfgs_run_float64(
+    X: NDArray[np.float64],
+    labels: NDArray[np.int64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    memory: NDArray[np.float64],
+    rho: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    ints: NDArray[np.int64],
+    lr: float,
+    m: int,
+    passes: NDArray[np.float64],
+    n_steps: int,
+    n_threads: int,
+    n_classes: int,
+) -> None:
+    """As lbfgs_run_float64 on the multinomial loss (labels in [0, n_classes))."""
+
 def rule_codes() -> dict[str, int]:
     """The compiled step rules, {name: code} (cpp/include/gradstep/rules.hpp's table): the codes
     spec.rule_code may hold."""

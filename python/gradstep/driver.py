@@ -10,6 +10,10 @@ divergence and history. Two kinds:
   share the passes. Mini-batch, it walks the seeded shuffled order, one step per batch.
 - ``CompiledDriver``: the C++ or Numba loop (``module.run``) for first-order rules on an
   in-memory dense oracle; it follows the reference step for step (to ~1e-15).
+- ``CompiledLBFGSDriver``: the C++ loop (``module.lbfgs_run``, lbfgs_loop.hpp) for ONE lbfgs run
+  without an L1 term on an in-memory dense oracle of the C++ backend (binary or multinomial):
+  the reference's rounds for that run, line search included, without Python in between; it
+  follows the reference iteration for iteration, to rounding.
 
 ``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
 stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
@@ -496,13 +500,48 @@ class CompiledDriver:
         return self.state.n_iter.astype(np.float64) + 1.0
 
 
+class CompiledLBFGSDriver:
+    """One lbfgs run without an L1 term, full batch, on an in-memory dense oracle whose backend
+    has the compiled loop (``module.lbfgs_run``: lbfgs_loop.hpp). The run's L-BFGS memory lives
+    here between calls, in _Pairs' layout. ``run(n)`` does up to n iterations (the reference's
+    ``run(n)``: n rounds of one pass each)."""
+
+    def __init__(self, oracle: Any, spec: RunSpec, rule: LBFGS, state: FitState):
+        self.oracle, self.spec, self.rule, self.state = oracle, spec, rule, state
+        slots, D = rule.m + 1, state.P.shape[1]
+        self.memory = np.zeros((2 * slots, D))  # s vectors, then y vectors
+        self.rho = np.zeros(slots)
+        self.gamma = np.ones(1)
+        self.ints = np.array([0, 0, 1], dtype=np.int64)  # free slot, pairs kept, first iteration
+        self.passes = np.ones(1)  # init_state's pass
+
+    def run(self, n_steps: int) -> None:
+        o = self.oracle
+        self.spec.alpha = o.alphas(1)
+        o.module.lbfgs_run(o, self.spec, self.state, self.memory, self.rho, self.gamma,
+                           self.ints, float(self.rule.lr), int(self.rule.m), self.passes,
+                           int(n_steps))
+
+
+def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
+    """Whether CompiledLBFGSDriver runs this fit: one lbfgs run, full batch, no L1 term, an
+    in-memory dense X and a backend module with the loop (the C++ one)."""
+    return (len(rules) == 1 and isinstance(rules[0], LBFGS) and not spec.batch_size
+            and not spec.l1_strengths(1).any()
+            and isinstance(getattr(oracle, "X", None), np.ndarray)
+            and hasattr(getattr(oracle, "module", None), "lbfgs_run"))
+
+
 def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
     """The compiled driver when every rule has a compiled version, the oracle is an
-    in-memory dense one whose backend has a compiled loop and no run has an L1 term; else the
-    reference driver (over the same compiled loss_grad kernels)."""
+    in-memory dense one whose backend has a compiled loop and no run has an L1 term; the
+    compiled lbfgs loop for a single lbfgs run on such an oracle; else the reference driver
+    (over the same compiled loss_grad kernels)."""
     compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
                      and all(r.compiled for r in rules)
                      and not spec.l1_strengths(len(rules)).any())  # no proximal step there
     if compiled_loop:
         return CompiledDriver(oracle, spec, state)
+    if _compiled_lbfgs(oracle, spec, rules):
+        return CompiledLBFGSDriver(oracle, spec, rules[0], state)  # type: ignore[arg-type]
     return ReferenceDriver(oracle, spec, rules, state)

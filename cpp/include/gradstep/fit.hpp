@@ -21,8 +21,9 @@
 
 namespace gradstep {
 
-// Run status (state.RUNNING, ...). The compiled drivers never set kStalled or kStopped (the
-// Python layer's drivers do), and advance only kRunning runs.
+// Run status (state.RUNNING, ...). The compiled first-order loop never sets kStalled (the lbfgs
+// loop, lbfgs_loop.hpp, does) and no compiled loop sets kStopped (the Python layer does); they
+// advance only kRunning runs.
 enum Status : std::int64_t {
   kRunning = 0,
   kConverged = 1,
@@ -32,8 +33,8 @@ enum Status : std::int64_t {
   kStopped = 5,
 };
 
-// Rows of the history array (state.H_*). The compiled drivers never write kHPasses: the Python
-// layer fills it.
+// Rows of the history array (state.H_*). The compiled first-order loop never writes kHPasses
+// (one pass per iteration: the Python layer fills it); the lbfgs loop does.
 constexpr std::ptrdiff_t kHLoss = 0, kHGradNorm = 1, kHStepNorm = 2, kHLr = 3, kHDistance = 4,
                          kHPasses = 5;
 constexpr std::ptrdiff_t kNHistory = 6;

@@ -14,12 +14,14 @@ import numpy as np
 
 from .. import _core  # an ImportError here tells the registry the core was not built
 
-__all__ = ["hessp", "loss_grad", "run"]
+__all__ = ["hessp", "lbfgs_run", "loss_grad", "run"]
 
 _LOSS_GRAD = {np.dtype(np.float32): _core.loss_grad_float32,
               np.dtype(np.float64): _core.loss_grad_float64}
 _HESSP = {np.dtype(np.float32): _core.hessp_float32, np.dtype(np.float64): _core.hessp_float64}
 _RUN = {np.dtype(np.float32): _core.run_float32, np.dtype(np.float64): _core.run_float64}
+_LBFGS = {np.dtype(np.float32): _core.lbfgs_run_float32,
+          np.dtype(np.float64): _core.lbfgs_run_float64}
 _NO_DENOMINATOR = np.empty(0, dtype=np.float64)
 _NO_DENOMINATOR.flags.writeable = False
 
@@ -49,3 +51,10 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None):
 def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
     """Advance the running runs by up to n_steps iterations (see state.py for the contract)."""
     _pick(_RUN, X)(X, Y, SW, spec, state, int(n_steps), _threads(n_threads))
+
+
+def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps) -> None:
+    """Up to n_steps iterations of the fit's single lbfgs run on oracle's X (lbfgs_loop.hpp;
+    driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls)."""
+    _pick(_LBFGS, oracle.X)(oracle.X, oracle.Y, oracle.SW, spec, state, memory, rho, gamma, ints,
+                            float(lr), int(m), passes, int(n_steps), _threads(oracle.n_threads))

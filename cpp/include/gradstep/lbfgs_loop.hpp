@@ -1,0 +1,330 @@
+// One lbfgs run without an L1 term, its whole fit loop compiled: LBFGS.iterate and strong_wolfe
+// (rules/curvature.py) and the reference driver's bookkeeping of a run (driver.py: divergence,
+// stopping, stalls, history, passes), calling the oracle's one-pass kernel directly.
+//
+// Why: on a small problem the Python loop around the kernel costs ~0.15-0.2 ms per iteration
+// (the driver's round, the generator, the line search, the stop test), as much as the gradient
+// pass itself: GDClassifier() on digits (multinomial, 1,797 x 64, ~90 iterations) spent ~40 % of
+// its fit outside the kernels, and lost to LogisticRegression() for it.
+//
+// It follows the reference iteration for iteration and pass for pass. Its dot products are plain
+// sums in index order where the reference uses ndarray.dot (BLAS), so its iterates agree with the
+// reference's to rounding, not in every bit (tests/test_lbfgs_loop.py).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "fit.hpp"
+#include "two_loop.hpp"
+
+namespace gradstep {
+namespace lbfgs_loop {
+
+constexpr double kEps = std::numeric_limits<double>::epsilon();  // curvature.EPS
+constexpr double kC1 = 1e-4, kC2 = 0.9;                            // curvature.WOLFE_C1, _C2
+constexpr int kMaxEvals = 25;                                      // strong_wolfe's max_evals
+constexpr double kStallTolFactor = 1e3;                            // driver.STALL_TOL_FACTOR
+
+// The memory of the run between calls, in curvature._Pairs' layout (Python-owned arrays):
+// R = m + 1 slots, memory (2R, D) with s vectors in rows [0, R) and y vectors in [R, 2R),
+// rho (R,) = 1/s'y per slot, gamma = s'y / y'y of the newest pair; ints: the free slot (head),
+// the number of pairs kept (count) and whether the next iteration is the first (first).
+struct Memory {
+  double* memory = nullptr;
+  double* rho = nullptr;
+  double* gamma = nullptr;
+  std::int64_t* ints = nullptr;  // head, count, first
+  std::ptrdiff_t m = 0;          // pairs kept (R = m + 1 slots)
+};
+
+// a.b with 8 partial sums (entry j in sum j % 8), added pairwise: near the optimum the line
+// search decides on slopes g.d of a few ulp of their terms, and a single running sum (error
+// growing with n) made it stall where the reference (BLAS ddot, 16 partial sums) went on.
+inline double dot(const double* a, const double* b, std::ptrdiff_t n) {
+  double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  std::ptrdiff_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int r = 0; r < 8; ++r) s[r] += a[j + r] * b[j + r];
+  }
+  for (int r = 0; j < n; ++j, ++r) s[r] += a[j] * b[j];
+  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+// curvature._negligible: a step too small to change p in floating point.
+inline bool negligible(const std::vector<double>& step, const double* p) {
+  const auto D = static_cast<std::ptrdiff_t>(step.size());
+  return std::sqrt(dot(step.data(), step.data(), D)) <=
+         4.0 * kEps * (1.0 + std::sqrt(dot(p, p, D)));
+}
+
+inline double rounding(double f0) { return 1e-10 * std::fabs(f0); }  // curvature._rounding
+
+// curvature._cubic_min; false for its None.
+inline bool cubic_min(double a, double fa, double ga, double b, double fb, double gb, double* x) {
+  const double d1 = ga + gb - 3.0 * (fa - fb) / (a - b);
+  const double disc = d1 * d1 - ga * gb;
+  if (!(disc >= 0.0)) return false;
+  const double d2 = std::copysign(std::sqrt(disc), b - a);
+  const double denom = gb - ga + 2.0 * d2;
+  if (denom == 0.0) return false;
+  *x = b - (b - a) * (gb + d2 - d1) / denom;
+  return true;
+}
+
+// A trial point of the line search: (t, f, slope, point, gradient) as strong_wolfe keeps them.
+struct Trial {
+  double t = 0.0, f = 0.0, s = 0.0;
+  std::vector<double> q, g;
+};
+
+// The loss and gradient at a point: `oracle(q, g)` returns the loss (L2 term included) and
+// writes the gradient (intercept entries zeroed when the fit has none); each call is one pass.
+template <class Oracle>
+class Run {
+ public:
+  Run(Oracle& oracle, const RunSpec& spec, FitState& st, Memory mem, double lr, double* passes,
+      std::ptrdiff_t D)
+      : oracle_(oracle), spec_(spec), st_(st), mem_(mem), lr_(lr), passes_(passes), D_(D) {}
+
+  // Up to n_steps iterations of run 0 while it is running.
+  void iterate(std::int64_t n_steps) {
+    for (std::int64_t i = 0; i < n_steps && st_.status[0] == kRunning; ++i) iteration();
+  }
+
+ private:
+  std::size_t size() const { return static_cast<std::size_t>(D_); }
+  std::ptrdiff_t slots() const { return mem_.m + 1; }
+
+  // LBFGS.iterate's loop body, then driver._handle's Step or Stall.
+  void iteration() {
+    const double* p = st_.P;
+    const double* g = st_.grad;
+    const double loss = st_.loss[0];
+    std::vector<double> d(size());
+    direction(g, d.data());  // H g
+    for (double& v : d) v = -v;
+    if (!(dot(g, d.data(), D_) < 0.0)) {  // not a descent direction (rounding): restart
+      clear();
+      for (std::ptrdiff_t j = 0; j < D_; ++j) d[static_cast<std::size_t>(j)] = -g[j];
+    }
+    double sum_abs = 0.0;
+    for (std::ptrdiff_t j = 0; j < D_; ++j) sum_abs += std::fabs(g[j]);
+    const bool first = mem_.ints[2] != 0;
+    const double t0 = first ? std::min(1.0, 1.0 / std::max(sum_abs, 1e-300)) : lr_;
+    const bool retry = mem_.ints[1] > 0;
+    Trial found;
+    bool ok = strong_wolfe(p, loss, g, d, t0, &found);
+    if (!ok && retry) {  // _lbfgs_search: a stale memory; once more along -g from 1/||g||
+      for (std::ptrdiff_t j = 0; j < D_; ++j) d[static_cast<std::size_t>(j)] = -g[j];
+      ok = strong_wolfe(p, loss, g, d, 1.0 / std::max(std::sqrt(dot(g, g, D_)), 1e-300), &found);
+      clear();
+    }
+    if (!ok) {  // Stall: converged when the gradient is within a factor of tol
+      const bool close_enough = detail::max_abs(g, D_) <= kStallTolFactor * spec_.tol;
+      st_.status[0] = close_enough ? kConverged : kStalled;
+      return;
+    }
+    keep_pair(p, g, found);
+    mem_.ints[2] = 0;
+    step(found);
+  }
+
+  // _Pairs.apply: H g by the two-loop recursion over the pairs, oldest first.
+  void direction(const double* g, double* out) {
+    const std::int64_t count = mem_.ints[1];
+    if (count == 0) {
+      std::copy(g, g + D_, out);
+      return;
+    }
+    const std::ptrdiff_t R = slots(), head = mem_.ints[0];
+    order_.resize(static_cast<std::size_t>(R));
+    for (std::ptrdiff_t c = 0; c < R; ++c) order_[static_cast<std::size_t>(c)] = (head + c) % R;
+    alphas_.resize(static_cast<std::size_t>(R));
+    two_loop_rows(g, 1, D_, mem_.memory, R, order_.data(), mem_.rho, mem_.gamma, R - count,
+                  alphas_.data(), out);
+  }
+
+  void clear() {  // _Pairs.clear
+    std::fill(mem_.rho, mem_.rho + slots(), 0.0);
+    mem_.gamma[0] = 1.0;
+    mem_.ints[1] = 0;
+  }
+
+  // LBFGS.iterate: the pair (q - p, g(q) - g) into the free slot, kept when s'y > EPS y'y.
+  void keep_pair(const double* p, const double* g, const Trial& found) {
+    const std::ptrdiff_t R = slots(), head = mem_.ints[0];
+    double* s = mem_.memory + head * D_;
+    double* y = mem_.memory + (R + head) * D_;
+    for (std::ptrdiff_t j = 0; j < D_; ++j) {
+      const auto u = static_cast<std::size_t>(j);
+      s[j] = found.q[u] - p[j];
+      y[j] = found.g[u] - g[j];
+    }
+    const double sy = dot(s, y, D_), yy = dot(y, y, D_);
+    if (sy > kEps * yy) {  // _Pairs.keep
+      mem_.rho[head] = 1.0 / sy;
+      mem_.gamma[0] = sy / yy;
+      mem_.ints[0] = (head + 1) % R;
+      mem_.ints[1] = std::min<std::int64_t>(mem_.ints[1] + 1, mem_.m);
+    }
+  }
+
+  // driver._handle's Step: the divergence test, then the new point, its history entry and the
+  // stop test (no L1 term: the loss is the objective and the gradient the residual).
+  void step(const Trial& found) {
+    const double* q = found.q.data();
+    const double* gq = found.g.data();
+    if (detail::weights_diverged(q, D_) || !std::isfinite(found.f) ||
+        !detail::all_finite(gq, D_) || found.f > detail::loss_limit(st_, 0)) {
+      st_.status[0] = kDiverged;  // st.P keeps the last good weights
+      return;
+    }
+    const double step_norm = detail::distance(q, st_.P, D_);
+    std::copy(q, q + D_, st_.P);
+    st_.loss[0] = found.f;
+    std::copy(gq, gq + D_, st_.grad);
+    st_.n_iter[0] += 1;
+    st_.t[0] += 1;
+    detail::record(spec_, st_, 1, 0, D_, found.f, detail::norm2(gq, D_), step_norm, found.t);
+    if (spec_.record_history && st_.n_iter[0] < st_.history_len) {
+      st_.history[kHPasses * st_.history_len + st_.n_iter[0]] = passes_[0];
+    }
+    if (detail::max_abs(gq, D_) <= spec_.tol) {
+      st_.status[0] = kConverged;
+    } else if (st_.n_iter[0] >= spec_.max_iter) {
+      st_.status[0] = kMaxIter;
+    }
+  }
+
+  // One pass at p + t d: the trial's point, loss and gradient.
+  void evaluate(Trial& trial, const double* d) {
+    trial.f = oracle_(trial.q.data(), trial.g.data());
+    passes_[0] += 1.0;
+    trial.s = std::isfinite(trial.f) ? dot(trial.g.data(), d, D_)
+                                     : std::numeric_limits<double>::quiet_NaN();
+    if (!std::isfinite(trial.f)) trial.f = std::numeric_limits<double>::infinity();
+  }
+
+  void point(const double* p, double t, const double* d, std::vector<double>& q) const {
+    q.resize(size());
+    for (std::ptrdiff_t j = 0; j < D_; ++j) q[static_cast<std::size_t>(j)] = p[j] + t * d[j];
+  }
+
+  bool negligible_from(const std::vector<double>& q, const double* p) {
+    step_.resize(size());
+    for (std::ptrdiff_t j = 0; j < D_; ++j) {
+      step_[static_cast<std::size_t>(j)] = q[static_cast<std::size_t>(j)] - p[j];
+    }
+    return negligible(step_, p);
+  }
+
+  // curvature._sufficient_decrease with f_ref = f0.
+  static bool sufficient_decrease(const Trial& here, double f, double f0, double slope0) {
+    if (f <= f0 + kC1 * here.t * slope0) return true;
+    return f <= f0 + rounding(f0) && here.s <= (1.0 - 2.0 * kC1) * -slope0;
+  }
+
+  // curvature.strong_wolfe (Nocedal & Wright, Alg. 3.5/3.6) from p along d, first trial t;
+  // false for its None.
+  bool strong_wolfe(const double* p, double f0, const double* g0, const std::vector<double>& dv,
+                    double t, Trial* out) {
+    const double* d = dv.data();
+    const double slope0 = dot(g0, d, D_);
+    Trial prev;
+    prev.t = 0.0;
+    prev.f = f0;
+    prev.s = slope0;
+    prev.q.assign(p, p + D_);
+    prev.g.assign(g0, g0 + D_);
+    Trial lo, hi;
+    bool bracketed = false;
+    for (int i = 0; i < kMaxEvals; ++i) {
+      Trial here;
+      here.t = t;
+      point(p, t, d, here.q);
+      if (negligible_from(here.q, p)) return false;
+      here.g.resize(size());
+      evaluate(here, d);
+      const bool finite = std::isfinite(here.f);
+      const double f = here.f;
+      const bool decrease = finite && sufficient_decrease(here, f, f0, slope0);
+      if (!decrease || (i > 0 && f >= prev.f + rounding(f0))) {
+        lo = std::move(prev);
+        hi = std::move(here);
+        bracketed = true;
+        break;
+      }
+      if (std::fabs(here.s) <= -kC2 * slope0) {
+        *out = std::move(here);
+        return true;
+      }
+      if (here.s >= 0.0) {
+        lo = std::move(here);
+        hi = std::move(prev);
+        bracketed = true;
+        break;
+      }
+      double guess = 0.0;
+      const bool has_guess = cubic_min(prev.t, prev.f, prev.s, t, f, here.s, &guess);
+      prev = std::move(here);
+      t = std::min(std::max(has_guess ? guess : 2.0 * t, 1.1 * t), 10.0 * t);
+    }
+    if (!bracketed) return false;
+    // zoom: lo satisfies sufficient decrease with the lowest loss so far, hi brackets it
+    for (int i = 0; i < kMaxEvals; ++i) {
+      const double ta = lo.t, fa = lo.f, sa = lo.s;
+      const double tb = hi.t, fb = hi.f, sb = hi.s;
+      const double width = std::fabs(tb - ta);
+      double guess = 0.0;
+      const bool has_guess = std::isfinite(fb) && cubic_min(ta, fa, sa, tb, fb, sb, &guess);
+      const double low_end = std::min(ta, tb), high_end = std::max(ta, tb);
+      if (!has_guess || !(low_end + 0.1 * width <= guess && guess <= high_end - 0.1 * width)) {
+        guess = 0.5 * (ta + tb);
+      }
+      Trial here;
+      here.t = guess;
+      point(p, guess, d, here.q);
+      step_.resize(size());
+      for (std::ptrdiff_t j = 0; j < D_; ++j) step_[static_cast<std::size_t>(j)] = (tb - ta) * d[j];
+      if (negligible(step_, p) || negligible_from(here.q, p)) break;
+      here.g.resize(size());
+      evaluate(here, d);
+      const bool finite = std::isfinite(here.f);
+      const double f = here.f;
+      const bool decrease = finite && sufficient_decrease(here, f, f0, slope0);
+      if (!decrease || f >= fa + rounding(f0)) {
+        hi = std::move(here);
+        continue;
+      }
+      if (std::fabs(here.s) <= -kC2 * slope0) {
+        *out = std::move(here);
+        return true;
+      }
+      if (here.s * (tb - ta) >= 0.0) hi = std::move(lo);
+      lo = std::move(here);
+    }
+    if (lo.t > 0.0 && lo.f < f0) {  // sufficient decrease without the curvature condition
+      *out = std::move(lo);
+      return true;
+    }
+    return false;
+  }
+
+  Oracle& oracle_;
+  const RunSpec& spec_;
+  FitState& st_;
+  Memory mem_;
+  double lr_;
+  double* passes_;
+  std::ptrdiff_t D_;
+  std::vector<std::int64_t> order_;
+  std::vector<double> alphas_, step_;
+};
+
+}  // namespace lbfgs_loop
+}  // namespace gradstep

@@ -1,0 +1,196 @@
+"""The compiled lbfgs loop (lbfgs_loop.hpp, driver.CompiledLBFGSDriver) against the reference
+driver it replaces for a single lbfgs run on a dense X with the C++ backend: the same iterations,
+passes, statuses and history, iterates equal to rounding."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+import gradstep as gs
+from conftest import _require, make_data
+from gradstep import driver
+
+
+@pytest.fixture(autouse=True)
+def _cpp():
+    _require("cpp")
+
+
+def _fit(X, y, compiled: bool, monkeypatch, **kw):
+    """gs.fit with lbfgs, through the compiled loop or (compiled=False) the reference driver."""
+    with monkeypatch.context() as m:
+        if not compiled:
+            m.setattr(driver, "_compiled_lbfgs", lambda *args: False)
+        else:  # the fit must really take the compiled loop
+            real = driver._compiled_lbfgs
+
+            def must(*args):
+                assert real(*args), "the compiled lbfgs loop was not chosen"
+                return True
+
+            m.setattr(driver, "_compiled_lbfgs", must)
+        return gs.fit(X, y, "lbfgs", backend="cpp", **kw)
+
+
+def _iris():
+    X, y = load_iris(return_X_y=True)
+    return (X - X.mean(axis=0)) / X.std(axis=0), y
+
+
+def _assert_same_run(a, b, coef_atol):
+    """The same run to rounding: the same status and result, and the same iterations and passes
+    until near the end, where a line search's decision on a rounding-level difference of the
+    loss may take one trial more or less (then at most a few iterations or passes apart)."""
+    assert a.status == b.status
+    assert abs(a.n_iter - b.n_iter) <= 2
+    assert abs(a.passes - b.passes) <= 3
+    np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=coef_atol)
+    np.testing.assert_allclose(b.intercept, a.intercept, rtol=0, atol=coef_atol)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-12)
+    ha, hb = a.history, b.history
+    n = min(len(ha.passes), len(hb.passes))
+    parted = np.flatnonzero(ha.passes[:n] != hb.passes[:n])
+    same = n if parted.size == 0 else int(parted[0])
+    assert same >= 0.8 * n, f"the passes part at iteration {same} of {n}"
+    np.testing.assert_allclose(hb.loss[:same], ha.loss[:same], rtol=1e-10)
+    # near the optimum these norms are small and carry the iterates' rounding differences
+    # (amplified by the conditioning): compared against the largest of each
+    np.testing.assert_allclose(hb.grad_norm[:same], ha.grad_norm[:same], rtol=1e-5,
+                               atol=1e-7 * np.max(ha.grad_norm))
+    np.testing.assert_allclose(hb.step_norm[:same], ha.step_norm[:same], rtol=1e-5,
+                               atol=1e-7 * np.max(ha.step_norm))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_binary_loop_follows_the_reference(monkeypatch, dtype, fit_intercept, weighted):
+    X, y = make_data(n=400, d=8, seed=3)
+    X = X.astype(dtype)
+    sw = np.random.default_rng(1).uniform(0.2, 2.0, len(y)) if weighted else None
+    kw = dict(alpha=1e-3, tol=1e-9, fit_intercept=fit_intercept, sample_weight=sw)
+    a = _fit(X, y, False, monkeypatch, **kw)
+    b = _fit(X, y, True, monkeypatch, **kw)
+    assert a.status == "converged"
+    _assert_same_run(a, b, coef_atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_multinomial_loop_follows_the_reference(monkeypatch, dtype, fit_intercept):
+    X, y = _iris()
+    X = X.astype(dtype)
+    kw = dict(alpha=1e-3, tol=1e-9, loss="multinomial", fit_intercept=fit_intercept)
+    a = _fit(X, y, False, monkeypatch, **kw)
+    b = _fit(X, y, True, monkeypatch, **kw)
+    assert a.status == "converged"
+    assert b.coef.shape == (3, 4)
+    _assert_same_run(a, b, coef_atol=1e-7)
+
+
+def test_max_iter_reference_distance_and_the_stall_end_as_the_reference(monkeypatch):
+    X, y = make_data(n=300, d=6, seed=5)
+    ref = np.ones(7)
+    # max_iter reached
+    a = _fit(X, y, False, monkeypatch, alpha=0.0, max_iter=5, reference=ref)
+    b = _fit(X, y, True, monkeypatch, alpha=0.0, max_iter=5, reference=ref)
+    assert b.status == "max_iter" and b.n_iter == 5
+    _assert_same_run(a, b, coef_atol=1e-9)
+    np.testing.assert_allclose(b.history.distance, a.history.distance, rtol=1e-9)
+    # a tol below rounding: the line search stalls at the optimum (converged or stalled, as the
+    # reference decides it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gs.StallWarning)
+        a = _fit(X, y, False, monkeypatch, alpha=1e-2, tol=1e-300, max_iter=500)
+        b = _fit(X, y, True, monkeypatch, alpha=1e-2, tol=1e-300, max_iter=500)
+    assert b.status in ("converged", "stalled")
+    assert b.status == a.status
+    np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-9)
+
+
+def test_separable_data_stops_on_the_weight_norm_as_the_reference(monkeypatch):
+    X, y = make_data(n=200, d=3, seed=2)
+    y = (X[:, 0] > 0).astype(float)  # separable: without a penalty the weights grow for ever
+    a = _fit(X, y, False, monkeypatch, alpha=0.0, tol=1e-12, max_iter=300)
+    b = _fit(X, y, True, monkeypatch, alpha=0.0, tol=1e-12, max_iter=300)
+    assert b.status == a.status
+    assert b.n_iter == a.n_iter
+    assert np.all(np.isfinite(b.coef))
+
+
+def test_one_iteration_at_a_time_gives_the_same_bits(monkeypatch):
+    """A monitor makes the fit call the loop one iteration at a time: the memory kept between
+    calls must make that the same computation as one call."""
+    X, y = _iris()
+    seen = []
+
+    def monitor(progress):
+        seen.append(int(progress.iteration[0]))
+
+    kw = dict(alpha=1e-3, tol=1e-8, loss="multinomial")
+    whole = _fit(X, y, True, monkeypatch, **kw)
+    steps = _fit(X, y, True, monkeypatch, monitor=monitor, **kw)
+    assert seen == list(range(1, whole.n_iter + 1))
+    np.testing.assert_array_equal(steps.coef, whole.coef)
+    np.testing.assert_array_equal(steps.history.loss, whole.history.loss)
+
+
+def _driver_used(monkeypatch, *args, **kw) -> str:
+    """The class name of the driver gs.fit(*args, **kw) ran."""
+    from gradstep import api
+
+    made = []
+
+    def spy(*a):
+        d = driver.make_driver(*a)
+        made.append(type(d).__name__)
+        return d
+
+    with monkeypatch.context() as m:
+        m.setattr(api, "make_driver", spy)
+        gs.fit(*args, **kw)
+    return made[0]
+
+
+def test_the_loop_runs_only_where_it_applies(monkeypatch):
+    import scipy.sparse as sp
+
+    X, y = make_data(n=200, d=4)
+    used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
+    assert used(X, y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
+    assert used(X, np.c_[y, 1 - y], "lbfgs", backend="cpp") == "ReferenceDriver"  # 2 runs
+    assert used(X, y, "lbfgs", backend="cpp", l1_ratio=1.0, alpha=0.1) == "ReferenceDriver"
+    assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "ReferenceDriver"
+    assert used(X, y, "bb", backend="cpp") == "ReferenceDriver"
+    if gs.backends()["numba"]:
+        assert used(X, y, "lbfgs", backend="numba") == "ReferenceDriver"
+
+
+def test_bad_memory_is_refused_before_any_work(monkeypatch):
+    from gradstep import _core
+    from gradstep._backends import cpp
+
+    X, y = make_data(n=50, d=3)
+    result = {}
+
+    real = cpp.lbfgs_run
+
+    def capture(o, spec, state, *rest):
+        result.update(spec=spec, state=state, X=o.X, Y=o.Y, SW=o.SW)
+        real(o, spec, state, *rest)
+
+    monkeypatch.setattr(cpp, "lbfgs_run", capture)
+    gs.fit(X, y, "lbfgs", backend="cpp", max_iter=1)
+    P_before = result["state"].P.copy()
+    args = (result["X"], result["Y"], result["SW"], result["spec"], result["state"])
+    with pytest.raises(ValueError, match="memory must have shape"):
+        _core.lbfgs_run_float64(*args, np.zeros((3, 4)), np.zeros(11), np.ones(1),
+                                np.zeros(3, np.int64), 1.0, 10, np.ones(1), 5, 1)
+    with pytest.raises(ValueError, match="m must be at least 1"):
+        _core.lbfgs_run_float64(*args, np.zeros((0, 4)), np.zeros(0), np.ones(1),
+                                np.zeros(3, np.int64), 1.0, 0, np.ones(1), 5, 1)
+    np.testing.assert_array_equal(result["state"].P, P_before)
