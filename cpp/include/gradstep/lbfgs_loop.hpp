@@ -7,9 +7,10 @@
 // pass itself: GDClassifier() on digits (multinomial, 1,797 x 64, ~90 iterations) spent ~40 % of
 // its fit outside the kernels, and lost to LogisticRegression() for it.
 //
-// It follows the reference iteration for iteration and pass for pass. Its dot products are plain
-// sums in index order where the reference uses ndarray.dot (BLAS), so its iterates agree with the
-// reference's to rounding, not in every bit (tests/test_lbfgs_loop.py).
+// It follows the reference iteration for iteration and pass for pass, its iterates equal to
+// rounding, not in every bit: its dot products (dot below) are not NumPy's BLAS ddot. Near the
+// optimum, where a line search decides on a loss difference of a few ulp, the two may take a
+// trial more or less and part (tests/test_lbfgs_loop.py).
 #pragma once
 
 #include <algorithm>
