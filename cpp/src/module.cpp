@@ -254,6 +254,57 @@ carray<double> hessp(const carray<T>& X, const carray<double>& SW, const carray<
   return HV;
 }
 
+// The arrays of a state.FitState that every compiled loop advances, held (a reference each)
+// while the loop runs; `reference_required`: state.reference must be (K, D) even without a
+// reference (the first-order loops' contract), else only when spec.has_reference.
+struct StateArrays {
+  carray<double> P, grad, loss, history, reference, start_loss;
+  carray<std::int64_t> t, n_iter, status;
+
+  // The views the loops take; the first-order loops' own fields (slots, ...) are the caller's.
+  gradstep::FitState view() {
+    gradstep::FitState st;
+    st.P = P.mutable_data();
+    st.grad = grad.mutable_data();
+    st.loss = loss.mutable_data();
+    st.t = t.mutable_data();
+    st.n_iter = n_iter.mutable_data();
+    st.status = status.mutable_data();
+    st.history = history.mutable_data();
+    st.history_len = history.shape(2);
+    st.reference = reference.data();
+    st.start_loss = start_loss.data();
+    return st;
+  }
+};
+
+StateArrays state_arrays(const py::object& state_obj, const carray<double>& P, ssize_t K,
+                         ssize_t D, bool reference_required) {
+  const std::string F = "state";
+  StateArrays a;
+  a.P = P;
+  a.grad = array_attribute<double>(state_obj, F, "grad", true);
+  a.loss = array_attribute<double>(state_obj, F, "loss", true);
+  a.t = array_attribute<std::int64_t>(state_obj, F, "t", true);
+  a.n_iter = array_attribute<std::int64_t>(state_obj, F, "n_iter", true);
+  a.status = array_attribute<std::int64_t>(state_obj, F, "status", true);
+  a.history = array_attribute<double>(state_obj, F, "history", true);
+  a.reference = array_attribute<double>(state_obj, F, "reference");
+  a.start_loss = array_attribute<double>(state_obj, F, "start_loss");
+  require_shape(a.grad, "state.grad", {K, D});
+  require_shape(a.loss, "state.loss", {K});
+  require_shape(a.t, "state.t", {K});
+  require_shape(a.n_iter, "state.n_iter", {K});
+  require_shape(a.status, "state.status", {K});
+  require(a.history.ndim() == 3 && a.history.shape(0) == gradstep::kNHistory &&
+              a.history.shape(1) == K,
+          "state.history must have shape (" + std::to_string(gradstep::kNHistory) + ", " +
+              std::to_string(K) + ", H), got " + shape_of(a.history));
+  if (reference_required) require_shape(a.reference, "state.reference", {K, D});
+  require_shape(a.start_loss, "state.start_loss", {K});
+  return a;
+}
+
 template <class T>
 void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
          const py::object& spec_obj, const py::object& state_obj, std::int64_t n_steps,
@@ -302,48 +353,21 @@ void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
                 std::to_string(spec.sched_code[k]) + " is not a known schedule");
   }
 
+  StateArrays arrays = state_arrays(state_obj, P, K, D, true);
   auto slots = array_attribute<double>(state_obj, F, "slots", true);
-  auto grad = array_attribute<double>(state_obj, F, "grad", true);
-  auto loss = array_attribute<double>(state_obj, F, "loss", true);
-  auto t = array_attribute<std::int64_t>(state_obj, F, "t", true);
-  auto n_iter = array_attribute<std::int64_t>(state_obj, F, "n_iter", true);
-  auto status = array_attribute<std::int64_t>(state_obj, F, "status", true);
   auto best_loss = array_attribute<double>(state_obj, F, "best_loss", true);
   auto no_improve = array_attribute<std::int64_t>(state_obj, F, "no_improve", true);
   auto epoch = array_attribute<std::int64_t>(state_obj, F, "epoch", true);
-  auto history = array_attribute<double>(state_obj, F, "history", true);
-  const auto reference = array_attribute<double>(state_obj, F, "reference");
-  const auto start_loss = array_attribute<double>(state_obj, F, "start_loss");
   require_shape(slots, "state.slots", {K, gradstep::kNSlots, D});
-  require_shape(grad, "state.grad", {K, D});
-  require_shape(loss, "state.loss", {K});
-  require_shape(t, "state.t", {K});
-  require_shape(n_iter, "state.n_iter", {K});
-  require_shape(status, "state.status", {K});
   require_shape(best_loss, "state.best_loss", {K});
   require_shape(no_improve, "state.no_improve", {K});
   require_shape(epoch, "state.epoch", {1});
-  require(history.ndim() == 3 && history.shape(0) == gradstep::kNHistory && history.shape(1) == K,
-          "state.history must have shape (" + std::to_string(gradstep::kNHistory) + ", " +
-              std::to_string(K) + ", H), got " + shape_of(history));
-  require_shape(reference, "state.reference", {K, D});
-  require_shape(start_loss, "state.start_loss", {K});
 
-  gradstep::FitState st;
-  st.P = P.mutable_data();
+  gradstep::FitState st = arrays.view();
   st.slots = slots.mutable_data();
-  st.grad = grad.mutable_data();
-  st.loss = loss.mutable_data();
-  st.t = t.mutable_data();
-  st.n_iter = n_iter.mutable_data();
-  st.status = status.mutable_data();
   st.best_loss = best_loss.mutable_data();
   st.no_improve = no_improve.mutable_data();
   st.epoch = epoch.mutable_data();
-  st.history = history.mutable_data();
-  st.history_len = history.shape(2);
-  st.reference = reference.data();
-  st.start_loss = start_loss.data();
 
   py::gil_scoped_release release;
   gradstep::run(data, K, spec, st, n_steps, n_threads);
@@ -415,8 +439,9 @@ carray<double> softmax_hessp(const carray<T>& X, const carray<double>& SW,
 // state.FitState's, spec.RunSpec's scalars and alpha, and driver.CompiledLBFGSDriver's memory;
 // each held by a reference here while the loop runs.
 struct LbfgsArgs {
-  carray<double> P, grad, loss, history, reference, start_loss, alpha, memory, rho, gamma, passes;
-  carray<std::int64_t> t, n_iter, status, ints;
+  StateArrays state;
+  carray<double> alpha, memory, rho, gamma, passes;
+  carray<std::int64_t> ints;
   gradstep::RunSpec spec;
   gradstep::FitState st;
   gradstep::lbfgs_loop::Memory mem;
@@ -426,28 +451,13 @@ LbfgsArgs lbfgs_args(const py::object& spec_obj, const py::object& state_obj,
                      const carray<double>& memory, const carray<double>& rho,
                      const carray<double>& gamma, const carray<std::int64_t>& ints, ssize_t m,
                      const carray<double>& passes, ssize_t D) {
-  const std::string S = "spec", F = "state";
+  const std::string S = "spec";
   LbfgsArgs a;
-  a.P = array_attribute<double>(state_obj, F, "P", true);
-  require_shape(a.P, "state.P", {1, D});
-  a.grad = array_attribute<double>(state_obj, F, "grad", true);
-  a.loss = array_attribute<double>(state_obj, F, "loss", true);
-  a.t = array_attribute<std::int64_t>(state_obj, F, "t", true);
-  a.n_iter = array_attribute<std::int64_t>(state_obj, F, "n_iter", true);
-  a.status = array_attribute<std::int64_t>(state_obj, F, "status", true);
-  a.history = array_attribute<double>(state_obj, F, "history", true);
-  a.reference = array_attribute<double>(state_obj, F, "reference");
-  a.start_loss = array_attribute<double>(state_obj, F, "start_loss");
-  require_shape(a.grad, "state.grad", {1, D});
-  require_shape(a.loss, "state.loss", {1});
-  require_shape(a.t, "state.t", {1});
-  require_shape(a.n_iter, "state.n_iter", {1});
-  require_shape(a.status, "state.status", {1});
-  require(a.history.ndim() == 3 && a.history.shape(0) == gradstep::kNHistory &&
-              a.history.shape(1) == 1,
-          "state.history must have shape (" + std::to_string(gradstep::kNHistory) +
-              ", 1, H), got " + shape_of(a.history));
-  require_shape(a.start_loss, "state.start_loss", {1});
+  const bool has_reference =
+      scalar_attribute<bool>(spec_obj, S, "has_reference", "a bool");
+  const auto P = array_attribute<double>(state_obj, "state", "P", true);
+  require_shape(P, "state.P", {1, D});
+  a.state = state_arrays(state_obj, P, 1, D, has_reference);
   a.alpha = array_attribute<double>(spec_obj, S, "alpha");
   require_shape(a.alpha, "spec.alpha", {1});
   require(m >= 1, "m must be at least 1, got " + std::to_string(m));
@@ -473,19 +483,8 @@ LbfgsArgs lbfgs_args(const py::object& spec_obj, const py::object& state_obj,
   a.spec.tol = scalar_attribute<double>(spec_obj, S, "tol", "a float");
   a.spec.max_iter = scalar_attribute<std::int64_t>(spec_obj, S, "max_iter", "an int");
   a.spec.record_history = scalar_attribute<bool>(spec_obj, S, "record_history", "a bool");
-  a.spec.has_reference = scalar_attribute<bool>(spec_obj, S, "has_reference", "a bool");
-  if (a.spec.has_reference) require_shape(a.reference, "state.reference", {1, D});
-
-  a.st.P = a.P.mutable_data();
-  a.st.grad = a.grad.mutable_data();
-  a.st.loss = a.loss.mutable_data();
-  a.st.t = a.t.mutable_data();
-  a.st.n_iter = a.n_iter.mutable_data();
-  a.st.status = a.status.mutable_data();
-  a.st.history = a.history.mutable_data();
-  a.st.history_len = a.history.shape(2);
-  a.st.reference = a.reference.data();
-  a.st.start_loss = a.start_loss.data();
+  a.spec.has_reference = has_reference;
+  a.st = a.state.view();
 
   a.mem.memory = a.memory.mutable_data();
   a.mem.rho = a.rho.mutable_data();
