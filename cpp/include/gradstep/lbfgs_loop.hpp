@@ -236,12 +236,12 @@ class Run {
                     double t, Trial* out) {
     const double* d = dv.data();
     const double slope0 = dot(g0, d, D_);
+    // The start (t = 0) keeps no point or gradient: only its t, f and slope are read (a trial is
+    // returned only with t > 0, and the zoom reads t, f and slope alone).
     Trial prev;
     prev.t = 0.0;
     prev.f = f0;
     prev.s = slope0;
-    prev.q.assign(p, p + D_);
-    prev.g.assign(g0, g0 + D_);
     Trial lo, hi;
     bool bracketed = false;
     for (int i = 0; i < kMaxEvals; ++i) {
