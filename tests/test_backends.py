@@ -215,6 +215,23 @@ def test_thread_count_gives_identical_bits(backend, big):
     np.testing.assert_array_equal(c.coef, d.coef)
 
 
+@pytest.mark.parametrize("shuffle", ["rows", "blocks"])
+def test_small_batches_shared_among_threads_give_identical_bits(backend, shuffle):
+    # The C++ fit loop shares even a 256-row batch among threads (its calls come back to back, so
+    # the pool's workers are awake); its blocks depend on the batch, never on the threads.
+    X, y = make_data(n=3_000, d=60, seed=9)
+    sw = np.random.default_rng(2).uniform(0.5, 1.5, len(y))
+    fits = [gs.fit(X, y, ["adam", "sgd"], lr=[0.01, 0.1], batch_size=batch, max_iter=3,
+                   tol=None, sample_weight=sw, random_state=0, shuffle=shuffle,
+                   n_threads=n_threads, backend=backend)
+            for batch in (100, 256, 1000) for n_threads in (1, 2, 3)]
+    for first, other in zip(fits[::3] * 2, fits[1::3] + fits[2::3]):
+        np.testing.assert_array_equal(first.coef, other.coef)
+        np.testing.assert_array_equal(first.intercept, other.intercept)
+        np.testing.assert_array_equal(first.history.loss, other.history.loss)
+    assert not np.array_equal(fits[0].coef, fits[3].coef)  # the batches made different paths
+
+
 def test_big_data_agrees_with_numpy(compiled_backend, big):
     X, y = big
     w = np.linspace(-1, 1, 20)

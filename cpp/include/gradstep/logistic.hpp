@@ -57,8 +57,14 @@ struct Dataset {
 
 // Rows x features x runs below which a gradient stays on the calling thread: about 0.15 ms of
 // single-thread work, while waking a sleeping worker was measured at 5 to 70 us (more in a VM).
-// Mini-batches of the usual sizes stay below it. The result is the same either way.
+// The result is the same either way.
 constexpr double kMinParallelWork = 2.0e5;
+
+// The same threshold for calls that come back to back (a fit loop's consecutive steps): the pool's
+// workers are still spinning from the previous call (thread_pool.hpp, kSpin), so handing them a
+// share costs ~1 us, not a wake-up, and a 256-row mini-batch of 100 features (~26,000) is worth
+// sharing.
+constexpr double kMinBackToBackWork = 1.0e4;
 
 // Rows per block: about 256 KiB of float64 data, so a block stays in L2 while each run tile reads
 // it; at least 64 rows so the per-block bookkeeping (zeroing and adding a slot) stays negligible.
@@ -67,6 +73,20 @@ inline std::ptrdiff_t block_rows(std::ptrdiff_t d) {
   const std::ptrdiff_t rows = std::clamp<std::ptrdiff_t>(32768 / std::max<std::ptrdiff_t>(d, 1),
                                                          64, 4096);
   return rows / 4 * 4;
+}
+
+// Blocks a call with few rows (a mini-batch, a small data set) is cut into, so that its rows can
+// be shared among threads; blocks of such a call have at least 64 rows.
+constexpr std::ptrdiff_t kSmallCallBlocks = 4;
+
+// Rows per block of a call over `used` rows: block_rows(d), except that a call over fewer than
+// kSmallCallBlocks of those blocks is cut into up to kSmallCallBlocks equal blocks (a multiple of
+// 4 rows, at least 64). Depends on d and used only, never on the number of threads.
+inline std::ptrdiff_t call_block_rows(std::ptrdiff_t d, std::ptrdiff_t used) {
+  const std::ptrdiff_t rows = block_rows(d);
+  if (used >= kSmallCallBlocks * rows) return rows;
+  const std::ptrdiff_t share = (used + kSmallCallBlocks - 1) / kSmallCallBlocks;
+  return std::clamp<std::ptrdiff_t>((share + 3) / 4 * 4, 64, rows);
 }
 
 // Runs per tile: their weights and gradient accumulators take about 24 KiB, inside L1; from 8
@@ -130,6 +150,10 @@ template <class T>
 class GradientEngine {
  public:
   GradientEngine(const Dataset<T>& data, std::ptrdiff_t n_runs) : data_(data), K_(n_runs) {}
+
+  // Tells the engine that its calls come back to back (a compiled fit loop's steps), so that
+  // smaller calls are shared among threads (kMinBackToBackWork). The results do not change.
+  void set_back_to_back(bool back_to_back) { back_to_back_ = back_to_back; }
 
   // loss (K,) and G (K, D = d + 1, intercept last) at the weights P (K, D) over the rows
   // rows[0 .. n_rows) (rows == nullptr: all n rows), for the runs with active[k] != 0; the others
@@ -209,7 +233,7 @@ class GradientEngine {
     const bool per_run = data_.ks > 1;
     const std::ptrdiff_t n_sums = per_run ? m : 1;  // weight sums per block
 
-    const std::ptrdiff_t B = block_rows(d);
+    const std::ptrdiff_t B = call_block_rows(d, used);
     const std::ptrdiff_t n_blocks = (used + B - 1) / B;
     const std::ptrdiff_t tile = runs_per_tile(D);
     const std::ptrdiff_t n_tiles = (m + tile - 1) / tile;
@@ -233,7 +257,8 @@ class GradientEngine {
     // the Hessian-vector product takes two dot products per row and run
     const double work = static_cast<double>(used) * static_cast<double>(D) *
                         static_cast<double>(m) * (hess ? 2.0 : 1.0);
-    const int participants = work >= kMinParallelWork ? std::max(1, n_threads) : 1;
+    const double min_work = back_to_back_ ? kMinBackToBackWork : kMinParallelWork;
+    const int participants = n_blocks * n_tiles > 1 && work >= min_work ? std::max(1, n_threads) : 1;
     ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
 
     for (std::ptrdiff_t b0 = 0; b0 < n_blocks; b0 += wave) {
@@ -298,6 +323,7 @@ class GradientEngine {
 
   Dataset<T> data_;
   std::ptrdiff_t K_;
+  bool back_to_back_ = false;         // see set_back_to_back
   std::vector<std::ptrdiff_t> runs_;  // the active runs, in run order
   detail::Scratch partial_;           // one slot of m * run_stride(D) per block of the current wave
   std::vector<double> wsum_;          // the weight sum(s) of each block of the current wave

@@ -11,6 +11,14 @@
 // watches for its helpers' last task for kSpin before it sleeps, as OpenMP runtimes and OpenBLAS
 // do (for longer: OpenBLAS's threads spin ~0.1 s). Idle, a worker costs nothing after kSpin.
 //
+// Why no lock between busy threads: a job is published with atomic stores (its ticket last), a
+// spinning worker picks it up with atomic loads, and the last helper signals the end with an
+// atomic decrement; the mutex is taken only to sleep and to wake a sleeper (counted in sleepers_
+// and caller_waiting_). When the caller published a job under the mutex, a spinning worker that
+// saw it at once collided with the caller on that mutex and went to sleep in the kernel, and the
+// caller and the last helper collided again at the end: back-to-back mini-batch steps of ~20 us
+// paid a futex wake-up often enough to lose the second thread's gain.
+//
 // Why results never depend on the number of threads: a job is a list of independent tasks, each
 // writing only its own output slot; which thread runs which task changes nothing in the numbers.
 // The caller of parallel_for is one of the participants, so n_participants == 1 runs every task on
@@ -37,6 +45,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <system_error>
@@ -111,20 +120,23 @@ class ThreadPool {
     using Fn = std::remove_reference_t<F>;
     job.call = [](void* ctx, std::ptrdiff_t task) { (*static_cast<Fn*>(ctx))(task); };
     job.ctx = const_cast<void*>(static_cast<const void*>(&fn));
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      job_ = &job;
-      helpers_ = helpers;
-      pending_.store(helpers, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
+    // Published without a lock: a spinning worker that sees the new ticket finds the job and the
+    // pending count written before it (release). Sleeping workers are woken under the mutex.
+    job_.store(&job, std::memory_order_relaxed);
+    pending_.store(helpers, std::memory_order_relaxed);
+    generation_ += 1;
+    ticket_.store(make_ticket(generation_, helpers), std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);  // a sleeper is in wait() or has not checked yet
+      wake_.notify_all();
     }
-    wake_.notify_all();  // no system call when every worker is still spinning
     work(job);
     spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
-    {
+    if (pending_.load(std::memory_order_acquire) != 0) {
       std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
-      job_ = nullptr;
+      caller_waiting_.store(true, std::memory_order_seq_cst);
+      done_.wait(lock, [this] { return pending_.load(std::memory_order_seq_cst) == 0; });
+      caller_waiting_.store(false, std::memory_order_relaxed);
     }
     if (job.error) std::rethrow_exception(job.error);
   }
@@ -186,28 +198,46 @@ class ThreadPool {
     }
   }
 
+  // A worker takes part in a job when its index is below the job's helper count. Between jobs it
+  // spins on the ticket, then sleeps on wake_ (counted in sleepers_, so that the caller takes the
+  // mutex and notifies only when someone sleeps). The caller of a job cannot publish the next
+  // one before every helper of this one has finished (pending_), so a helper always finds its
+  // own job in job_; a worker that is not a helper may skip tickets, which is harmless.
   void worker_loop(int index) {
-    unsigned long seen = 0;
+    std::uint64_t seen = 0;  // the generation of the last ticket this worker looked at
+    auto fresh = [&] { return ticket_generation(ticket_.load(std::memory_order_seq_cst)) != seen; };
     for (;;) {
-      Job* job = nullptr;
-      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
-      {
+      spin_until(fresh);
+      if (!fresh()) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
-        seen = generation_.load(std::memory_order_relaxed);
-        if (index >= helpers_) continue;  // this job asked for fewer threads
-        job = job_;
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        wake_.wait(lock, fresh);
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
       }
-      work(*job);
-      // The last helper takes the lock to notify, so the caller cannot miss it between its
-      // predicate check and its wait.
-      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      const std::uint64_t ticket = ticket_.load(std::memory_order_acquire);
+      seen = ticket_generation(ticket);
+      if (index >= ticket_helpers(ticket)) continue;  // this job asked for fewer threads
+      work(*job_.load(std::memory_order_relaxed));
+      // The last helper notifies only a caller that went to sleep; it takes the mutex so that the
+      // caller cannot miss it between its predicate check and its wait.
+      if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+          caller_waiting_.load(std::memory_order_seq_cst)) {
         std::lock_guard<std::mutex> lock(mutex_);
         done_.notify_one();
       }
     }
   }
-
+  // A job's ticket: its generation (a counter of jobs) and, in the low kHelperBits, its number of
+  // helpers, published in one atomic store so that a worker never pairs one job's generation
+  // with another's helper count.
+  static constexpr int kHelperBits = 24;
+  static std::uint64_t make_ticket(std::uint64_t generation, int helpers) {
+    return (generation << kHelperBits) | static_cast<std::uint64_t>(helpers);
+  }
+  static std::uint64_t ticket_generation(std::uint64_t ticket) { return ticket >> kHelperBits; }
+  static int ticket_helpers(std::uint64_t ticket) {
+    return static_cast<int>(ticket & ((std::uint64_t{1} << kHelperBits) - 1));
+  }
   // How long a thread watches for the event it waits for before it sleeps (see the top).
   static constexpr std::chrono::microseconds kSpin{300};
 
@@ -243,14 +273,15 @@ class ThreadPool {
   long owner_pid_;
   std::vector<std::thread> workers_;  // never joined: see the note on leaking at the top
   std::mutex submit_;                 // held by the caller of the job in flight
-  std::mutex mutex_;                  // guards the fields below
-  std::condition_variable wake_;
-  std::condition_variable done_;
-  Job* job_ = nullptr;
-  int helpers_ = 0;
-  // Written under mutex_, also read without it by the spinning threads.
-  std::atomic<int> pending_{0};
-  std::atomic<unsigned long> generation_{0};
+  std::mutex mutex_;                  // taken only to sleep and to wake a sleeper
+  std::condition_variable wake_;      // a sleeping worker waits here for a fresh ticket
+  std::condition_variable done_;      // a sleeping caller waits here for pending_ == 0
+  std::uint64_t generation_ = 0;      // written by the caller holding submit_ only
+  std::atomic<std::uint64_t> ticket_{0};
+  std::atomic<Job*> job_{nullptr};
+  std::atomic<int> pending_{0};          // helpers still working on the current job
+  std::atomic<int> sleepers_{0};         // workers inside wake_.wait (or about to be)
+  std::atomic<bool> caller_waiting_{false};  // the caller is inside done_.wait (or about to be)
 };
 
 // fn(task) for every task in [0, n_tasks): on the pool when one is given, else on the calling
