@@ -146,6 +146,53 @@ def test_fork_while_threads_use_the_pool():
     assert report["hangs"] == 0 and report["failures"] == 0, report
 
 
+_HANDOFF_STRESS = """
+import json, sys, threading
+import numpy as np
+import gradstep as gs
+rng = np.random.default_rng(3)
+X = rng.standard_normal((3000, 60))
+y = (X[:, 0] + rng.standard_normal(3000) > 0).astype(float)
+A = rng.standard_normal((12000, 20))
+b = (rng.random(12000) < 0.5).astype(float)
+w = rng.standard_normal(20)
+
+def fit(n_threads):
+    return gs.fit(X, y, "adam", lr=0.01, batch_size=256, max_iter=2, tol=None, random_state=0,
+                  history=False, n_threads=n_threads, backend="cpp").coef
+
+fit_ref = fit(1)
+pass_ref = gs.loss_and_grad(A, b, w, 0.0, n_threads=1, backend="cpp")[1]
+wrong = []
+
+def load(seed):
+    for k in range(60):
+        if not np.array_equal(fit(2 + (seed + k) % 2), fit_ref):
+            wrong.append("fit")
+        for _ in range(20):
+            g = gs.loss_and_grad(A, b, w, 0.0, n_threads=2, backend="cpp")[1]
+            if not np.array_equal(g, pass_ref):
+                wrong.append("pass")
+
+threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(json.dumps({"wrong": wrong}))
+"""
+
+
+def test_pool_hand_off_under_concurrent_callers():
+    """Three Python threads run mini-batch fits (hundreds of back-to-back 256-row jobs each) and
+    full passes through the C++ pool at once: a job is handed to the spinning workers with
+    atomics only (thread_pool.hpp), so a lost wake-up would hang here (the subprocess's timeout)
+    and a worker pairing one job's ticket with another's tasks would change the bits."""
+    _require("cpp")
+    report = _report(_python(_HANDOFF_STRESS, 300))
+    assert report["wrong"] == [], report
+
+
 @needs_fork
 def test_fork_while_the_pool_lock_is_held():
     """The same race made certain: a thread holds instance()'s lock across the fork; the fork
