@@ -190,6 +190,7 @@ void run_full_batch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spe
   const std::ptrdiff_t d = data.d, D = d + 1;
   GradientEngine<T> engine(data, K);
   engine.set_back_to_back(true);
+  engine.set_small_blocks(true);
   const std::vector<StepFn> steps = detail::step_functions(spec, K);
   std::vector<double> P_old(to_size(K * D)), lr_used(to_size(K));
   std::vector<double> loss(to_size(K)), grad(to_size(K * D));
@@ -251,6 +252,7 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
   const std::ptrdiff_t bs = static_cast<std::ptrdiff_t>(spec.batch_size);
   GradientEngine<T> engine(data, K);
   engine.set_back_to_back(true);
+  engine.set_small_blocks(true);
   const std::vector<StepFn> steps = detail::step_functions(spec, K);
   const auto uK = to_size(K);
   // The weights before each run's latest step: restored when that step turns out non-finite.
