@@ -467,7 +467,73 @@ def test_no_copy_of_the_matrix():
     X = _matrix()
     o = CSROracle(X, np.zeros(X.shape[0]), backend="cpp")
     assert o.backend == "cpp-csr" and o.X is X and o.X.data is X.data
-    assert not hasattr(o.module, "run")  # the reference driver runs CSR fits
+    assert hasattr(o.module, "run")  # the compiled first-order loop (driver.make_driver)
+
+
+@pytest.mark.parametrize("batch_size,shuffle", [(None, "rows"), (32, "rows"), (32, "blocks")])
+def test_compiled_loop_on_csr_follows_the_reference_driver(monkeypatch, batch_size, shuffle):
+    # The C++ first-order loop over the CSR kernels (sparse_cpp.run) against the reference
+    # driver over the same kernels: the same steps, statuses and history, to rounding.
+    from gradstep import driver
+
+    X = _matrix(n=500, d=40, density=0.2, seed=21)
+    rng = np.random.default_rng(22)
+    y = (rng.random(X.shape[0]) < 0.5).astype(np.int64)
+    sw = rng.uniform(0.5, 2.0, X.shape[0])
+    kw = dict(lr=[0.05, 0.01, 0.1], alpha=[1e-3, 0.0, 1e-2], batch_size=batch_size,
+              shuffle=shuffle, sample_weight=sw, max_iter=12, tol=1e-4, random_state=5,
+              backend="cpp")
+    rules = ["adam", "rmsprop", "nesterov"]
+    made = []
+    real_make = driver.make_driver
+
+    def spy(*args):
+        made_driver = real_make(*args)
+        made.append(type(made_driver).__name__)
+        return made_driver
+
+    monkeypatch.setattr("gradstep.api.make_driver", spy)
+    compiled = gs.fit(X, y, rules, **kw)
+    no_intercept = gs.fit(X, y, rules, fit_intercept=False, **kw)
+    monkeypatch.setattr("gradstep.api.make_driver",
+                        lambda *a: made.append("ReferenceDriver") or driver.ReferenceDriver(*a))
+    reference = gs.fit(X, y, rules, **kw)
+    reference_no_intercept = gs.fit(X, y, rules, fit_intercept=False, **kw)
+    assert made == ["CompiledDriver"] * 2 + ["ReferenceDriver"] * 2
+    for a, b in ((compiled, reference), (no_intercept, reference_no_intercept)):
+        assert a.backend == b.backend == "cpp-csr"
+        assert list(a.status) == list(b.status) and list(a.n_iter) == list(b.n_iter)
+        _close(a.coef, b.coef, 1e-12)
+        _close(a.intercept, b.intercept, 1e-12)
+        np.testing.assert_allclose(a.history.loss, b.history.loss, rtol=1e-12)
+    assert np.all(no_intercept.intercept == 0.0)
+
+
+def test_compiled_loop_needs_a_proven_structure(monkeypatch):
+    # A CSR oracle whose index structure is not proven (its passes still check rows) keeps the
+    # reference driver: the compiled loop reads by the indices unchecked.
+    from gradstep import driver
+
+    X = _matrix()
+    y = np.arange(X.shape[0]) % 2
+    made = []
+    real_init, real_make = driver.init_state, driver.make_driver
+
+    def init_unproven(oracle, spec, state):
+        real_init(oracle, spec, state)
+        oracle.structure_proven = False  # as if the first pass had not proved it
+
+    def spy(*args):
+        made_driver = real_make(*args)
+        made.append(type(made_driver).__name__)
+        return made_driver
+
+    monkeypatch.setattr("gradstep.api.make_driver", spy)
+    proven = gs.fit(X, y, "sgd", lr=0.1, max_iter=3, tol=None, backend="cpp")
+    monkeypatch.setattr("gradstep.api.init_state", init_unproven)
+    unproven = gs.fit(X, y, "sgd", lr=0.1, max_iter=3, tol=None, backend="cpp")
+    assert made == ["CompiledDriver", "ReferenceDriver"]
+    _close(proven.coef, unproven.coef, 1e-12)
 
 
 # ---- fit ---------------------------------------------------------------------------------------

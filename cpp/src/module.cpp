@@ -305,17 +305,13 @@ StateArrays state_arrays(const py::object& state_obj, const carray<double>& P, s
   return a;
 }
 
-template <class T>
-void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
-         const py::object& spec_obj, const py::object& state_obj, std::int64_t n_steps,
-         int n_threads) {
+// The first-order loops' spec and state (state.RunSpec, state.FitState) for K runs of D
+// parameters, checked; calls loop(spec, st) with the GIL released. Every array is held here (a
+// reference each) until the loop returns.
+template <class Loop>
+void first_order_run(const py::object& spec_obj, const py::object& state_obj,
+                     const carray<double>& P, ssize_t K, ssize_t D, Loop&& loop) {
   const std::string S = "spec", F = "state";
-  // Every array is held here (a reference each) until the fit returns.
-  carray<double> P = array_attribute<double>(state_obj, F, "P", true);
-  const ssize_t K = runs_of(P, X, "state.P"), D = P.shape(1);
-  const gradstep::Dataset<T> data = dataset(X, &Y, SW, K);
-  require(data.n > 0, "X has no rows");
-  require_threads(n_threads);
 
   const auto rule_code = array_attribute<std::int64_t>(spec_obj, S, "rule_code");
   const auto sched_code = array_attribute<std::int64_t>(spec_obj, S, "sched_code");
@@ -370,7 +366,22 @@ void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
   st.epoch = epoch.mutable_data();
 
   py::gil_scoped_release release;
-  gradstep::run(data, K, spec, st, n_steps, n_threads);
+  loop(spec, st);
+}
+
+template <class T>
+void run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
+         const py::object& spec_obj, const py::object& state_obj, std::int64_t n_steps,
+         int n_threads) {
+  carray<double> P = array_attribute<double>(state_obj, "state", "P", true);
+  const ssize_t K = runs_of(P, X, "state.P"), D = P.shape(1);
+  const gradstep::Dataset<T> data = dataset(X, &Y, SW, K);
+  require(data.n > 0, "X has no rows");
+  require_threads(n_threads);
+  first_order_run(spec_obj, state_obj, P, K, D,
+                  [&](const gradstep::RunSpec& spec, gradstep::FitState& st) {
+                    gradstep::run(data, K, spec, st, n_steps, n_threads);
+                  });
 }
 
 // The multinomial kernels of a dense X (softmax_kernel.hpp): P (K, C (d + 1)), labels (n,) in
@@ -771,6 +782,28 @@ py::array csr_hessp(const py::array& data, const py::array& indices, const py::a
   });
 }
 
+// The first-order fit loops (fit.hpp) over a CSR matrix whose structure is proven
+// (gradstep.sparse.check_csr); the other arguments as run's.
+void csr_run(const py::array& data, const py::array& indices, const py::array& indptr,
+             ssize_t n_cols, const carray<double>& Y, const carray<double>& SW,
+             const py::object& spec_obj, const py::object& state_obj, std::int64_t n_steps,
+             int n_threads) {
+  with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
+    using Matrix = std::decay_t<decltype(X)>;
+    using Fit = gradstep::CsrFit<typename Matrix::value_type, typename Matrix::index_type>;
+    carray<double> P = array_attribute<double>(state_obj, "state", "P", true);
+    const ssize_t K = csr_runs(P, X.d, "state.P"), D = P.shape(1);
+    require_targets(&Y, SW, X.n, K);
+    require(X.n > 0, "X has no rows");
+    require_threads(n_threads);
+    const Fit fit{X, Y.data(), Y.shape(1), SW.shape(1) ? SW.data() : nullptr, SW.shape(1)};
+    first_order_run(spec_obj, state_obj, P, K, D,
+                    [&](const gradstep::RunSpec& spec, gradstep::FitState& st) {
+                      gradstep::run(fit, K, spec, st, n_steps, n_threads);
+                    });
+  });
+}
+
 // The multinomial CSR kernels: the binary engine over each run's C classes as C consecutive
 // runs (sparse_kernel.hpp): P (K, C (d + 1)) is read as (K C, d + 1), the K runs' alpha, active
 // and denominator are repeated over their classes, and a run's loss is its classes' sum.
@@ -939,6 +972,11 @@ void bind_csr(py::module_& m) {
         "Hessian-vector products HV (K, d + 1) of the active runs at P times V for the CSR "
         "matrix (data, indices, indptr) (see gradstep._backends.sparse_reference); check_rows "
         "as csr_loss_grad's.");
+  m.def("csr_run", &csr_run, py::arg("data"), py::arg("indices"), py::arg("indptr"),
+        py::arg("n_cols"), py::arg("Y").noconvert(), py::arg("SW").noconvert(),
+        py::arg("spec"), py::arg("state"), py::arg("n_steps"), py::arg("n_threads"),
+        "The first-order fit loops over a CSR matrix whose structure is proven (its rows' "
+        "indices are not checked): as run_float64 otherwise.");
   m.def("csr_structure_error", &csr_structure_error, py::arg("indptr"), py::arg("indices"),
         py::arg("n_cols"), py::arg("n_threads") = 1,
         "(code, row): sparse_reference.structure_error without temporaries; its screen on up "

@@ -319,6 +319,21 @@ def csr_loss_grad(
     structure check_csr has not proven. The same bits for any n_threads, and for a run alone or
     among others."""
 
+def csr_run(
+    data: NDArray[np.float32] | NDArray[np.float64],
+    indices: NDArray[np.int32] | NDArray[np.int64],
+    indptr: NDArray[np.int32] | NDArray[np.int64],
+    n_cols: int,
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    n_steps: int,
+    n_threads: int,
+) -> None:
+    """The first-order fit loops (run_float64's) over a CSR matrix whose structure is proven:
+    its rows' column indices are read unchecked."""
+
 def csr_hessp(
     data: NDArray[np.float32] | NDArray[np.float64],
     indices: NDArray[np.int32] | NDArray[np.int64],

@@ -481,7 +481,8 @@ class ReferenceDriver:
 
 
 class CompiledDriver:
-    """The C++ or Numba fit loop for first-order rules on an in-memory dense oracle."""
+    """The C++ or Numba fit loop for first-order rules on an in-memory dense oracle, or the C++
+    one on a CSR oracle (``sparse_cpp.run``)."""
 
     def __init__(self, oracle: DenseOracle, spec: RunSpec, state: FitState):
         self.oracle, self.spec, self.state = oracle, spec, state
@@ -534,10 +535,12 @@ def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
 
 def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
     """The compiled driver when every rule has a compiled version, the oracle is an
-    in-memory dense one whose backend has a compiled loop and no run has an L1 term; the
-    compiled lbfgs loop for a single lbfgs run on such an oracle; else the reference driver
-    (over the same compiled loss_grad kernels)."""
+    in-memory one (dense, or CSR whose structure the first pass proved) whose backend has a
+    compiled loop and no run has an L1 term; the compiled lbfgs loop for a single lbfgs run on
+    a dense such oracle; else the reference driver (over the same compiled loss_grad
+    kernels)."""
     compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
+                     and getattr(oracle, "structure_proven", True)  # CSR: its loop checks no row
                      and all(r.compiled for r in rules)
                      and not spec.l1_strengths(len(rules)).any())  # no proximal step there
     if compiled_loop:

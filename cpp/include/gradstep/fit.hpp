@@ -18,6 +18,7 @@
 #include "logistic.hpp"
 #include "rules.hpp"
 #include "shuffle.hpp"
+#include "sparse_kernel.hpp"
 
 namespace gradstep {
 
@@ -181,16 +182,84 @@ inline void copy_run(const double* from, double* to, std::ptrdiff_t k, std::ptrd
 
 }  // namespace detail
 
+// What the fit loops read of the data, dense (DenseFit) or CSR (CsrFit): its size, its sample
+// weights (the mini-batch denominators), an engine for its passes (engine(K).compute(...), as
+// GradientEngine::compute) and where a range of rows lies in memory (prefetch_rows, for
+// shuffle="blocks"). The loops themselves are the same for both.
+template <class T>
+struct DenseFit {
+  const Dataset<T>& data;
+
+  std::ptrdiff_t n() const { return data.n; }
+  std::ptrdiff_t d() const { return data.d; }
+  const double* SW() const { return data.SW; }
+  std::ptrdiff_t ks() const { return data.ks; }
+  std::ptrdiff_t weight_column(std::ptrdiff_t k) const { return data.weight_column(k); }
+
+  // The loops' calls follow each other within microseconds: small ones are cut into blocks and
+  // shared among the still-spinning workers (logistic.hpp).
+  GradientEngine<T> engine(std::ptrdiff_t K) const {
+    GradientEngine<T> e(data, K);
+    e.set_back_to_back(true);
+    e.set_small_blocks(true);
+    return e;
+  }
+
+  void prefetch_rows(std::ptrdiff_t first, std::ptrdiff_t count) const {
+    const auto rows = static_cast<std::size_t>(count);
+    detail::prefetch_bytes(data.X + first * data.d,
+                           rows * static_cast<std::size_t>(data.d) * sizeof(T));
+    detail::prefetch_bytes(data.Y + first * data.ky,
+                           rows * static_cast<std::size_t>(data.ky) * sizeof(double));
+    if (data.ks > 0) {
+      detail::prefetch_bytes(data.SW + first * data.ks,
+                             rows * static_cast<std::size_t>(data.ks) * sizeof(double));
+    }
+  }
+};
+
+// A CSR matrix whose structure is proven (gradstep.sparse.check_csr): its rows' indices are read
+// without a check. Y (n, ky) and SW (n, ks) as Dataset's.
+template <class T, class I>
+struct CsrFit {
+  csr::Matrix<T, I> X;
+  const double* Y = nullptr;
+  std::ptrdiff_t ky = 1;
+  const double* SW_ = nullptr;
+  std::ptrdiff_t ks_ = 0;
+
+  std::ptrdiff_t n() const { return X.n; }
+  std::ptrdiff_t d() const { return X.d; }
+  const double* SW() const { return SW_; }
+  std::ptrdiff_t ks() const { return ks_; }
+  std::ptrdiff_t weight_column(std::ptrdiff_t k) const { return ks_ == 1 ? 0 : k; }
+
+  csr::Engine<T, I> engine(std::ptrdiff_t K) const {
+    return csr::Engine<T, I>(X, Y, ky, SW_, ks_, K);
+  }
+
+  // The rows' nonzeros are one range of data and of indices.
+  void prefetch_rows(std::ptrdiff_t first, std::ptrdiff_t count) const {
+    const std::ptrdiff_t begin = X.at(first), end = X.at(first + count);
+    const auto nnz = static_cast<std::size_t>(end - begin);
+    detail::prefetch_bytes(X.data + begin, nnz * sizeof(T));
+    detail::prefetch_bytes(X.indices + begin, nnz * sizeof(I));
+    detail::prefetch_bytes(Y + first * ky, static_cast<std::size_t>(count * ky) * sizeof(double));
+    if (ks_ > 0) {
+      detail::prefetch_bytes(SW_ + first * ks_,
+                             static_cast<std::size_t>(count * ks_) * sizeof(double));
+    }
+  }
+};
+
 // Full batch: every iteration steps each running run with its gradient, then computes the loss
 // and gradient of all of them at the new weights in one pass over X.
-template <class T>
-void run_full_batch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
+template <class Data>
+void run_full_batch(const Data& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
                     std::int64_t n_steps, int n_threads) {
   using detail::to_size;
-  const std::ptrdiff_t d = data.d, D = d + 1;
-  GradientEngine<T> engine(data, K);
-  engine.set_back_to_back(true);
-  engine.set_small_blocks(true);
+  const std::ptrdiff_t d = data.d(), D = d + 1;
+  auto engine = data.engine(K);
   const std::vector<StepFn> steps = detail::step_functions(spec, K);
   std::vector<double> P_old(to_size(K * D)), lr_used(to_size(K));
   std::vector<double> loss(to_size(K)), grad(to_size(K * D));
@@ -244,15 +313,13 @@ void run_full_batch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spe
 // Mini-batch: each epoch walks the rows in the seeded shuffled order, one step per batch; the
 // epoch loss and gradient norm are the batch-size-weighted means over the epoch, and a run stops
 // on scikit-learn's n_iter_no_change rule or at max_iter epochs.
-template <class T>
-void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
+template <class Data>
+void run_minibatch(const Data& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
                    std::int64_t n_steps, int n_threads) {
   using detail::to_size;
-  const std::ptrdiff_t n = data.n, d = data.d, D = d + 1;
+  const std::ptrdiff_t n = data.n(), d = data.d(), D = d + 1;
   const std::ptrdiff_t bs = static_cast<std::ptrdiff_t>(spec.batch_size);
-  GradientEngine<T> engine(data, K);
-  engine.set_back_to_back(true);
-  engine.set_small_blocks(true);
+  auto engine = data.engine(K);
   const std::vector<StepFn> steps = detail::step_functions(spec, K);
   const auto uK = to_size(K);
   // The weights before each run's latest step: restored when that step turns out non-finite.
@@ -276,12 +343,7 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
       const std::ptrdiff_t b = block_shuffle.blocks[to_size(pf_block)];
       const std::ptrdiff_t first = b * block + pf_row, last = std::min(b * block + block, n);
       const std::ptrdiff_t take = std::min(last - first, target - pf_pos);
-      detail::prefetch_bytes(data.X + first * d, to_size(take * d) * sizeof(T));
-      detail::prefetch_bytes(data.Y + first * data.ky, to_size(take * data.ky) * sizeof(double));
-      if (data.ks > 0) {
-        detail::prefetch_bytes(data.SW + first * data.ks,
-                               to_size(take * data.ks) * sizeof(double));
-      }
+      data.prefetch_rows(first, take);
       pf_pos += take;
       pf_row += take;
       if (first + take == last) {
@@ -295,12 +357,13 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
   // unbiased estimate of the full one, and a batch of light rows takes a light step
   // (state.py). Unit weights: the batch's own weight, count, is the same.
   std::vector<double> mean_weight(uK), denominator(uK);
-  const bool weighted = data.ks > 0;
+  const std::ptrdiff_t ks = data.ks();
+  const bool weighted = ks > 0;
   if (weighted) {
-    std::vector<double> column_mean(to_size(data.ks), 0.0);
-    for (std::ptrdiff_t c = 0; c < data.ks; ++c) {
+    std::vector<double> column_mean(to_size(ks), 0.0);
+    for (std::ptrdiff_t c = 0; c < ks; ++c) {
       double sum = 0.0;
-      for (std::ptrdiff_t i = 0; i < n; ++i) sum += data.SW[i * data.ks + c];
+      for (std::ptrdiff_t i = 0; i < n; ++i) sum += data.SW()[i * ks + c];
       column_mean[to_size(c)] = sum / static_cast<double>(n);
     }
     for (std::ptrdiff_t k = 0; k < K; ++k) {
@@ -386,15 +449,28 @@ void run_minibatch(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec
   }
 }
 
-// Advances every running run by up to n_steps iterations (epochs when batch_size > 0).
-template <class T>
-void run(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
-         std::int64_t n_steps, int n_threads) {
+// Advances every running run by up to n_steps iterations (epochs when batch_size > 0); data is a
+// DenseFit or a CsrFit.
+template <class Data>
+void run_loop(const Data& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
+              std::int64_t n_steps, int n_threads) {
   if (spec.batch_size > 0) {
     run_minibatch(data, K, spec, st, n_steps, n_threads);
   } else {
     run_full_batch(data, K, spec, st, n_steps, n_threads);
   }
+}
+
+template <class T>
+void run(const Dataset<T>& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
+         std::int64_t n_steps, int n_threads) {
+  run_loop(DenseFit<T>{data}, K, spec, st, n_steps, n_threads);
+}
+
+template <class T, class I>
+void run(const CsrFit<T, I>& data, std::ptrdiff_t K, const RunSpec& spec, FitState& st,
+         std::int64_t n_steps, int n_threads) {
+  run_loop(data, K, spec, st, n_steps, n_threads);
 }
 
 }  // namespace gradstep

@@ -834,6 +834,21 @@ class Engine {
   void loss_grad(const double* P, const double* alpha, const std::int64_t* rows,
                  std::ptrdiff_t n_rows, const std::uint8_t* active, int n_threads, double* loss,
                  double* G, const double* denominator, bool check_rows = false) {
+    compute_impl(P, alpha, rows, n_rows, active, n_threads, loss, G, denominator, check_rows);
+  }
+
+  // loss_grad with GradientEngine::compute's signature, for the compiled fit loops (fit.hpp,
+  // CsrFit): their matrix's structure is proven, so no row is checked.
+  void compute(const double* P, const double* alpha, const std::int64_t* rows,
+               std::ptrdiff_t n_rows, const std::uint8_t* active, int n_threads, double* loss,
+               double* G, const double* denominator = nullptr) {
+    compute_impl(P, alpha, rows, n_rows, active, n_threads, loss, G, denominator, false);
+  }
+
+ private:
+  void compute_impl(const double* P, const double* alpha, const std::int64_t* rows,
+                    std::ptrdiff_t n_rows, const std::uint8_t* active, int n_threads,
+                    double* loss, double* G, const double* denominator, bool check_rows) {
     const std::ptrdiff_t d = X_.d, D = d + 1;
     std::fill(loss, loss + K_, 0.0);
     std::fill(G, G + K_ * D, 0.0);
@@ -861,6 +876,7 @@ class Engine {
     }
   }
 
+ public:
   // HV (K, D): as GradientEngine::hessp, over all rows; check_rows as loss_grad's.
   void hessp(const double* P, const double* V, const double* alpha, const std::uint8_t* active,
              int n_threads, double* HV, bool check_rows = false) {

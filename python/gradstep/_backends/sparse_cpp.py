@@ -8,8 +8,9 @@ thread count), each summed into its own slot, the slots added in block order: th
 any number of threads. The GIL is released for the whole pass.
 
 X's data, indices and indptr go to the core as they are (float32/float64 data, int32/int64
-indices and indptr, as ``gradstep.sparse.check_csr`` accepted them): never copied. This module has
-no ``run``: first-order fits on CSR go through the reference driver over these kernels.
+indices and indptr, as ``gradstep.sparse.check_csr`` accepted them): never copied. ``run`` is the
+dense backend's compiled first-order fit loop (fit.hpp) over these kernels, for a matrix whose
+structure is proven (the driver takes it only then: its passes check no row).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from .. import _core  # an ImportError here tells gradstep.sparse the C++ kernels are missing
 
-__all__ = ["CHECKS_ROWS", "hessp", "loss_grad", "structure_error"]
+__all__ = ["CHECKS_ROWS", "hessp", "loss_grad", "run", "structure_error"]
 
 # loss_grad and hessp take check_rows=True: each row's column indices checked just before the
 # kernel reads by them (ValueError on a bad row), for a matrix whose structure is not proven
@@ -88,6 +89,13 @@ def loss_grad(X, Y, SW, P, alpha, rows, active, n_threads=None, denominator=None
         *_matrix(X), _f64(Y), _f64(SW), P, _per_run(alpha, n_runs, "alpha"),
         np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(active, dtype=np.uint8),
         _threads(n_threads), _denominator(denominator, n_runs), bool(check_rows))
+
+
+def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
+    """Advances the running runs of ``state`` in place by up to n_steps iterations (epochs with
+    a batch size), as ``cpp.run`` does on a dense X. X's structure must be proven
+    (``CSROracle.structure_proven``): the loop reads by its indices unchecked."""
+    _core.csr_run(*_matrix(X), _f64(Y), _f64(SW), spec, state, int(n_steps), _threads(n_threads))
 
 
 def hessp(X, SW, P, V, alpha, active, n_threads=None, *, check_rows=False):
