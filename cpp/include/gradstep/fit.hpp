@@ -198,6 +198,16 @@ inline void prefetch_bytes(const void* begin, std::size_t bytes) {
 #endif
 }
 
+// prefetch_bytes of the targets Y (n, ky) and weights SW (n, ks; none when ks == 0) of rows
+// [first, first + count): each a consecutive range, whatever X's format.
+inline void prefetch_row_tables(const double* Y, std::ptrdiff_t ky, const double* SW,
+                                std::ptrdiff_t ks, std::ptrdiff_t first, std::ptrdiff_t count) {
+  prefetch_bytes(Y + first * ky, static_cast<std::size_t>(count * ky) * sizeof(double));
+  if (ks > 0) {
+    prefetch_bytes(SW + first * ks, static_cast<std::size_t>(count * ks) * sizeof(double));
+  }
+}
+
 inline void copy_run(const double* from, double* to, std::ptrdiff_t k, std::ptrdiff_t D) {
   std::copy(from + k * D, from + (k + 1) * D, to + k * D);
 }
@@ -228,15 +238,9 @@ struct DenseFit {
   }
 
   void prefetch_rows(std::ptrdiff_t first, std::ptrdiff_t count) const {
-    const auto rows = static_cast<std::size_t>(count);
     detail::prefetch_bytes(data.X + first * data.d,
-                           rows * static_cast<std::size_t>(data.d) * sizeof(T));
-    detail::prefetch_bytes(data.Y + first * data.ky,
-                           rows * static_cast<std::size_t>(data.ky) * sizeof(double));
-    if (data.ks > 0) {
-      detail::prefetch_bytes(data.SW + first * data.ks,
-                             rows * static_cast<std::size_t>(data.ks) * sizeof(double));
-    }
+                           static_cast<std::size_t>(count * data.d) * sizeof(T));
+    detail::prefetch_row_tables(data.Y, data.ky, data.SW, data.ks, first, count);
   }
 };
 
@@ -266,11 +270,7 @@ struct CsrFit {
     const auto nnz = static_cast<std::size_t>(end - begin);
     detail::prefetch_bytes(X.data + begin, nnz * sizeof(T));
     detail::prefetch_bytes(X.indices + begin, nnz * sizeof(I));
-    detail::prefetch_bytes(Y + first * ky, static_cast<std::size_t>(count * ky) * sizeof(double));
-    if (ks_ > 0) {
-      detail::prefetch_bytes(SW_ + first * ks_,
-                             static_cast<std::size_t>(count * ks_) * sizeof(double));
-    }
+    detail::prefetch_row_tables(Y, ky, SW_, ks_, first, count);
   }
 };
 

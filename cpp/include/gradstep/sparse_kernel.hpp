@@ -957,7 +957,6 @@ class Engine {
     double work = 0.0;
     const std::vector<std::ptrdiff_t> starts = partition(X_, rows, used, &work);
     const auto n_blocks = static_cast<std::ptrdiff_t>(starts.size()) - 1;
-    const double cost = work * static_cast<double>(m) * (hess ? 2.0 : 1.0);
     if (n_blocks == 1 && !hess) {  // one block: its sums go straight to out_ (Job::direct)
       out_.assign(idx((d + 2) * m), 0.0);
       scratch_.resize(idx(scratch_size(m, classes_)));
@@ -970,6 +969,7 @@ class Engine {
       throw_bad_row(bad_row, d);
       return;
     }
+    const double cost = work * static_cast<double>(m) * (hess ? 2.0 : 1.0);
     const int participants =
         (n_blocks > 1 && cost >= kMinParallelWork) ? std::max(1, n_threads) : 1;
     // any wave size gives the same bits, as the slots are added in block order
