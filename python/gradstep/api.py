@@ -30,6 +30,7 @@ from ._backends.state import (
     FitState,
     RunSpec,
 )
+from ._blas import one_blas_thread
 from ._progress import Progress, ProgressBar, read_only
 from .driver import init_state, make_driver
 from .multinomial import MultinomialOracle, multinomial_oracle, public_params
@@ -789,20 +790,23 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         state.epoch[0] = resume.state.epoch
     if ref is not None:
         state.reference[:] = ref
-    init_state(oracle, spec, state)
-    if not (np.isfinite(state.loss).all() and np.isfinite(state.grad).all()):
-        if hasattr(oracle, "check_finite"):
-            oracle.check_finite()  # a NaN or inf in X: a clear error before any update
-    driver = make_driver(oracle, spec, rules, state)
-    norms = _grad_norms(spec, oracle)
-    report = _reporter(callback, verbose, max_iter, rules, started, norms)
-    watch = (None if monitor is None
-             else _watcher(monitor, oracle, fit_intercept, d, started, norms))
-    _drive(driver, state, report, spec, watch)
-    if batch:  # the exact objective at the returned weights (epoch losses are running means)
-        state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
-        if l1 is not None:
-            state.loss += l1 * l1_norms(state.P, penalized_columns(oracle, D))
+    # the driver's NumPy calls between passes must not wake BLAS threads that would spin on
+    # the cores the compiled kernels' pool needs (see _blas)
+    with one_blas_thread(backend_name.startswith("cpp")):
+        init_state(oracle, spec, state)
+        if not (np.isfinite(state.loss).all() and np.isfinite(state.grad).all()):
+            if hasattr(oracle, "check_finite"):
+                oracle.check_finite()  # a NaN or inf in X: a clear error before any update
+        driver = make_driver(oracle, spec, rules, state)
+        norms = _grad_norms(spec, oracle)
+        report = _reporter(callback, verbose, max_iter, rules, started, norms)
+        watch = (None if monitor is None
+                 else _watcher(monitor, oracle, fit_intercept, d, started, norms))
+        _drive(driver, state, report, spec, watch)
+        if batch:  # the exact objective at the returned weights (epoch losses are running means)
+            state.loss[:] = oracle.loss_grad(state.P, np.ones(n_runs, np.uint8))[0]
+            if l1 is not None:
+                state.loss += l1 * l1_norms(state.P, penalized_columns(oracle, D))
     passes = np.asarray(driver.passes, dtype=np.int64)
     return _result(state, spec, rules, batched, backend_name, classes, fit_intercept, d, passes,
                    oracle)
