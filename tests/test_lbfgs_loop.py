@@ -1,6 +1,6 @@
 """The compiled lbfgs loop (lbfgs_loop.hpp, driver.CompiledLBFGSDriver) against the reference
-driver it replaces for a single lbfgs run on a dense X with the C++ backend: the same iterations,
-passes, statuses and history, iterates equal to rounding."""
+driver it replaces for a single lbfgs run on a dense or CSR X with the C++ backend: the same
+iterations, passes, statuses and history, iterates equal to rounding."""
 
 from __future__ import annotations
 
@@ -92,6 +92,61 @@ def test_multinomial_loop_follows_the_reference(monkeypatch, dtype, fit_intercep
     _assert_same_run(a, b, coef_atol=1e-7)
 
 
+def _csr(X, index):
+    import scipy.sparse as sp
+
+    X = X * (np.random.default_rng(4).random(X.shape) < 0.6)  # some zeros, an empty row
+    X[7] = 0.0
+    A = sp.csr_matrix(X)
+    A.indices, A.indptr = A.indices.astype(index), A.indptr.astype(index)
+    return A
+
+
+@pytest.mark.parametrize("loss", ["logistic", "multinomial"])
+@pytest.mark.parametrize("dtype,index", [(np.float64, np.int32), (np.float32, np.int64)])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_csr_loop_follows_the_reference(monkeypatch, loss, dtype, index, fit_intercept,
+                                        weighted):
+    # the loop over the CSR kernels (csr_lbfgs_run / csr_softmax_lbfgs_run) against the
+    # reference driver over the same kernels, and against the compiled loop on the dense matrix
+    if loss == "logistic":
+        X, y = make_data(n=400, d=8, seed=3)
+    else:
+        X, y = _iris()
+    X = X.astype(dtype)
+    A = _csr(X, index)
+    sw = np.random.default_rng(1).uniform(0.2, 2.0, len(y)) if weighted else None
+    kw = dict(alpha=1e-3, tol=1e-9, fit_intercept=fit_intercept, sample_weight=sw, loss=loss)
+    a = _fit(A, y, False, monkeypatch, **kw)
+    b = _fit(A, y, True, monkeypatch, **kw)
+    assert a.status == "converged"
+    assert a.backend == b.backend and a.backend.endswith("csr")
+    _assert_same_run(a, b, coef_atol=1e-7)
+    dense = _fit(A.toarray(), y, True, monkeypatch, **kw)
+    _assert_same_run(dense, b, coef_atol=1e-7)
+    if not fit_intercept:
+        assert np.all(b.intercept == 0.0)
+
+
+def test_csr_loop_needs_a_proven_structure(monkeypatch):
+    # the loop reads by the indices unchecked: an oracle whose passes still check rows keeps the
+    # reference driver
+    from gradstep import api
+
+    X, y = make_data(n=200, d=4)
+    A = _csr(X, np.int32)
+    real_init = driver.init_state
+
+    def init_unproven(oracle, spec, state):
+        real_init(oracle, spec, state)
+        oracle.structure_proven = False  # as if the first pass had not proved it
+
+    monkeypatch.setattr(api, "init_state", init_unproven)
+    assert _driver_used(monkeypatch, A, y, "lbfgs", backend="cpp",
+                        max_iter=3) == "ReferenceDriver"
+
+
 def test_max_iter_reference_distance_and_the_stall_end_as_the_reference(monkeypatch):
     X, y = make_data(n=300, d=6, seed=5)
     ref = np.ones(7)
@@ -164,7 +219,9 @@ def test_the_loop_runs_only_where_it_applies(monkeypatch):
     assert used(X, y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
     assert used(X, np.c_[y, 1 - y], "lbfgs", backend="cpp") == "ReferenceDriver"  # 2 runs
     assert used(X, y, "lbfgs", backend="cpp", l1_ratio=1.0, alpha=0.1) == "ReferenceDriver"
-    assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "ReferenceDriver"
+    assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
+    assert used(sp.csr_matrix(X), y % 2 + (X[:, 0] > 1), "lbfgs", backend="cpp",
+                loss="multinomial") == "CompiledLBFGSDriver"
     assert used(X, y, "bb", backend="cpp") == "ReferenceDriver"
     if gs.backends()["numba"]:
         assert used(X, y, "lbfgs", backend="numba") == "ReferenceDriver"

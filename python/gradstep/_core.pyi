@@ -334,6 +334,51 @@ def csr_run(
     """The first-order fit loops (run_float64's) over a CSR matrix whose structure is proven:
     its rows' column indices are read unchecked."""
 
+def csr_lbfgs_run(
+    data: NDArray[np.float32] | NDArray[np.float64],
+    indices: NDArray[np.int32] | NDArray[np.int64],
+    indptr: NDArray[np.int32] | NDArray[np.int64],
+    n_cols: int,
+    Y: NDArray[np.float64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    memory: NDArray[np.float64],
+    rho: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    ints: NDArray[np.int64],
+    lr: float,
+    m: int,
+    passes: NDArray[np.float64],
+    n_steps: int,
+    n_threads: int,
+) -> None:
+    """The compiled lbfgs loop (lbfgs_run_float64's) over a CSR matrix whose structure is
+    proven: its rows' indices are not checked."""
+
+def csr_softmax_lbfgs_run(
+    data: NDArray[np.float32] | NDArray[np.float64],
+    indices: NDArray[np.int32] | NDArray[np.int64],
+    indptr: NDArray[np.int32] | NDArray[np.int64],
+    n_cols: int,
+    labels: NDArray[np.int64],
+    SW: NDArray[np.float64],
+    spec: RunSpec,
+    state: FitState,
+    memory: NDArray[np.float64],
+    rho: NDArray[np.float64],
+    gamma: NDArray[np.float64],
+    ints: NDArray[np.int64],
+    lr: float,
+    m: int,
+    passes: NDArray[np.float64],
+    n_steps: int,
+    n_threads: int,
+    n_classes: int,
+) -> None:
+    """The compiled lbfgs loop of the multinomial loss (softmax_lbfgs_run_float64's) over a CSR
+    matrix whose structure is proven."""
+
 def csr_hessp(
     data: NDArray[np.float32] | NDArray[np.float64],
     indices: NDArray[np.int32] | NDArray[np.int64],

@@ -502,10 +502,10 @@ class CompiledDriver:
 
 
 class CompiledLBFGSDriver:
-    """One lbfgs run without an L1 term, full batch, on an in-memory dense oracle whose backend
-    has the compiled loop (``module.lbfgs_run``: lbfgs_loop.hpp). The run's L-BFGS memory lives
-    here between calls, in _Pairs' layout. ``run(n)`` does up to n iterations (the reference's
-    ``run(n)``: n rounds of one pass each)."""
+    """One lbfgs run without an L1 term, full batch, on an in-memory oracle (dense or CSR) whose
+    backend has the compiled loop (``module.lbfgs_run``: lbfgs_loop.hpp). The run's L-BFGS
+    memory lives here between calls, in _Pairs' layout. ``run(n)`` does up to n iterations
+    (the reference's ``run(n)``: n rounds of one pass each)."""
 
     def __init__(self, oracle: Any, spec: RunSpec, rule: LBFGS, state: FitState):
         self.oracle, self.spec, self.rule, self.state = oracle, spec, rule, state
@@ -526,10 +526,13 @@ class CompiledLBFGSDriver:
 
 def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
     """Whether CompiledLBFGSDriver runs this fit: one lbfgs run, full batch, no L1 term, an
-    in-memory dense X and a backend module with the loop (the C++ one)."""
+    in-memory X (dense, or CSR whose structure the first pass proved: the loop checks no row)
+    and a backend module with the loop (the C++ one)."""
+    X = getattr(oracle, "X", None)
+    in_memory = isinstance(X, np.ndarray) or (
+        hasattr(X, "indptr") and getattr(oracle, "structure_proven", False))
     return (len(rules) == 1 and isinstance(rules[0], LBFGS) and not spec.batch_size
-            and not spec.l1_strengths(1).any()
-            and isinstance(getattr(oracle, "X", None), np.ndarray)
+            and not spec.l1_strengths(1).any() and in_memory
             and hasattr(getattr(oracle, "module", None), "lbfgs_run"))
 
 
@@ -537,7 +540,7 @@ def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitSta
     """The compiled driver when every rule has a compiled version, the oracle is an
     in-memory one (dense, or CSR whose structure the first pass proved) whose backend has a
     compiled loop and no run has an L1 term; the compiled lbfgs loop for a single lbfgs run on
-    a dense such oracle; else the reference driver (over the same compiled loss_grad
+    such an oracle; else the reference driver (over the same compiled loss_grad
     kernels)."""
     compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
                      and getattr(oracle, "structure_proven", True)  # CSR: its loop checks no row

@@ -62,10 +62,14 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None, *, n_classes, check_rows=F
 
 
 def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps) -> None:
-    """Up to n_steps iterations of the fit's single lbfgs run on oracle's dense X
-    (lbfgs_loop.hpp; driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes
-    between calls)."""
+    """Up to n_steps iterations of the fit's single lbfgs run on oracle's X (lbfgs_loop.hpp;
+    driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls); a CSR
+    X's structure must be proven (the loop reads by its indices unchecked)."""
     X = oracle.X
-    _dense(X, 2)(X, np.ascontiguousarray(oracle.labels, dtype=np.int64), _f64(oracle.SW), spec,
-                 state, memory, rho, gamma, ints, float(lr), int(m), passes, int(n_steps),
-                 _threads(oracle.n_threads), int(oracle.n_classes))
+    args = (np.ascontiguousarray(oracle.labels, dtype=np.int64), _f64(oracle.SW), spec, state,
+            memory, rho, gamma, ints, float(lr), int(m), passes, int(n_steps),
+            _threads(oracle.n_threads), int(oracle.n_classes))
+    if hasattr(X, "indptr"):
+        _core.csr_softmax_lbfgs_run(*_matrix(X), *args)
+    else:
+        _dense(X, 2)(X, *args)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import _core  # an ImportError here tells gradstep.sparse the C++ kernels are missing
 
-__all__ = ["CHECKS_ROWS", "hessp", "loss_grad", "run", "structure_error"]
+__all__ = ["CHECKS_ROWS", "hessp", "lbfgs_run", "loss_grad", "run", "structure_error"]
 
 # loss_grad and hessp take check_rows=True: each row's column indices checked just before the
 # kernel reads by them (ValueError on a bad row), for a matrix whose structure is not proven
@@ -96,6 +96,15 @@ def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
     a batch size), as ``cpp.run`` does on a dense X. X's structure must be proven
     (``CSROracle.structure_proven``): the loop reads by its indices unchecked."""
     _core.csr_run(*_matrix(X), _f64(Y), _f64(SW), spec, state, int(n_steps), _threads(n_threads))
+
+
+def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps) -> None:
+    """Up to n_steps iterations of the fit's single lbfgs run on oracle's CSR X, as
+    ``cpp.lbfgs_run`` does on a dense one. X's structure must be proven
+    (``CSROracle.structure_proven``): the loop reads by its indices unchecked."""
+    _core.csr_lbfgs_run(*_matrix(oracle.X), _f64(oracle.Y), _f64(oracle.SW), spec, state, memory,
+                        rho, gamma, ints, float(lr), int(m), passes, int(n_steps),
+                        _threads(oracle.n_threads))
 
 
 def hessp(X, SW, P, V, alpha, active, n_threads=None, *, check_rows=False):
