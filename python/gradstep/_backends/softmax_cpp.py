@@ -11,6 +11,8 @@ n_threads (fixed blocks, slots added in block order).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import _core
@@ -66,9 +68,10 @@ def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_st
     driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls); a CSR
     X's structure must be proven (the loop reads by its indices unchecked)."""
     X = oracle.X
-    args = (np.ascontiguousarray(oracle.labels, dtype=np.int64), _f64(oracle.SW), spec, state,
-            memory, rho, gamma, ints, float(lr), int(m), passes, int(n_steps),
-            _threads(oracle.n_threads), int(oracle.n_classes))
+    args: tuple[Any, ...] = (
+        np.ascontiguousarray(oracle.labels, dtype=np.int64), _f64(oracle.SW), spec, state, memory,
+        rho, gamma, ints, float(lr), int(m), passes, int(n_steps), _threads(oracle.n_threads),
+        int(oracle.n_classes))
     if hasattr(X, "indptr"):
         _core.csr_softmax_lbfgs_run(*_matrix(X), *args)
     else:
