@@ -129,6 +129,34 @@ def test_csr_loop_follows_the_reference(monkeypatch, loss, dtype, index, fit_int
         assert np.all(b.intercept == 0.0)
 
 
+@pytest.mark.parametrize("data", ["dense", "float32", "csr", "multinomial", "csr multinomial"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("l1_ratio", [1.0, 0.5])
+def test_owlqn_loop_follows_the_reference(monkeypatch, data, fit_intercept, l1_ratio):
+    # with an L1 term the loop is OWL-QN (LBFGS._owlqn, _orthant_backtrack): the same
+    # iterations, objective and support (exact zeros) as the reference driver's
+    if "multinomial" in data:
+        X, y = _iris()
+        kw = dict(loss="multinomial", alpha=0.05)
+    else:
+        X, y = make_data(n=400, d=12, seed=8)
+        kw = dict(alpha=0.05)
+    if data == "float32":
+        X = X.astype(np.float32)
+    if "csr" in data:
+        X = _csr(X, np.int32)
+    kw.update(l1_ratio=l1_ratio, tol=1e-9, fit_intercept=fit_intercept, max_iter=2000)
+    a = _fit(X, y, False, monkeypatch, **kw)
+    b = _fit(X, y, True, monkeypatch, **kw)
+    assert a.status == "converged"
+    coef_a, coef_b = np.atleast_2d(a.coef), np.atleast_2d(b.coef)
+    assert 0 < np.count_nonzero(coef_b == 0.0) < coef_b.size  # a sparse solution
+    np.testing.assert_array_equal(coef_b == 0.0, coef_a == 0.0)
+    _assert_same_run(a, b, coef_atol=1e-7)
+    if not fit_intercept:
+        assert np.all(b.intercept == 0.0)
+
+
 def test_csr_loop_needs_a_proven_structure(monkeypatch):
     # the loop reads by the indices unchecked: an oracle whose passes still check rows keeps the
     # reference driver
@@ -218,7 +246,7 @@ def test_the_loop_runs_only_where_it_applies(monkeypatch):
     used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
     assert used(X, y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
     assert used(X, np.c_[y, 1 - y], "lbfgs", backend="cpp") == "ReferenceDriver"  # 2 runs
-    assert used(X, y, "lbfgs", backend="cpp", l1_ratio=1.0, alpha=0.1) == "ReferenceDriver"
+    assert used(X, y, "lbfgs", backend="cpp", l1_ratio=1.0, alpha=0.1) == "CompiledLBFGSDriver"
     assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
     assert used(sp.csr_matrix(X), y % 2 + (X[:, 0] > 1), "lbfgs", backend="cpp",
                 loss="multinomial") == "CompiledLBFGSDriver"
@@ -244,10 +272,19 @@ def test_bad_memory_is_refused_before_any_work(monkeypatch):
     gs.fit(X, y, "lbfgs", backend="cpp", max_iter=1)
     P_before = result["state"].P.copy()
     args = (result["X"], result["Y"], result["SW"], result["spec"], result["state"])
+    no_l1 = np.zeros(0, np.uint8)
     with pytest.raises(ValueError, match="memory must have shape"):
         _core.lbfgs_run_float64(*args, np.zeros((3, 4)), np.zeros(11), np.ones(1),
-                                np.zeros(3, np.int64), 1.0, 10, np.ones(1), 5, 1)
+                                np.zeros(3, np.int64), 1.0, 10, np.ones(1), 5, 1, no_l1)
     with pytest.raises(ValueError, match="m must be at least 1"):
         _core.lbfgs_run_float64(*args, np.zeros((0, 4)), np.zeros(0), np.ones(1),
-                                np.zeros(3, np.int64), 1.0, 0, np.ones(1), 5, 1)
+                                np.zeros(3, np.int64), 1.0, 0, np.ones(1), 5, 1, no_l1)
+    memory = (np.zeros((22, 4)), np.zeros(11), np.ones(1), np.zeros(3, np.int64), 1.0, 10,
+              np.ones(1), 5, 1)
+    result["spec"].l1 = np.array([0.1])  # an L1 term needs the mask of the parameters it covers
+    with pytest.raises(ValueError, match="penalized must have shape"):
+        _core.lbfgs_run_float64(*args, *memory, no_l1)
+    result["spec"].l1 = np.array([-0.1])
+    with pytest.raises(ValueError, match="spec.l1 must be finite and >= 0"):
+        _core.lbfgs_run_float64(*args, *memory, np.ones(4, np.uint8))
     np.testing.assert_array_equal(result["state"].P, P_before)

@@ -447,12 +447,15 @@ carray<double> softmax_hessp(const carray<T>& X, const carray<double>& SW,
 }
 
 // The arrays of the compiled lbfgs loop (lbfgs_loop.hpp) for a fit of one run with D parameters:
-// state.FitState's, spec.RunSpec's scalars and alpha, and driver.CompiledLBFGSDriver's memory;
+// state.FitState's, spec.RunSpec's scalars, alpha and l1, and driver.CompiledLBFGSDriver's memory
+// and L1 mask;
 // each held by a reference here while the loop runs.
 struct LbfgsArgs {
   StateArrays state;
-  carray<double> alpha, memory, rho, gamma, passes;
+  carray<double> alpha, memory, rho, gamma, passes, l1_array;
   carray<std::int64_t> ints;
+  carray<std::uint8_t> penalized;  // (D,) with an L1 term: the parameters it covers
+  double l1 = 0.0;                 // spec.l1's one entry (0 when empty): OWL-QN when > 0
   gradstep::RunSpec spec;
   gradstep::FitState st;
   gradstep::lbfgs_loop::Memory mem;
@@ -461,9 +464,18 @@ struct LbfgsArgs {
 LbfgsArgs lbfgs_args(const py::object& spec_obj, const py::object& state_obj,
                      const carray<double>& memory, const carray<double>& rho,
                      const carray<double>& gamma, const carray<std::int64_t>& ints, ssize_t m,
-                     const carray<double>& passes, ssize_t D) {
+                     const carray<double>& passes, const carray<std::uint8_t>& penalized,
+                     ssize_t D) {
   const std::string S = "spec";
   LbfgsArgs a;
+  a.l1_array = array_attribute<double>(spec_obj, S, "l1");
+  require(a.l1_array.ndim() == 1 && a.l1_array.shape(0) <= 1,
+          "spec.l1 must have shape (0,) or (1,), got " + shape_of(a.l1_array));
+  a.l1 = a.l1_array.shape(0) ? a.l1_array.data()[0] : 0.0;
+  require(std::isfinite(a.l1) && a.l1 >= 0.0,
+          "spec.l1 must be finite and >= 0, got " + std::to_string(a.l1));
+  if (a.l1 > 0.0) require_shape(penalized, "penalized", {D});
+  a.penalized = penalized;
   const bool has_reference =
       scalar_attribute<bool>(spec_obj, S, "has_reference", "a bool");
   const auto P = array_attribute<double>(state_obj, "state", "P", true);
@@ -511,10 +523,11 @@ void lbfgs_run(const carray<T>& X, const carray<double>& Y, const carray<double>
                const py::object& spec_obj, const py::object& state_obj,
                const carray<double>& memory, const carray<double>& rho,
                const carray<double>& gamma, const carray<std::int64_t>& ints, double lr,
-               ssize_t m, const carray<double>& passes, std::int64_t n_steps, int n_threads) {
+               ssize_t m, const carray<double>& passes, std::int64_t n_steps, int n_threads,
+               const carray<std::uint8_t>& penalized) {
   require(X.ndim() == 2, "X must be 2-D, got shape " + shape_of(X));
   const ssize_t D = X.shape(1) + 1;
-  LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, D);
+  LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
   const gradstep::Dataset<T> data = dataset(X, &Y, SW, 1);
   require(data.n > 0, "X has no rows");
   require_threads(n_threads);
@@ -531,7 +544,8 @@ void lbfgs_run(const carray<T>& X, const carray<double>& Y, const carray<double>
     return loss;
   };
   gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
-                                                  a.passes.mutable_data(), D);
+                                                  a.passes.mutable_data(), D, a.l1,
+      a.l1 > 0.0 ? a.penalized.data() : nullptr);
   run.iterate(n_steps);
 }
 
@@ -543,11 +557,11 @@ void softmax_lbfgs_run(const carray<T>& X, const carray<std::int64_t>& labels,
                        const carray<double>& rho, const carray<double>& gamma,
                        const carray<std::int64_t>& ints, double lr, ssize_t m,
                        const carray<double>& passes, std::int64_t n_steps, int n_threads,
-                       ssize_t n_classes) {
+                       ssize_t n_classes, const carray<std::uint8_t>& penalized) {
   require(X.ndim() == 2, "X must be 2-D, got shape " + shape_of(X));
   require(n_classes >= 2, "n_classes must be at least 2, got " + std::to_string(n_classes));
   const ssize_t n = X.shape(0), d = X.shape(1), D = n_classes * (d + 1);
-  LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, D);
+  LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
   require(n > 0, "X has no rows");
   require_labels(labels, n, n_classes);
   require_targets(nullptr, SW, n, 1);
@@ -568,7 +582,8 @@ void softmax_lbfgs_run(const carray<T>& X, const carray<std::int64_t>& labels,
     return loss;
   };
   gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
-                                                  a.passes.mutable_data(), D);
+                                                  a.passes.mutable_data(), D, a.l1,
+      a.l1 > 0.0 ? a.penalized.data() : nullptr);
   run.iterate(n_steps);
 }
 
@@ -601,9 +616,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
         py::arg("Y").noconvert(), py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"),
         py::arg("memory").noconvert(), py::arg("rho").noconvert(), py::arg("gamma").noconvert(),
         py::arg("ints").noconvert(), py::arg("lr"), py::arg("m"), py::arg("passes").noconvert(),
-        py::arg("n_steps"), py::arg("n_threads"),
-        ("Up to n_steps iterations of the single lbfgs run (no L1 term) of state on the "
-         "logistic loss, X of dtype " +
+        py::arg("n_steps"), py::arg("n_threads"), py::arg("penalized").noconvert(),
+        ("Up to n_steps iterations of the single lbfgs run of state on the logistic loss (with "
+         "spec.l1 > 0 OWL-QN over the parameters penalized marks), X of dtype " +
          dt + " (lbfgs_loop.hpp; driver.CompiledLBFGSDriver).")
             .c_str());
   m.def(("softmax_lbfgs_run_" + dt).c_str(), &softmax_lbfgs_run<T>, py::arg("X").noconvert(),
@@ -611,9 +626,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
         py::arg("state"), py::arg("memory").noconvert(), py::arg("rho").noconvert(),
         py::arg("gamma").noconvert(), py::arg("ints").noconvert(), py::arg("lr"), py::arg("m"),
         py::arg("passes").noconvert(), py::arg("n_steps"), py::arg("n_threads"),
-        py::arg("n_classes"),
-        ("Up to n_steps iterations of the single lbfgs run (no L1 term) of state on the "
-         "multinomial loss, X of dtype " +
+        py::arg("n_classes"), py::arg("penalized").noconvert(),
+        ("Up to n_steps iterations of the single lbfgs run of state on the multinomial loss "
+         "(with spec.l1 > 0 OWL-QN over the parameters penalized marks), X of dtype " +
          dt + " (lbfgs_loop.hpp; driver.CompiledLBFGSDriver).")
             .c_str());
   m.def(("softmax_hessp_" + dt).c_str(), &softmax_hessp<T>, py::arg("X").noconvert(),
@@ -909,11 +924,12 @@ void csr_lbfgs_run(const py::array& data, const py::array& indices, const py::ar
                    const py::object& spec_obj, const py::object& state_obj,
                    const carray<double>& memory, const carray<double>& rho,
                    const carray<double>& gamma, const carray<std::int64_t>& ints, double lr,
-                   ssize_t m, const carray<double>& passes, std::int64_t n_steps, int n_threads) {
+                   ssize_t m, const carray<double>& passes, std::int64_t n_steps, int n_threads,
+                   const carray<std::uint8_t>& penalized) {
   with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
     using Matrix = std::decay_t<decltype(X)>;
     const ssize_t D = X.d + 1;
-    LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, D);
+    LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
     require_targets(&Y, SW, X.n, 1);
     require(X.n > 0, "X has no rows");
     require_threads(n_threads);
@@ -930,7 +946,8 @@ void csr_lbfgs_run(const py::array& data, const py::array& indices, const py::ar
       return loss;
     };
     gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
-                                                    a.passes.mutable_data(), D);
+                                                    a.passes.mutable_data(), D, a.l1,
+      a.l1 > 0.0 ? a.penalized.data() : nullptr);
     run.iterate(n_steps);
   });
 }
@@ -944,12 +961,13 @@ void csr_softmax_lbfgs_run(const py::array& data, const py::array& indices,
                            const carray<double>& memory, const carray<double>& rho,
                            const carray<double>& gamma, const carray<std::int64_t>& ints,
                            double lr, ssize_t m, const carray<double>& passes,
-                           std::int64_t n_steps, int n_threads, ssize_t n_classes) {
+                           std::int64_t n_steps, int n_threads, ssize_t n_classes,
+                           const carray<std::uint8_t>& penalized) {
   with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
     using Matrix = std::decay_t<decltype(X)>;
     require(n_classes >= 2, "n_classes must be at least 2, got " + std::to_string(n_classes));
     const ssize_t d = X.d, C = n_classes, D = C * (d + 1);
-    LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, D);
+    LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
     require(X.n > 0, "X has no rows");
     require_labels(labels, X.n, C);
     require_targets(nullptr, SW, X.n, 1);
@@ -971,7 +989,8 @@ void csr_softmax_lbfgs_run(const py::array& data, const py::array& indices,
       return loss;
     };
     gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
-                                                    a.passes.mutable_data(), D);
+                                                    a.passes.mutable_data(), D, a.l1,
+      a.l1 > 0.0 ? a.penalized.data() : nullptr);
     run.iterate(n_steps);
   });
 }
@@ -1058,7 +1077,7 @@ void bind_csr(py::module_& m) {
         py::arg("spec"), py::arg("state"), py::arg("memory").noconvert(),
         py::arg("rho").noconvert(), py::arg("gamma").noconvert(), py::arg("ints").noconvert(),
         py::arg("lr"), py::arg("m"), py::arg("passes").noconvert(), py::arg("n_steps"),
-        py::arg("n_threads"),
+        py::arg("n_threads"), py::arg("penalized").noconvert(),
         "The compiled lbfgs loop over a CSR matrix whose structure is proven (its rows' indices "
         "are not checked): as lbfgs_run_float64 otherwise.");
   m.def("csr_softmax_lbfgs_run", &csr_softmax_lbfgs_run, py::arg("data"), py::arg("indices"),
@@ -1067,6 +1086,7 @@ void bind_csr(py::module_& m) {
         py::arg("memory").noconvert(), py::arg("rho").noconvert(), py::arg("gamma").noconvert(),
         py::arg("ints").noconvert(), py::arg("lr"), py::arg("m"), py::arg("passes").noconvert(),
         py::arg("n_steps"), py::arg("n_threads"), py::arg("n_classes"),
+        py::arg("penalized").noconvert(),
         "The compiled lbfgs loop of the multinomial loss over a CSR matrix whose structure is "
         "proven: as softmax_lbfgs_run_float64 otherwise.");
   m.def("csr_structure_error", &csr_structure_error, py::arg("indptr"), py::arg("indices"),

@@ -176,10 +176,12 @@ def lbfgs_run_float32(
     passes: NDArray[np.float64],
     n_steps: int,
     n_threads: int,
+    penalized: NDArray[np.uint8],
 ) -> None:
-    """Up to n_steps iterations of the single lbfgs run (no L1 term) of `state` on the logistic
-    loss, X float32; memory (2 (m + 1), D), rho (m + 1,), gamma (1,), ints (head, count, first)
-    and passes (1,) are driver.CompiledLBFGSDriver's, advanced in place (lbfgs_loop.hpp)."""
+    """Up to n_steps iterations of the single lbfgs run of `state` on the logistic loss (with
+    spec.l1 > 0 OWL-QN over the parameters `penalized` marks), X float32; memory (2 (m + 1), D),
+    rho (m + 1,), gamma (1,), ints (head, count, first) and passes (1,) are
+    driver.CompiledLBFGSDriver's, advanced in place (lbfgs_loop.hpp)."""
 
 def softmax_lbfgs_run_float32(
     X: NDArray[np.float32],
@@ -197,6 +199,7 @@ def softmax_lbfgs_run_float32(
     n_steps: int,
     n_threads: int,
     n_classes: int,
+    penalized: NDArray[np.uint8],
 ) -> None:
     """As lbfgs_run_float32 on the multinomial loss (labels in [0, n_classes))."""
 
@@ -215,10 +218,12 @@ def lbfgs_run_float64(
     passes: NDArray[np.float64],
     n_steps: int,
     n_threads: int,
+    penalized: NDArray[np.uint8],
 ) -> None:
-    """Up to n_steps iterations of the single lbfgs run (no L1 term) of `state` on the logistic
-    loss, X float64; memory (2 (m + 1), D), rho (m + 1,), gamma (1,), ints (head, count, first)
-    and passes (1,) are driver.CompiledLBFGSDriver's, advanced in place (lbfgs_loop.hpp)."""
+    """Up to n_steps iterations of the single lbfgs run of `state` on the logistic loss (with
+    spec.l1 > 0 OWL-QN over the parameters `penalized` marks), X float64; memory (2 (m + 1), D),
+    rho (m + 1,), gamma (1,), ints (head, count, first) and passes (1,) are
+    driver.CompiledLBFGSDriver's, advanced in place (lbfgs_loop.hpp)."""
 
 def softmax_lbfgs_run_float64(
     X: NDArray[np.float64],
@@ -236,6 +241,7 @@ def softmax_lbfgs_run_float64(
     n_steps: int,
     n_threads: int,
     n_classes: int,
+    penalized: NDArray[np.uint8],
 ) -> None:
     """As lbfgs_run_float64 on the multinomial loss (labels in [0, n_classes))."""
 
@@ -352,6 +358,7 @@ def csr_lbfgs_run(
     passes: NDArray[np.float64],
     n_steps: int,
     n_threads: int,
+    penalized: NDArray[np.uint8],
 ) -> None:
     """The compiled lbfgs loop (lbfgs_run_float64's) over a CSR matrix whose structure is
     proven: its rows' indices are not checked."""
@@ -375,6 +382,7 @@ def csr_softmax_lbfgs_run(
     n_steps: int,
     n_threads: int,
     n_classes: int,
+    penalized: NDArray[np.uint8],
 ) -> None:
     """The compiled lbfgs loop of the multinomial loss (softmax_lbfgs_run_float64's) over a CSR
     matrix whose structure is proven."""

@@ -9,20 +9,22 @@ divergence and history. Two kinds:
   request and ONE ``hessp`` pass every Hessian product, so line-search trials of different runs
   share the passes. Mini-batch, it walks the seeded shuffled order, one step per batch.
 - ``CompiledDriver``: the C++ or Numba loop (``module.run``) for first-order rules on an
-  in-memory dense oracle; it follows the reference step for step (to ~1e-15).
+  in-memory oracle (dense, or CSR with a proven structure); it follows the reference step for
+  step (to ~1e-15).
 - ``CompiledLBFGSDriver``: the C++ loop (``module.lbfgs_run``, lbfgs_loop.hpp) for ONE lbfgs run
-  without an L1 term on an in-memory dense oracle of the C++ backend (binary or multinomial):
-  the reference's rounds for that run, line search included, without Python in between; it
-  follows the reference iteration for iteration, to rounding.
+  (OWL-QN with an L1 term) on an in-memory oracle of the C++ backend (dense or CSR, binary or
+  multinomial): the reference's rounds for that run, line search included, without Python in
+  between; it follows the reference iteration for iteration, to rounding.
 
 ``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
 stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
 honour Ctrl-C between calls.
 
-An L1 term (``spec.l1`` > 0 for some run: gs.fit's l1_ratio) runs on the reference driver. The
-oracle's loss and gradient stay the smooth part's (its alpha is the L2 part); the driver adds
-l1 ||w||_1 over the coefficient columns (penalty.penalized_columns) to every loss it records,
-so ``state.loss`` and the history hold the objective, and it tests convergence and records the
+An L1 term (``spec.l1`` > 0 for some run: gs.fit's l1_ratio) runs on the reference driver, or
+for one lbfgs run on CompiledLBFGSDriver, which keeps the same conventions. The oracle's loss
+and gradient stay the smooth part's (its alpha is the L2 part); the driver adds l1 ||w||_1
+over the coefficient columns (penalty.penalized_columns) to every loss it records, so
+``state.loss`` and the history hold the objective, and it tests convergence and records the
 gradient norm on the minimum-norm subgradient (penalty.l1_residual), which vanishes at the
 optimum. ``state.grad`` keeps the smooth gradient: the rules step from it. First-order rules
 take a proximal step after each update (soft-thresholding by the rule's ``step_scale`` * l1);
@@ -502,10 +504,10 @@ class CompiledDriver:
 
 
 class CompiledLBFGSDriver:
-    """One lbfgs run without an L1 term, full batch, on an in-memory oracle (dense or CSR) whose
-    backend has the compiled loop (``module.lbfgs_run``: lbfgs_loop.hpp). The run's L-BFGS
-    memory lives here between calls, in _Pairs' layout. ``run(n)`` does up to n iterations
-    (the reference's ``run(n)``: n rounds of one pass each)."""
+    """One lbfgs run (OWL-QN with an L1 term), full batch, on an in-memory oracle (dense or CSR)
+    whose backend has the compiled loop (``module.lbfgs_run``: lbfgs_loop.hpp). The run's
+    L-BFGS memory lives here between calls, in _Pairs' layout. ``run(n)`` does up to n
+    iterations (the reference's ``run(n)``: n rounds of one pass each)."""
 
     def __init__(self, oracle: Any, spec: RunSpec, rule: LBFGS, state: FitState):
         self.oracle, self.spec, self.rule, self.state = oracle, spec, rule, state
@@ -515,33 +517,35 @@ class CompiledLBFGSDriver:
         self.gamma = np.ones(1)
         self.ints = np.array([0, 0, 1], dtype=np.int64)  # free slot, pairs kept, first iteration
         self.passes = np.ones(1)  # init_state's pass
+        # the parameters an L1 term covers (the coefficients, never an intercept)
+        self.penalized = (penalized_columns(oracle, D).astype(np.uint8)
+                          if spec.l1_strengths(1).any() else np.zeros(0, np.uint8))
 
     def run(self, n_steps: int) -> None:
         o = self.oracle
         self.spec.alpha = o.alphas(1)
         o.module.lbfgs_run(o, self.spec, self.state, self.memory, self.rho, self.gamma,
                            self.ints, float(self.rule.lr), int(self.rule.m), self.passes,
-                           int(n_steps))
+                           int(n_steps), self.penalized)
 
 
 def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
-    """Whether CompiledLBFGSDriver runs this fit: one lbfgs run, full batch, no L1 term, an
-    in-memory X (dense, or CSR whose structure the first pass proved: the loop checks no row)
-    and a backend module with the loop (the C++ one)."""
+    """Whether CompiledLBFGSDriver runs this fit: one lbfgs run, full batch, an in-memory X
+    (dense, or CSR whose structure the first pass proved: the loop checks no row) and a
+    backend module with the loop (the C++ one)."""
     X = getattr(oracle, "X", None)
     in_memory = isinstance(X, np.ndarray) or (
         hasattr(X, "indptr") and getattr(oracle, "structure_proven", False))
     return (len(rules) == 1 and isinstance(rules[0], LBFGS) and not spec.batch_size
-            and not spec.l1_strengths(1).any() and in_memory
-            and hasattr(getattr(oracle, "module", None), "lbfgs_run"))
+            and in_memory and hasattr(getattr(oracle, "module", None), "lbfgs_run"))
 
 
 def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
     """The compiled driver when every rule has a compiled version, the oracle is an
     in-memory one (dense, or CSR whose structure the first pass proved) whose backend has a
-    compiled loop and no run has an L1 term; the compiled lbfgs loop for a single lbfgs run on
-    such an oracle; else the reference driver (over the same compiled loss_grad
-    kernels)."""
+    compiled loop and no run has an L1 term; the compiled lbfgs loop for a single lbfgs run
+    (OWL-QN with an L1 term) on such an oracle; else the reference driver (over the same
+    compiled loss_grad kernels)."""
     compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
                      and getattr(oracle, "structure_proven", True)  # CSR: its loop checks no row
                      and all(r.compiled for r in rules)

@@ -1,6 +1,7 @@
-// One lbfgs run without an L1 term, its whole fit loop compiled: LBFGS.iterate and strong_wolfe
-// (rules/curvature.py) and the reference driver's bookkeeping of a run (driver.py: divergence,
-// stopping, stalls, history, passes), calling the oracle's one-pass kernel directly.
+// One lbfgs run, its whole fit loop compiled: LBFGS.iterate and strong_wolfe (rules/curvature.py)
+// -- or with an L1 term OWL-QN, LBFGS._owlqn and _orthant_backtrack -- and the reference driver's
+// bookkeeping of a run (driver.py: divergence, stopping, stalls, history, passes), calling the
+// oracle's one-pass kernel directly.
 //
 // Why: on a small problem the Python loop around the kernel costs ~0.15-0.2 ms per iteration
 // (the driver's round, the generator, the line search, the stop test), as much as the gradient
@@ -88,13 +89,23 @@ struct Trial {
 template <class Oracle>
 class Run {
  public:
+  // l1 > 0: OWL-QN on the objective loss + l1 ||w||_1 over the parameters penalized marks (D,
+  // nonzero for the coefficients, never an intercept); st.loss then holds that objective and
+  // st.grad the smooth gradient, as in the reference driver.
   Run(Oracle& oracle, const RunSpec& spec, FitState& st, Memory mem, double lr, double* passes,
-      std::ptrdiff_t D)
-      : oracle_(oracle), spec_(spec), st_(st), mem_(mem), lr_(lr), passes_(passes), D_(D) {}
+      std::ptrdiff_t D, double l1 = 0.0, const std::uint8_t* penalized = nullptr)
+      : oracle_(oracle), spec_(spec), st_(st), mem_(mem), lr_(lr), passes_(passes), D_(D),
+        l1_(l1), penalized_(penalized) {}
 
   // Up to n_steps iterations of run 0 while it is running.
   void iterate(std::int64_t n_steps) {
-    for (std::int64_t i = 0; i < n_steps && st_.status[0] == kRunning; ++i) iteration();
+    for (std::int64_t i = 0; i < n_steps && st_.status[0] == kRunning; ++i) {
+      if (l1_ > 0.0) {
+        owlqn_iteration();
+      } else {
+        iteration();
+      }
+    }
   }
 
  private:
@@ -126,13 +137,126 @@ class Run {
       clear();
     }
     if (!ok) {  // Stall: converged when the gradient is within a factor of tol
-      const bool close_enough = detail::max_abs(g, D_) <= kStallTolFactor * spec_.tol;
-      st_.status[0] = close_enough ? kConverged : kStalled;
+      stall(g);
       return;
     }
     keep_pair(p, g, found);
     mem_.ints[2] = 0;
-    step(found);
+    step(found, found.f, found.g.data());
+  }
+
+  // driver._handle's Stall: converged when the residual is within a factor of tol.
+  void stall(const double* residual) {
+    const bool close_enough = detail::max_abs(residual, D_) <= kStallTolFactor * spec_.tol;
+    st_.status[0] = close_enough ? kConverged : kStalled;
+  }
+
+  // LBFGS._owlqn's loop body (Andrew and Gao 2007), then driver._handle's Step or Stall: the
+  // two-loop recursion on the pseudo-gradient pg (penalty.l1_residual), the direction kept where
+  // it agrees in sign with -pg, and _orthant_backtrack on the objective; the pairs are built
+  // from the smooth gradients.
+  void owlqn_iteration() {
+    const double* p = st_.P;
+    const double* g = st_.grad;
+    const double objective = st_.loss[0];
+    std::vector<double> pg(size()), d(size());
+    residual(p, g, pg.data());
+    direction(pg.data(), d.data());
+    for (std::size_t j = 0; j < size(); ++j) d[j] = d[j] * pg[j] > 0.0 ? -d[j] : 0.0;
+    if (!(dot(pg.data(), d.data(), D_) < 0.0)) {  // nothing left of it: restart from -pg
+      clear();
+      for (std::size_t j = 0; j < size(); ++j) d[j] = -pg[j];
+    }
+    double sum_abs = 0.0;
+    for (const double v : pg) sum_abs += std::fabs(v);
+    const bool first = mem_.ints[2] != 0;
+    const double t0 = first ? std::min(1.0, 1.0 / std::max(sum_abs, 1e-300)) : lr_;
+    Trial found;
+    double value = 0.0;
+    bool ok = orthant_backtrack(p, objective, pg, d, t0, &found, &value);
+    if (!ok && mem_.ints[1] > 0) {  // a stale memory: once more along -pg from 1/||pg||
+      clear();
+      for (std::size_t j = 0; j < size(); ++j) d[j] = -pg[j];
+      const double norm = std::sqrt(dot(pg.data(), pg.data(), D_));
+      ok = orthant_backtrack(p, objective, pg, d, 1.0 / std::max(norm, 1e-300), &found, &value);
+    }
+    if (!ok) {
+      stall(pg.data());
+      return;
+    }
+    keep_pair(p, g, found);
+    mem_.ints[2] = 0;
+    std::vector<double> r(size());
+    residual(found.q.data(), found.g.data(), r.data());
+    step(found, value, r.data());
+  }
+
+  // l1 ||q||_1 over the penalized parameters.
+  double l1_term(const double* q) const {
+    double sum = 0.0;
+    for (std::ptrdiff_t j = 0; j < D_; ++j) {
+      if (penalized_[j]) sum += std::fabs(q[j]);
+    }
+    return l1_ * sum;
+  }
+
+  // penalty.l1_residual: the minimum-norm subgradient of loss + l1 ||w||_1 at p from the smooth
+  // gradient g.
+  void residual(const double* p, const double* g, double* r) const {
+    for (std::ptrdiff_t j = 0; j < D_; ++j) {
+      if (!penalized_[j]) {
+        r[j] = g[j];
+      } else if (p[j] != 0.0) {
+        r[j] = g[j] + l1_ * sign(p[j]);
+      } else {
+        r[j] = sign(g[j]) * std::max(std::fabs(g[j]) - l1_, 0.0);
+      }
+    }
+  }
+
+  static double sign(double v) { return v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : 0.0); }  // np.sign
+
+  // curvature._orthant_backtrack: halve t until the objective at q = p + t d, projected onto p's
+  // orthant (sign(p), or at a zero the sign of -pg: a coefficient that would cross 0 stops at
+  // 0), decreases enough; false when the step becomes negligible. *value: the objective at q.
+  bool orthant_backtrack(const double* p, double objective, const std::vector<double>& pg,
+                         const std::vector<double>& d, double t, Trial* out, double* value) {
+    std::vector<double> orthant(size());
+    for (std::ptrdiff_t j = 0; j < D_; ++j) {
+      const auto u = static_cast<std::size_t>(j);
+      orthant[u] = p[j] != 0.0 ? sign(p[j]) : -sign(pg[u]);
+    }
+    Trial here;
+    here.g.resize(size());
+    std::vector<double> slope_q(size());
+    while (true) {
+      point(p, t, d.data(), here.q);
+      for (std::ptrdiff_t j = 0; j < D_; ++j) {
+        const auto u = static_cast<std::size_t>(j);
+        if (penalized_[j] && sign(here.q[u]) != orthant[u]) here.q[u] = 0.0;
+      }
+      if (negligible_from(here.q, p)) return false;  // step_ = q - p
+      here.f = oracle_(here.q.data(), here.g.data());
+      passes_[0] += 1.0;
+      const double v = here.f + l1_term(here.q.data());
+      if (std::isfinite(v)) {
+        for (std::ptrdiff_t j = 0; j < D_; ++j) {
+          const auto u = static_cast<std::size_t>(j);
+          slope_q[u] = here.g[u] + (penalized_[j] ? l1_ * orthant[u] : 0.0);
+        }
+        const double slope0 = dot(pg.data(), step_.data(), D_);
+        // curvature._sufficient_decrease at t = 1 along the step, f_ref = f0 = objective
+        if (v <= objective + kC1 * slope0 ||
+            (v <= objective + rounding(objective) &&
+             dot(slope_q.data(), step_.data(), D_) <= (1.0 - 2.0 * kC1) * -slope0)) {
+          here.t = t;
+          *out = std::move(here);
+          *value = v;
+          return true;
+        }
+      }
+      t *= 0.5;
+    }
   }
 
   // _Pairs.apply: H g by the two-loop recursion over the pairs, oldest first.
@@ -176,26 +300,28 @@ class Run {
   }
 
   // driver._handle's Step: the divergence test, then the new point, its history entry and the
-  // stop test (no L1 term: the loss is the objective and the gradient the residual).
-  void step(const Trial& found) {
+  // stop test. objective: the loss with the L1 term (without one, found.f); residual: what the
+  // stop test and the history see (without an L1 term, the gradient).
+  void step(const Trial& found, double objective, const double* residual) {
     const double* q = found.q.data();
     const double* gq = found.g.data();
-    if (detail::weights_diverged(q, D_) || !std::isfinite(found.f) ||
-        !detail::all_finite(gq, D_) || found.f > detail::loss_limit(st_, 0)) {
+    if (detail::weights_diverged(q, D_) || !std::isfinite(objective) ||
+        !detail::all_finite(gq, D_) || objective > detail::loss_limit(st_, 0)) {
       st_.status[0] = kDiverged;  // st.P keeps the last good weights
       return;
     }
     const double step_norm = detail::distance(q, st_.P, D_);
     std::copy(q, q + D_, st_.P);
-    st_.loss[0] = found.f;
+    st_.loss[0] = objective;
     std::copy(gq, gq + D_, st_.grad);
     st_.n_iter[0] += 1;
     st_.t[0] += 1;
-    detail::record(spec_, st_, 1, 0, D_, found.f, detail::norm2(gq, D_), step_norm, found.t);
+    detail::record(spec_, st_, 1, 0, D_, objective, detail::norm2(residual, D_), step_norm,
+                   found.t);
     if (spec_.record_history && st_.n_iter[0] < st_.history_len) {
       st_.history[kHPasses * st_.history_len + st_.n_iter[0]] = passes_[0];
     }
-    if (detail::max_abs(gq, D_) <= spec_.tol) {
+    if (detail::max_abs(residual, D_) <= spec_.tol) {
       st_.status[0] = kConverged;
     } else if (st_.n_iter[0] >= spec_.max_iter) {
       st_.status[0] = kMaxIter;
@@ -323,6 +449,8 @@ class Run {
   double lr_;
   double* passes_;
   std::ptrdiff_t D_;
+  double l1_;
+  const std::uint8_t* penalized_;
   std::vector<std::int64_t> order_;
   std::vector<double> alphas_, step_;
 };

@@ -53,8 +53,11 @@ def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
     _pick(_RUN, X)(X, Y, SW, spec, state, int(n_steps), _threads(n_threads))
 
 
-def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps) -> None:
+def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps,
+              penalized) -> None:
     """Up to n_steps iterations of the fit's single lbfgs run on oracle's X (lbfgs_loop.hpp;
-    driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls)."""
+    driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls; with
+    spec.l1 > 0, OWL-QN over the parameters ``penalized`` (uint8 (D,)) marks)."""
     _pick(_LBFGS, oracle.X)(oracle.X, oracle.Y, oracle.SW, spec, state, memory, rho, gamma, ints,
-                            float(lr), int(m), passes, int(n_steps), _threads(oracle.n_threads))
+                            float(lr), int(m), passes, int(n_steps), _threads(oracle.n_threads),
+                            penalized)

@@ -63,15 +63,17 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None, *, n_classes, check_rows=F
     return _dense(X, 1)(X, *args)
 
 
-def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps) -> None:
+def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps,
+              penalized) -> None:
     """Up to n_steps iterations of the fit's single lbfgs run on oracle's X (lbfgs_loop.hpp;
-    driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls); a CSR
-    X's structure must be proven (the loop reads by its indices unchecked)."""
+    driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls; with
+    spec.l1 > 0, OWL-QN over ``penalized``); a CSR X's structure must be proven (the loop reads
+    by its indices unchecked)."""
     X = oracle.X
     args: tuple[Any, ...] = (
         np.ascontiguousarray(oracle.labels, dtype=np.int64), _f64(oracle.SW), spec, state, memory,
         rho, gamma, ints, float(lr), int(m), passes, int(n_steps), _threads(oracle.n_threads),
-        int(oracle.n_classes))
+        int(oracle.n_classes), penalized)
     if hasattr(X, "indptr"):
         _core.csr_softmax_lbfgs_run(*_matrix(X), *args)
     else:

@@ -98,13 +98,14 @@ def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
     _core.csr_run(*_matrix(X), _f64(Y), _f64(SW), spec, state, int(n_steps), _threads(n_threads))
 
 
-def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps) -> None:
+def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps,
+              penalized) -> None:
     """Up to n_steps iterations of the fit's single lbfgs run on oracle's CSR X, as
     ``cpp.lbfgs_run`` does on a dense one. X's structure must be proven
     (``CSROracle.structure_proven``): the loop reads by its indices unchecked."""
     _core.csr_lbfgs_run(*_matrix(oracle.X), _f64(oracle.Y), _f64(oracle.SW), spec, state, memory,
                         rho, gamma, ints, float(lr), int(m), passes, int(n_steps),
-                        _threads(oracle.n_threads))
+                        _threads(oracle.n_threads), penalized)
 
 
 def hessp(X, SW, P, V, alpha, active, n_threads=None, *, check_rows=False):

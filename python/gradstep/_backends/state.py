@@ -101,9 +101,9 @@ class RunSpec:
     # Mini-batch order: 0 the row shuffle (shuffle_order), b > 0 the block shuffle with blocks
     # of b rows (shuffle_order_blocks; gs.fit(shuffle="blocks") sets b = SHUFFLE_BLOCK).
     shuffle_blocks: int = 0
-    # (K,) float64: each run's L1 strength, alpha * l1_ratio (empty: 0 for every run). Only the
-    # reference driver reads it (the compiled drivers read the named attributes above and never
-    # run a fit with an L1 term: driver.make_driver).
+    # (K,) float64: each run's L1 strength, alpha * l1_ratio (empty: 0 for every run). Read by
+    # the reference driver and the compiled lbfgs loop (OWL-QN, one run); the compiled
+    # first-order loops never run a fit with an L1 term (driver.make_driver).
     l1: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def l1_strengths(self, n_runs: int) -> np.ndarray:
