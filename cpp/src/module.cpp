@@ -517,6 +517,31 @@ LbfgsArgs lbfgs_args(const py::object& spec_obj, const py::object& state_obj,
   return a;
 }
 
+// Up to n_steps iterations of the compiled lbfgs loop of one run over oracle (p, g) -> loss.
+template <class Oracle>
+void iterate_lbfgs(LbfgsArgs& a, Oracle& oracle, ssize_t D, double lr, std::int64_t n_steps) {
+  gradstep::lbfgs_loop::Run<Oracle> run(oracle, a.spec, a.st, a.mem, lr, a.passes.mutable_data(),
+                                        D, a.l1, a.l1 > 0.0 ? a.penalized.data() : nullptr);
+  run.iterate(n_steps);
+}
+
+// The same for the binary loss of one run over engine (GradientEngine or csr::Engine: the same
+// compute), the intercept's gradient zeroed when the fit has none (driver._zero_intercept).
+template <class Engine>
+void iterate_binary_lbfgs(LbfgsArgs& a, Engine& engine, ssize_t D, double lr,
+                          std::int64_t n_steps, int n_threads) {
+  const bool fit_intercept = a.spec.fit_intercept;
+  const double* alpha = a.spec.alpha;
+  auto oracle = [&](const double* p, double* g) {
+    const std::uint8_t active = 1;
+    double loss = 0.0;
+    engine.compute(p, alpha, nullptr, 0, &active, n_threads, &loss, g);
+    if (!fit_intercept) g[D - 1] = 0.0;
+    return loss;
+  };
+  iterate_lbfgs(a, oracle, D, lr, n_steps);
+}
+
 // Binary logistic loss, one run: X (n, d), Y (n, 1), SW (n, 0 or 1).
 template <class T>
 void lbfgs_run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
@@ -534,19 +559,7 @@ void lbfgs_run(const carray<T>& X, const carray<double>& Y, const carray<double>
   py::gil_scoped_release release;
   gradstep::GradientEngine<T> engine(data, 1);
   engine.set_back_to_back(true);  // the loop's passes follow each other within microseconds
-  const bool fit_intercept = a.spec.fit_intercept;
-  const double* alpha = a.spec.alpha;
-  auto oracle = [&](const double* p, double* g) {
-    const std::uint8_t active = 1;
-    double loss = 0.0;
-    engine.compute(p, alpha, nullptr, 0, &active, n_threads, &loss, g);
-    if (!fit_intercept) g[D - 1] = 0.0;  // driver._zero_intercept
-    return loss;
-  };
-  gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
-                                                  a.passes.mutable_data(), D, a.l1,
-      a.l1 > 0.0 ? a.penalized.data() : nullptr);
-  run.iterate(n_steps);
+  iterate_binary_lbfgs(a, engine, D, lr, n_steps, n_threads);
 }
 
 // Multinomial loss, one run: X (n, d), labels (n,) in [0, C), SW (n, 0 or 1); P (1, C (d + 1)).
@@ -581,10 +594,7 @@ void softmax_lbfgs_run(const carray<T>& X, const carray<std::int64_t>& labels,
     }
     return loss;
   };
-  gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
-                                                  a.passes.mutable_data(), D, a.l1,
-      a.l1 > 0.0 ? a.penalized.data() : nullptr);
-  run.iterate(n_steps);
+  iterate_lbfgs(a, oracle, D, lr, n_steps);
 }
 
 template <class T>
@@ -929,26 +939,15 @@ void csr_lbfgs_run(const py::array& data, const py::array& indices, const py::ar
   with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
     using Matrix = std::decay_t<decltype(X)>;
     const ssize_t D = X.d + 1;
-    LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
+    LbfgsArgs a =
+        lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
     require_targets(&Y, SW, X.n, 1);
     require(X.n > 0, "X has no rows");
     require_threads(n_threads);
     py::gil_scoped_release release;
     gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
         X, Y.data(), Y.shape(1), SW.shape(1) ? SW.data() : nullptr, SW.shape(1), 1);
-    const bool fit_intercept = a.spec.fit_intercept;
-    const double* alpha = a.spec.alpha;
-    auto oracle = [&](const double* p, double* g) {
-      const std::uint8_t active = 1;
-      double loss = 0.0;
-      engine.compute(p, alpha, nullptr, 0, &active, n_threads, &loss, g);
-      if (!fit_intercept) g[D - 1] = 0.0;  // driver._zero_intercept
-      return loss;
-    };
-    gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
-                                                    a.passes.mutable_data(), D, a.l1,
-      a.l1 > 0.0 ? a.penalized.data() : nullptr);
-    run.iterate(n_steps);
+    iterate_binary_lbfgs(a, engine, D, lr, n_steps, n_threads);
   });
 }
 
@@ -967,7 +966,8 @@ void csr_softmax_lbfgs_run(const py::array& data, const py::array& indices,
     using Matrix = std::decay_t<decltype(X)>;
     require(n_classes >= 2, "n_classes must be at least 2, got " + std::to_string(n_classes));
     const ssize_t d = X.d, C = n_classes, D = C * (d + 1);
-    LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
+    LbfgsArgs a =
+        lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
     require(X.n > 0, "X has no rows");
     require_labels(labels, X.n, C);
     require_targets(nullptr, SW, X.n, 1);
@@ -988,10 +988,7 @@ void csr_softmax_lbfgs_run(const py::array& data, const py::array& indices,
       for (const double l : class_loss) loss += l;
       return loss;
     };
-    gradstep::lbfgs_loop::Run<decltype(oracle)> run(oracle, a.spec, a.st, a.mem, lr,
-                                                    a.passes.mutable_data(), D, a.l1,
-      a.l1 > 0.0 ? a.penalized.data() : nullptr);
-    run.iterate(n_steps);
+    iterate_lbfgs(a, oracle, D, lr, n_steps);
   });
 }
 
