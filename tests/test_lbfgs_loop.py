@@ -288,3 +288,37 @@ def test_bad_memory_is_refused_before_any_work(monkeypatch):
     with pytest.raises(ValueError, match="spec.l1 must be finite and >= 0"):
         _core.lbfgs_run_float64(*args, *memory, np.ones(4, np.uint8))
     np.testing.assert_array_equal(result["state"].P, P_before)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_problems_end_as_the_reference(monkeypatch, seed):
+    # random shapes, densities, dtypes, layouts (dense / CSR), losses, alphas, l1_ratios, tols,
+    # weights and intercepts: the compiled loop ends with the reference's status and objective
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(20, 300)), int(rng.integers(1, 40))
+    X = rng.standard_normal((n, d)) * (rng.random((n, d)) < rng.uniform(0.2, 1.0))
+    multi = seed % 3 == 0
+    C = 3 if multi else 2
+    y = np.argmax(X @ rng.standard_normal((d, C)) + rng.gumbel(size=(n, C)), axis=1)
+    if not multi:
+        y = (y == 1).astype(int)
+    if len(np.unique(y)) < C:
+        pytest.skip("a class is missing")
+    if seed % 4 == 1:
+        X = X.astype(np.float32)
+    if seed % 2:
+        X = sp.csr_matrix(X)
+    kw = dict(alpha=float(10 ** rng.uniform(-4, 0)), l1_ratio=float(rng.choice([0.0, 0.3, 1.0])),
+              fit_intercept=bool(rng.random() < 0.7), tol=float(10 ** rng.uniform(-10, -4)),
+              max_iter=500, loss="multinomial" if multi else "logistic",
+              sample_weight=rng.uniform(0, 2, n) if seed % 5 == 2 else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gs.StallWarning)
+        a = _fit(X, y, False, monkeypatch, **kw)
+        b = _fit(X, y, True, monkeypatch, **kw)
+    assert a.status == b.status
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-9)
+    scale = max(1.0, float(np.max(np.abs(a.coef))))
+    np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-5 * scale)
