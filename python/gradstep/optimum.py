@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _backends
 from . import _validate as v
+from ._blas import one_blas_thread
 from .api import FitResult, loss_and_grad
 
 __all__ = ["hessian", "newton_polishes", "solve"]
@@ -137,8 +138,11 @@ def solve(X, y, *, alpha=0.0, fit_intercept=True, sample_weight=None, backend="a
 
     start = np.zeros(p)
     start_gmax = float(np.abs(fun(start)[1]).max())
-    res = minimize(fun, start, jac=True, method="L-BFGS-B", tol=1e-12,
-                   options={"maxiter": 20000, "maxcor": 30})
+    # L-BFGS-B's own BLAS calls on p-vectors must not leave threads spinning on the cores the
+    # compiled passes use (gradstep._blas); the Newton polish's dense products keep every thread
+    with one_blas_thread(backend_name == "cpp"):
+        res = minimize(fun, start, jac=True, method="L-BFGS-B", tol=1e-12,
+                       options={"maxiter": 20000, "maxcor": 30})
     params = np.asarray(res.x, dtype=np.float64)
     n_iter = int(res.nit)
     if newton_polishes(n, p):
