@@ -369,3 +369,78 @@ def test_progress_reports_the_l1_residual_not_the_smooth_gradient():
     assert np.count_nonzero(res.coef) < X.shape[1]  # zeros, so the two norms differ
     assert seen[-1] == pytest.approx(res.history.grad_norm[-1], rel=1e-12)
     assert seen[-1] < 1e-8
+
+
+# ---- the compiled first-order loops' proximal steps ------------------------------------------
+
+
+FIRST_ORDER_RUNS = ["sgd", "momentum", "nesterov", "normalized", "adagrad", "rmsprop", "adadelta",
+                    "adam"]
+
+
+@pytest.mark.parametrize("layout", ["dense", "float32", "csr"])
+@pytest.mark.parametrize("batch", [dict(), dict(batch_size=40, random_state=4),
+                                   dict(batch_size=40, random_state=4, shuffle="blocks")])
+def test_compiled_loop_takes_the_reference_proximal_steps(monkeypatch, small, layout, batch):
+    # The C++ first-order loop (fit.hpp: each rule's scale_* for its step_scale, the
+    # soft-threshold after the update, the objective and residual in the history and stop
+    # test) against the reference driver over the same kernels, every rule at once with its
+    # own l1_ratio, sample weights, with and without an intercept.
+    from gradstep import api, driver
+
+    X, y = small
+    if layout == "float32":
+        X = X.astype(np.float32)
+    elif layout == "csr":
+        X = sp.csr_matrix(X * (np.random.default_rng(2).random(X.shape) < 0.7))
+    sw = np.random.default_rng(3).uniform(0.5, 1.5, len(y))
+    n = len(FIRST_ORDER_RUNS)
+    kw = dict(lr=[0.5, 0.1, 0.1, 0.05, 0.2, 0.02, 1.0, 0.02], alpha=0.04,
+              l1_ratio=[1.0, 0.5, 1.0, 0.8, 1.0, 0.6, 1.0, 0.9][:n], sample_weight=sw,
+              max_iter=25, tol=1e-6, backend="cpp", **batch)
+    made = []
+
+    def spy(*args):
+        made_driver = driver.make_driver(*args)
+        made.append(type(made_driver).__name__)
+        return made_driver
+
+    for fit_intercept in (True, False):
+        monkeypatch.setattr(api, "make_driver", spy)
+        compiled = gs.fit(X, y, FIRST_ORDER_RUNS, fit_intercept=fit_intercept, **kw)
+        monkeypatch.setattr(api, "make_driver", lambda *a: driver.ReferenceDriver(*a))
+        reference = gs.fit(X, y, FIRST_ORDER_RUNS, fit_intercept=fit_intercept, **kw)
+        assert made[-1] == "CompiledDriver"
+        assert list(compiled.status) == list(reference.status)
+        assert list(compiled.n_iter) == list(reference.n_iter)
+        np.testing.assert_array_equal(compiled.coef == 0.0, reference.coef == 0.0)
+        assert (compiled.coef == 0.0).any()  # the proximal steps made exact zeros
+        np.testing.assert_allclose(compiled.coef, reference.coef, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(compiled.intercept, reference.intercept, rtol=1e-9,
+                                   atol=1e-12)
+        np.testing.assert_allclose(compiled.loss, reference.loss, rtol=1e-11)
+        np.testing.assert_allclose(compiled.history.loss, reference.history.loss, rtol=1e-11)
+        np.testing.assert_allclose(compiled.history.grad_norm, reference.history.grad_norm,
+                                   rtol=1e-8, atol=1e-12)
+        if not fit_intercept:
+            assert np.all(compiled.intercept == 0.0)
+
+
+def test_numba_loop_leaves_l1_fits_to_the_reference_driver(monkeypatch, small):
+    # the Numba loop has no proximal step (no RUN_TAKES_L1): an L1 fit there is the reference's
+    from gradstep import api, driver
+
+    if not gs.backends()["numba"]:
+        pytest.skip("numba not installed")
+    X, y = small
+    made = []
+
+    def spy(*args):
+        made_driver = driver.make_driver(*args)
+        made.append(type(made_driver).__name__)
+        return made_driver
+
+    monkeypatch.setattr(api, "make_driver", spy)
+    gs.fit(X, y, "sgd", lr=0.5, alpha=0.05, l1_ratio=1.0, max_iter=5, backend="numba")
+    gs.fit(X, y, "sgd", lr=0.5, alpha=0.05, max_iter=5, backend="numba")
+    assert made == ["ReferenceDriver", "CompiledDriver"]

@@ -77,6 +77,8 @@ template <>
 const char* dtype_name<double>() { return "float64"; }
 template <>
 const char* dtype_name<std::int64_t>() { return "int64"; }
+template <>
+const char* dtype_name<std::uint8_t>() { return "uint8"; }
 
 // obj.name, which must exist.
 py::object attribute(const py::handle& obj, const std::string& owner, const char* name) {
@@ -340,6 +342,23 @@ void first_order_run(const py::object& spec_obj, const py::object& state_obj,
           "spec.batch_size must be >= 0, got " + std::to_string(spec.batch_size));
   require(spec.shuffle_blocks >= 0,
           "spec.shuffle_blocks must be >= 0, got " + std::to_string(spec.shuffle_blocks));
+  // the L1 term: spec.l1 (0,) or (K,) finite >= 0; with some l1 > 0, spec.penalized (D,)
+  const auto l1 = array_attribute<double>(spec_obj, S, "l1");
+  const auto penalized = array_attribute<std::uint8_t>(spec_obj, S, "penalized");
+  require(l1.ndim() == 1 && (l1.shape(0) == 0 || l1.shape(0) == K),
+          "spec.l1 must have shape (0,) or (" + std::to_string(K) + ",), got " + shape_of(l1));
+  bool any_l1 = false;
+  for (ssize_t k = 0; k < l1.shape(0); ++k) {
+    const double v = l1.data()[k];
+    require(std::isfinite(v) && v >= 0.0, "spec.l1 must be finite and >= 0, got " +
+                                              std::to_string(v) + " for run " + std::to_string(k));
+    any_l1 = any_l1 || v > 0.0;
+  }
+  if (any_l1) {
+    require_shape(penalized, "spec.penalized", {D});
+    spec.l1 = l1.data();
+    spec.penalized = penalized.data();
+  }
   for (ssize_t k = 0; k < K; ++k) {
     require(gradstep::valid_rule(spec.rule_code[k]),
             "spec.rule_code[" + std::to_string(k) + "] = " + std::to_string(spec.rule_code[k]) +

@@ -772,6 +772,7 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         spec.alpha = oracle.alphas(n_runs)
     if l1 is not None:
         spec.l1 = l1
+        spec.penalized = penalized_columns(oracle, D).astype(np.uint8)
     # the history grows with the iterations actually run (see _drive): memory is O(n_iter).
     # The first-order rules' slots (2 D per run) and the reference rows (D per run) are only
     # allocated when a first-order rule, a resumed rule state or a reference needs them: a

@@ -549,7 +549,9 @@ def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitSta
     compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
                      and getattr(oracle, "structure_proven", True)  # CSR: its loop checks no row
                      and all(r.compiled for r in rules)
-                     and not spec.l1_strengths(len(rules)).any())  # no proximal step there
+                     # proximal steps: the C++ loops only (RUN_TAKES_L1), not Numba's
+                     and (not spec.l1_strengths(len(rules)).any()
+                          or getattr(oracle.module, "RUN_TAKES_L1", False)))
     if compiled_loop:
         return CompiledDriver(oracle, spec, state)
     if _compiled_lbfgs(oracle, spec, rules):

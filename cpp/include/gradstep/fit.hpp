@@ -67,6 +67,10 @@ struct RunSpec {
   bool record_history = false;
   bool has_reference = false;
   std::int64_t shuffle_blocks = 0;  // 0: the row shuffle; b > 0: blocks of b rows (shuffle.hpp)
+  // The L1 term (spec.l1, spec.penalized): each run's strength (K,), nullptr when no run has
+  // one, and the parameters it covers (D,: the coefficients, never an intercept).
+  const double* l1 = nullptr;
+  const std::uint8_t* penalized = nullptr;
 };
 
 // Views on the arrays of state.FitState, advanced in place. D = d + 1 (intercept last).
@@ -157,17 +161,92 @@ inline double lr_at(const RunSpec& spec, std::ptrdiff_t k, std::int64_t t) {
 }
 
 // Each run's step function, looked up once per call in the table of rules (rules.hpp).
-inline std::vector<StepFn> step_functions(const RunSpec& spec, std::ptrdiff_t K) {
-  std::vector<StepFn> fns(to_size(K));
-  for (std::ptrdiff_t k = 0; k < K; ++k) fns[to_size(k)] = rule_step(spec.rule_code[k]);
-  return fns;
+// ---- the L1 term (driver.py's conventions: the objective, the minimum-norm subgradient) ----------
+
+inline double sign(double v) { return v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : 0.0); }  // np.sign
+
+// ||p||_1 over the penalized parameters.
+inline double l1_norm(const double* p, const std::uint8_t* penalized, std::ptrdiff_t D) {
+  double sum = 0.0;
+  for (std::ptrdiff_t j = 0; j < D; ++j) {
+    if (penalized[j]) sum += std::fabs(p[j]);
+  }
+  return sum;
 }
 
-inline void take_step(const RunSpec& spec, StepFn step, FitState& st, std::ptrdiff_t k,
-                      double lr_t, const double* g, std::ptrdiff_t D) {
-  if (step == nullptr) return;  // unreachable: the bindings reject unknown codes
-  step(StepArgs{spec.hyper + k * kNHyper, lr_t, st.t[k], g, st.P + k * D,
-                st.slots + k * kNSlots * D, D});
+// The objective of a run with L1 strength l1 from its smooth loss at p (driver._objective).
+inline double objective(double loss, double l1, const double* p, const std::uint8_t* penalized,
+                        std::ptrdiff_t D) {
+  return l1 > 0.0 ? loss + l1 * l1_norm(p, penalized, D) : loss;
+}
+
+// penalty.l1_residual: r (D,) = the minimum-norm subgradient of loss + l1 ||w||_1 at p from the
+// smooth gradient g: g + l1 sign(w) where w != 0, sign(g) max(|g| - l1, 0) where w == 0, g on the
+// parameters the term does not cover.
+inline void l1_residual(const double* p, const double* g, double l1,
+                        const std::uint8_t* penalized, std::ptrdiff_t D, double* r) {
+  for (std::ptrdiff_t j = 0; j < D; ++j) {
+    if (!penalized[j]) {
+      r[j] = g[j];
+    } else if (p[j] != 0.0) {
+      r[j] = g[j] + l1 * sign(p[j]);
+    } else {
+      r[j] = sign(g[j]) * std::max(std::fabs(g[j]) - l1, 0.0);
+    }
+  }
+}
+
+// What the stop test and the history see of run k's gradient g at p: g itself, or with an L1
+// term its residual (written to scratch).
+inline const double* residual_of(const RunSpec& spec, std::ptrdiff_t k, const double* p,
+                                 const double* g, std::ptrdiff_t D, std::vector<double>& scratch) {
+  const double l1 = spec.l1 ? spec.l1[k] : 0.0;
+  if (l1 <= 0.0) return g;
+  scratch.resize(to_size(D));
+  l1_residual(p, g, l1, spec.penalized, D, scratch.data());
+  return scratch.data();
+}
+
+// A run's update: its rule's step and step_scale, and the strength of its L1 term (0: none).
+struct Update {
+  StepFn step = nullptr;
+  ScaleFn scale = nullptr;
+  double l1 = 0.0;
+};
+
+inline std::vector<Update> updates(const RunSpec& spec, std::ptrdiff_t K) {
+  std::vector<Update> ups(to_size(K));
+  for (std::ptrdiff_t k = 0; k < K; ++k) {
+    Update& u = ups[to_size(k)];
+    u.step = rule_step(spec.rule_code[k]);
+    u.scale = rule_scale(spec.rule_code[k]);
+    u.l1 = spec.l1 ? spec.l1[k] : 0.0;
+  }
+  return ups;
+}
+
+// Run k's update in place on its parameters, then with an L1 term its proximal step
+// (driver._step): the coefficients soft-thresholded by the rule's step_scale (taken before the
+// update) times l1, a coefficient stopping at an exact 0.
+inline void take_step(const RunSpec& spec, const Update& u, FitState& st, std::ptrdiff_t k,
+                      double lr_t, const double* g, std::ptrdiff_t D,
+                      std::vector<double>& scale) {
+  if (u.step == nullptr) return;  // unreachable: the bindings reject unknown codes
+  double* p = st.P + k * D;
+  const StepArgs args{spec.hyper + k * kNHyper, lr_t, st.t[k], g, p,
+                      st.slots + k * kNSlots * D, D};
+  if (u.l1 <= 0.0) {
+    u.step(args);
+    return;
+  }
+  scale.resize(to_size(D));
+  u.scale(args, scale.data());
+  u.step(args);
+  for (std::ptrdiff_t j = 0; j < D; ++j) {
+    if (!spec.penalized[j]) continue;
+    const double w = p[j], threshold = scale[to_size(j)] * u.l1;
+    p[j] = sign(w) * std::max(std::fabs(w) - threshold, 0.0);
+  }
 }
 
 // History entry n_iter[k] of run k (reference._record).
@@ -282,8 +361,8 @@ void run_full_batch(const Data& data, std::ptrdiff_t K, const RunSpec& spec, Fit
   using detail::to_size;
   const std::ptrdiff_t d = data.d(), D = d + 1;
   auto engine = data.engine(K);
-  const std::vector<StepFn> steps = detail::step_functions(spec, K);
-  std::vector<double> P_old(to_size(K * D)), lr_used(to_size(K));
+  const std::vector<detail::Update> ups = detail::updates(spec, K);
+  std::vector<double> P_old(to_size(K * D)), lr_used(to_size(K)), scratch;
   std::vector<double> loss(to_size(K)), grad(to_size(K * D));
   std::vector<std::uint8_t> active(to_size(K));
   std::vector<std::ptrdiff_t> running;
@@ -301,7 +380,7 @@ void run_full_batch(const Data& data, std::ptrdiff_t K, const RunSpec& spec, Fit
       st.t[k] += 1;
       const double lr = detail::lr_at(spec, k, st.t[k]);
       lr_used[to_size(k)] = lr;
-      detail::take_step(spec, steps[to_size(k)], st, k, lr, st.grad + k * D, D);
+      detail::take_step(spec, ups[to_size(k)], st, k, lr, st.grad + k * D, D, scratch);
     }
     for (std::ptrdiff_t k = 0; k < K; ++k) active[to_size(k)] = st.status[k] == kRunning ? 1 : 0;
     engine.compute(st.P, spec.alpha, nullptr, 0, active.data(), n_threads, loss.data(),
@@ -311,9 +390,11 @@ void run_full_batch(const Data& data, std::ptrdiff_t K, const RunSpec& spec, Fit
     }
     for (const std::ptrdiff_t k : running) {
       const double* g = grad.data() + k * D;
-      const double lk = loss[to_size(k)];
-      if (detail::weights_diverged(st.P + k * D, D) || !std::isfinite(lk) ||
-          !detail::all_finite(g, D) || lk > detail::loss_limit(st, k)) {
+      const double* p = st.P + k * D;
+      const double lk = detail::objective(loss[to_size(k)], ups[to_size(k)].l1, p,
+                                          spec.penalized, D);
+      if (detail::weights_diverged(p, D) || !std::isfinite(lk) || !detail::all_finite(g, D) ||
+          lk > detail::loss_limit(st, k)) {
         detail::copy_run(P_old.data(), st.P, k, D);  // keep the last good weights
         st.status[k] = kDiverged;
         continue;
@@ -321,9 +402,10 @@ void run_full_batch(const Data& data, std::ptrdiff_t K, const RunSpec& spec, Fit
       st.loss[k] = lk;
       std::copy(g, g + D, st.grad + k * D);
       st.n_iter[k] += 1;
-      const double step_norm = detail::distance(st.P + k * D, P_old.data() + k * D, D);
-      detail::record(spec, st, K, k, D, lk, detail::norm2(g, D), step_norm, lr_used[to_size(k)]);
-      if (detail::max_abs(g, D) <= spec.tol) {
+      const double step_norm = detail::distance(p, P_old.data() + k * D, D);
+      const double* r = detail::residual_of(spec, k, p, g, D, scratch);
+      detail::record(spec, st, K, k, D, lk, detail::norm2(r, D), step_norm, lr_used[to_size(k)]);
+      if (detail::max_abs(r, D) <= spec.tol) {
         st.status[k] = kConverged;
       } else if (st.n_iter[k] >= spec.max_iter) {
         st.status[k] = kMaxIter;
@@ -342,7 +424,8 @@ void run_minibatch(const Data& data, std::ptrdiff_t K, const RunSpec& spec, FitS
   const std::ptrdiff_t n = data.n(), d = data.d(), D = d + 1;
   const std::ptrdiff_t bs = static_cast<std::ptrdiff_t>(spec.batch_size);
   auto engine = data.engine(K);
-  const std::vector<StepFn> steps = detail::step_functions(spec, K);
+  const std::vector<detail::Update> ups = detail::updates(spec, K);
+  std::vector<double> scratch, scale;
   const auto uK = to_size(K);
   // The weights before each run's latest step: restored when that step turns out non-finite.
   std::vector<double> P_prev(st.P, st.P + K * D);
@@ -433,12 +516,14 @@ void run_minibatch(const Data& data, std::ptrdiff_t K, const RunSpec& spec, FitS
           in_epoch[uk] = 0;
           continue;
         }
-        loss_sum[uk] += rows_used * loss[uk];
-        grad_norm_sum[uk] += rows_used * detail::norm2(g, D);
+        const double* p = st.P + k * D;
+        loss_sum[uk] += rows_used * detail::objective(loss[uk], ups[uk].l1, p, spec.penalized, D);
+        grad_norm_sum[uk] += rows_used * detail::norm2(detail::residual_of(spec, k, p, g, D,
+                                                                           scratch), D);
         st.t[k] += 1;
         lr_used[uk] = detail::lr_at(spec, k, st.t[k]);
         detail::copy_run(st.P, P_prev.data(), k, D);
-        detail::take_step(spec, steps[uk], st, k, lr_used[uk], g, D);
+        detail::take_step(spec, ups[uk], st, k, lr_used[uk], g, D, scale);
         if (detail::weights_diverged(st.P + k * D, D)) {
           detail::copy_run(P_prev.data(), st.P, k, D);
           st.status[k] = kDiverged;

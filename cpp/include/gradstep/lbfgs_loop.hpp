@@ -191,30 +191,10 @@ class Run {
     step(found, value, r.data());
   }
 
-  // l1 ||q||_1 over the penalized parameters.
-  double l1_term(const double* q) const {
-    double sum = 0.0;
-    for (std::ptrdiff_t j = 0; j < D_; ++j) {
-      if (penalized_[j]) sum += std::fabs(q[j]);
-    }
-    return l1_ * sum;
-  }
-
-  // penalty.l1_residual: the minimum-norm subgradient of loss + l1 ||w||_1 at p from the smooth
-  // gradient g.
+  // penalty.l1_residual at p (fit.hpp's, with this run's l1 and mask).
   void residual(const double* p, const double* g, double* r) const {
-    for (std::ptrdiff_t j = 0; j < D_; ++j) {
-      if (!penalized_[j]) {
-        r[j] = g[j];
-      } else if (p[j] != 0.0) {
-        r[j] = g[j] + l1_ * sign(p[j]);
-      } else {
-        r[j] = sign(g[j]) * std::max(std::fabs(g[j]) - l1_, 0.0);
-      }
-    }
+    detail::l1_residual(p, g, l1_, penalized_, D_, r);
   }
-
-  static double sign(double v) { return v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : 0.0); }  // np.sign
 
   // curvature._orthant_backtrack: halve t until the objective at q = p + t d, projected onto p's
   // orthant (sign(p), or at a zero the sign of -pg: a coefficient that would cross 0 stops at
@@ -224,7 +204,7 @@ class Run {
     std::vector<double> orthant(size());
     for (std::ptrdiff_t j = 0; j < D_; ++j) {
       const auto u = static_cast<std::size_t>(j);
-      orthant[u] = p[j] != 0.0 ? sign(p[j]) : -sign(pg[u]);
+      orthant[u] = p[j] != 0.0 ? detail::sign(p[j]) : -detail::sign(pg[u]);
     }
     Trial here;
     here.g.resize(size());
@@ -233,12 +213,12 @@ class Run {
       point(p, t, d.data(), here.q);
       for (std::ptrdiff_t j = 0; j < D_; ++j) {
         const auto u = static_cast<std::size_t>(j);
-        if (penalized_[j] && sign(here.q[u]) != orthant[u]) here.q[u] = 0.0;
+        if (penalized_[j] && detail::sign(here.q[u]) != orthant[u]) here.q[u] = 0.0;
       }
       if (negligible_from(here.q, p)) return false;  // step_ = q - p
       here.f = oracle_(here.q.data(), here.g.data());
       passes_[0] += 1.0;
-      const double v = here.f + l1_term(here.q.data());
+      const double v = detail::objective(here.f, l1_, here.q.data(), penalized_, D_);
       if (std::isfinite(v)) {
         for (std::ptrdiff_t j = 0; j < D_; ++j) {
           const auto u = static_cast<std::size_t>(j);

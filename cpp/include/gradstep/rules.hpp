@@ -2,11 +2,12 @@
 // update (rules.py), formula for formula, in the same order of operations, so that the compiled
 // loop follows the NumPy specification to the last few bits.
 //
-// One function per rule, all with the same signature (StepFn), and ONE table, kRules, that maps a
-// rule's code to its name and function: the fit loops dispatch through it (rule_step), the
-// bindings validate codes with it (valid_rule) and gradstep._core.rule_codes() returns it. Adding a
-// compiled first-order rule means writing its step_* function and adding one line to kRules; the
-// code must be the `code` of the rule's class in rules.py.
+// One function per rule, all with the same signature (StepFn), its step_scale for the proximal L1
+// step (ScaleFn), and ONE table, kRules, that maps a rule's code to its name and functions: the fit
+// loops dispatch through it (rule_step, rule_scale), the bindings validate codes with it
+// (valid_rule) and gradstep._core.rule_codes() returns it. Adding a compiled first-order rule
+// means writing its step_* and scale_* functions and adding one line to kRules; the code must be
+// the `code` of the rule's class in rules.py.
 //
 // The hyper table layout (rules.HYPER_*) and the schedule codes are the other half of the contract
 // with the Python layer.
@@ -165,29 +166,104 @@ inline void step_adam(const StepArgs& s) {
   }
 }
 
+// ---- the step per unit of direction, for the proximal L1 step (rules.py's step_scale) ----------
+// out (D,) = the step the next update takes per unit of the direction it steps along, computed
+// with the same arguments just BEFORE that update (the slots not yet advanced): the fit loops
+// then soft-threshold the coefficients by out * l1 (fit.hpp, take_step).
+
+using ScaleFn = void (*)(const StepArgs&, double* out);
+
+inline void scale_fill(const StepArgs& s, double value, double* out) {
+  std::fill(out, out + s.D, value);
+}
+
+// sgd: lr
+inline void scale_sgd(const StepArgs& s, double* out) { scale_fill(s, s.lr_t, out); }
+
+// momentum and nesterov: lr / (1 - mu), the step per unit of gradient once the velocity has
+// settled (v = g / (1 - mu))
+inline void scale_momentum(const StepArgs& s, double* out) {
+  scale_fill(s, s.lr_t / (1.0 - s.hyper[kHyperA]), out);
+}
+
+// normalized: lr / max(|g|, eps), 0 where g == 0
+inline void scale_normalized(const StepArgs& s, double* out) {
+  double sq = 0.0;
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) sq += s.g[j] * s.g[j];
+  const double norm = std::sqrt(sq);
+  scale_fill(s, norm > 0.0 ? s.lr_t / std::max(norm, s.hyper[kHyperEps]) : 0.0, out);
+}
+
+// adagrad: lr / (sqrt(G + g^2) + eps), G as the update leaves it
+inline void scale_adagrad(const StepArgs& s, double* out) {
+  const double eps = s.hyper[kHyperEps];
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    out[j] = s.lr_t / (std::sqrt(s.slots[j] + s.g[j] * s.g[j]) + eps);
+  }
+}
+
+// rmsprop: lr / (sqrt(v) + eps), v as the update leaves it
+inline void scale_rmsprop(const StepArgs& s, double* out) {
+  const double a = s.hyper[kHyperA], eps = s.hyper[kHyperEps];
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    const double v = a * s.slots[j] + (1.0 - a) * s.g[j] * s.g[j];
+    out[j] = s.lr_t / (std::sqrt(v) + eps);
+  }
+}
+
+// adadelta: lr sqrt(D + eps) / sqrt(E + eps), E as the update leaves it, D as it reads it
+inline void scale_adadelta(const StepArgs& s, double* out) {
+  const double a = s.hyper[kHyperA], eps = s.hyper[kHyperEps];
+  const double* Dsq = s.slots + s.D;
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    const double E = a * s.slots[j] + (1.0 - a) * s.g[j] * s.g[j];
+    out[j] = s.lr_t * std::sqrt(Dsq[j] + eps) / std::sqrt(E + eps);
+  }
+}
+
+// adam: lr / (sqrt(v_hat) + eps) per unit of m_hat, v_hat as the update leaves it
+inline void scale_adam(const StepArgs& s, double* out) {
+  const double b = s.hyper[kHyperB], eps = s.hyper[kHyperEps];
+  const double* v = s.slots + s.D;
+  const double c2 = 1.0 - std::pow(b, static_cast<double>(s.t));
+  for (std::ptrdiff_t j = 0; j < s.D; ++j) {
+    const double v_hat = (b * v[j] + (1.0 - b) * s.g[j] * s.g[j]) / c2;
+    out[j] = s.lr_t / (std::sqrt(v_hat) + eps);
+  }
+}
+
 // ---- the table: the one place a compiled rule is registered -----------------------------------
 
 struct Rule {
   const char* name;   // the rule's name in rules.py
   std::int64_t code;  // the `code` of its class in rules.py
   StepFn step;
+  ScaleFn scale;      // its step_scale, for the proximal L1 step
 };
 
 inline constexpr Rule kRules[] = {
-    {"sgd", 0, step_sgd},
-    {"momentum", 1, step_momentum},
-    {"nesterov", 2, step_nesterov},
-    {"normalized", 3, step_normalized},
-    {"adagrad", 4, step_adagrad},
-    {"rmsprop", 5, step_rmsprop},
-    {"adadelta", 6, step_adadelta},
-    {"adam", 7, step_adam},
+    {"sgd", 0, step_sgd, scale_sgd},
+    {"momentum", 1, step_momentum, scale_momentum},
+    {"nesterov", 2, step_nesterov, scale_momentum},
+    {"normalized", 3, step_normalized, scale_normalized},
+    {"adagrad", 4, step_adagrad, scale_adagrad},
+    {"rmsprop", 5, step_rmsprop, scale_rmsprop},
+    {"adadelta", 6, step_adadelta, scale_adadelta},
+    {"adam", 7, step_adam, scale_adam},
 };
 
 // The step function of a rule code, or nullptr for a code no compiled rule has.
 inline StepFn rule_step(std::int64_t code) {
   for (const Rule& r : kRules) {
     if (r.code == code) return r.step;
+  }
+  return nullptr;
+}
+
+// The step_scale function of a rule code, or nullptr for a code no compiled rule has.
+inline ScaleFn rule_scale(std::int64_t code) {
+  for (const Rule& r : kRules) {
+    if (r.code == code) return r.scale;
   }
   return nullptr;
 }

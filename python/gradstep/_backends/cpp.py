@@ -14,7 +14,10 @@ import numpy as np
 
 from .. import _core  # an ImportError here tells the registry the core was not built
 
-__all__ = ["hessp", "lbfgs_run", "loss_grad", "run"]
+__all__ = ["RUN_TAKES_L1", "hessp", "lbfgs_run", "loss_grad", "run"]
+
+# run takes fits with an L1 term (spec.l1, spec.penalized): a proximal step after each update
+RUN_TAKES_L1 = True
 
 _LOSS_GRAD = {np.dtype(np.float32): _core.loss_grad_float32,
               np.dtype(np.float64): _core.loss_grad_float64}

@@ -101,10 +101,13 @@ class RunSpec:
     # Mini-batch order: 0 the row shuffle (shuffle_order), b > 0 the block shuffle with blocks
     # of b rows (shuffle_order_blocks; gs.fit(shuffle="blocks") sets b = SHUFFLE_BLOCK).
     shuffle_blocks: int = 0
-    # (K,) float64: each run's L1 strength, alpha * l1_ratio (empty: 0 for every run). Read by
-    # the reference driver and the compiled lbfgs loop (OWL-QN, one run); the compiled
-    # first-order loops never run a fit with an L1 term (driver.make_driver).
+    # (K,) float64: each run's L1 strength, alpha * l1_ratio (empty: 0 for every run), and
+    # (D,) uint8 the parameters it covers (penalty.penalized_columns: the coefficients, never an
+    # intercept; empty without an L1 term). Read by the reference driver, the compiled lbfgs loop
+    # (OWL-QN, one run) and the C++ first-order loops (proximal steps; modules with
+    # RUN_TAKES_L1).
     l1: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    penalized: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
 
     def l1_strengths(self, n_runs: int) -> np.ndarray:
         """l1 as (n_runs,) (zeros when empty)."""
