@@ -517,16 +517,13 @@ class CompiledLBFGSDriver:
         self.gamma = np.ones(1)
         self.ints = np.array([0, 0, 1], dtype=np.int64)  # free slot, pairs kept, first iteration
         self.passes = np.ones(1)  # init_state's pass
-        # the parameters an L1 term covers (the coefficients, never an intercept)
-        self.penalized = (penalized_columns(oracle, D).astype(np.uint8)
-                          if spec.l1_strengths(1).any() else np.zeros(0, np.uint8))
 
     def run(self, n_steps: int) -> None:
         o = self.oracle
         self.spec.alpha = o.alphas(1)
         o.module.lbfgs_run(o, self.spec, self.state, self.memory, self.rho, self.gamma,
                            self.ints, float(self.rule.lr), int(self.rule.m), self.passes,
-                           int(n_steps), self.penalized)
+                           int(n_steps), self.spec.penalized)
 
 
 def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
