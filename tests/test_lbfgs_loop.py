@@ -322,3 +322,74 @@ def test_random_problems_end_as_the_reference(monkeypatch, seed):
     np.testing.assert_allclose(b.loss, a.loss, rtol=1e-9)
     scale = max(1.0, float(np.max(np.abs(a.coef))))
     np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-5 * scale)
+
+
+# ---- several L1 runs on a small X: one after another in the compiled loop ---------------------
+
+
+def _fit_runs(X, y, sequential: bool, monkeypatch, **kw):
+    """gs.fit with several lbfgs runs, through SequentialLBFGSDriver or the reference driver."""
+    with monkeypatch.context() as m:
+        if not sequential:
+            m.setattr(driver, "_sequential_lbfgs", lambda *args: False)
+        else:
+            real = driver._sequential_lbfgs
+
+            def must(*args):
+                assert real(*args), "the sequential compiled runs were not chosen"
+                return True
+
+            m.setattr(driver, "_sequential_lbfgs", must)
+        return gs.fit(X, y, "lbfgs", backend="cpp", **kw)
+
+
+@pytest.mark.parametrize("data", ["dense", "csr", "multinomial"])
+def test_several_l1_runs_follow_the_reference(monkeypatch, data):
+    # a path of alphas and l1_ratios, per-run sample weights (as GDClassifierCV's folds): each
+    # run through the compiled loop in turn ends as the reference's rounds end it
+    if data == "multinomial":
+        X, y = _iris()
+        kw = dict(loss="multinomial")
+    else:
+        X, y = make_data(n=300, d=10, seed=6)
+        kw = {}
+    if data == "csr":
+        X = _csr(X, np.int32)
+    rng = np.random.default_rng(0)
+    n_runs = 6
+    sw = (rng.random((len(y), n_runs)) < 0.8) * 1.0  # folds: held-out rows weigh 0
+    kw.update(alpha=list(np.geomspace(1e-3, 1e-1, n_runs)),
+              l1_ratio=[1.0, 0.5, 1.0, 0.3, 1.0, 0.8], sample_weight=sw, tol=1e-8, max_iter=500)
+    a = _fit_runs(X, y, False, monkeypatch, **kw)
+    b = _fit_runs(X, y, True, monkeypatch, **kw)
+    assert list(a.status) == list(b.status)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-9)
+    A, B = a.coef.reshape(n_runs, -1), b.coef.reshape(n_runs, -1)
+    np.testing.assert_array_equal(B == 0.0, A == 0.0)
+    np.testing.assert_allclose(B, A, rtol=0, atol=1e-6 * max(1.0, float(np.abs(A).max())))
+    assert np.all(np.abs(a.n_iter - b.n_iter) <= 2)
+    for k in range(n_runs):  # each run's own history, as the reference records it
+        n = int(min(a.n_iter[k], b.n_iter[k])) // 2
+        np.testing.assert_allclose(b.history.loss[k][:n], a.history.loss[k][:n], rtol=1e-10)
+
+
+def test_several_l1_runs_one_iteration_at_a_time(monkeypatch):
+    X, y = make_data(n=200, d=6, seed=2)
+    kw = dict(alpha=[0.01, 0.05, 0.2], l1_ratio=1.0, tol=1e-9)
+    whole = _fit_runs(X, y, True, monkeypatch, **kw)
+    steps = _fit_runs(X, y, True, monkeypatch, monitor=lambda progress: None, **kw)
+    np.testing.assert_array_equal(steps.coef, whole.coef)
+    np.testing.assert_array_equal(steps.history.loss, whole.history.loss)
+    np.testing.assert_array_equal(steps.passes, whole.passes)
+
+
+def test_several_runs_go_one_after_another_only_where_it_pays(monkeypatch):
+    X, y = make_data(n=200, d=4)
+    used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
+    l1 = dict(alpha=[0.01, 0.1], l1_ratio=1.0)
+    assert used(X, y, "lbfgs", backend="cpp", **l1) == "SequentialLBFGSDriver"
+    # a run without an L1 term: the runs share passes (LBFGSRuns) in the reference's rounds
+    assert used(X, y, "lbfgs", backend="cpp", alpha=[0.01, 0.1],
+                l1_ratio=[1.0, 0.0]) == "ReferenceDriver"
+    monkeypatch.setattr(driver, "SEQUENTIAL_MAX_WORK", X.size - 1)  # a pass too large
+    assert used(X, y, "lbfgs", backend="cpp", **l1) == "ReferenceDriver"
