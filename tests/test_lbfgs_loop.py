@@ -245,7 +245,8 @@ def test_the_loop_runs_only_where_it_applies(monkeypatch):
     X, y = make_data(n=200, d=4)
     used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
     assert used(X, y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
-    assert used(X, np.c_[y, 1 - y], "lbfgs", backend="cpp") == "ReferenceDriver"  # 2 runs
+    # 2 runs: one after another on this small X (SequentialLBFGSDriver)
+    assert used(X, np.c_[y, 1 - y], "lbfgs", backend="cpp") == "SequentialLBFGSDriver"
     assert used(X, y, "lbfgs", backend="cpp", l1_ratio=1.0, alpha=0.1) == "CompiledLBFGSDriver"
     assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
     assert used(sp.csr_matrix(X), y % 2 + (X[:, 0] > 1), "lbfgs", backend="cpp",
@@ -324,7 +325,7 @@ def test_random_problems_end_as_the_reference(monkeypatch, seed):
     np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-5 * scale)
 
 
-# ---- several L1 runs on a small X: one after another in the compiled loop ---------------------
+# ---- several runs on a small X: one after another in the compiled loop ------------------------
 
 
 def _fit_runs(X, y, sequential: bool, monkeypatch, **kw):
@@ -343,10 +344,12 @@ def _fit_runs(X, y, sequential: bool, monkeypatch, **kw):
         return gs.fit(X, y, "lbfgs", backend="cpp", **kw)
 
 
+@pytest.mark.parametrize("penalty", ["l1", "l2"])
 @pytest.mark.parametrize("data", ["dense", "csr", "multinomial"])
-def test_several_l1_runs_follow_the_reference(monkeypatch, data):
+def test_several_runs_follow_the_reference(monkeypatch, data, penalty):
     # a path of alphas and l1_ratios, per-run sample weights (as GDClassifierCV's folds): each
-    # run through the compiled loop in turn ends as the reference's rounds end it
+    # run through the compiled loop in turn ends as the reference's rounds end it (with L1 one
+    # OWL-QN generator per run, without the batched LBFGSRuns)
     if data == "multinomial":
         X, y = _iris()
         kw = dict(loss="multinomial")
@@ -358,8 +361,9 @@ def test_several_l1_runs_follow_the_reference(monkeypatch, data):
     rng = np.random.default_rng(0)
     n_runs = 6
     sw = (rng.random((len(y), n_runs)) < 0.8) * 1.0  # folds: held-out rows weigh 0
-    kw.update(alpha=list(np.geomspace(1e-3, 1e-1, n_runs)),
-              l1_ratio=[1.0, 0.5, 1.0, 0.3, 1.0, 0.8], sample_weight=sw, tol=1e-8, max_iter=500)
+    l1_ratio = [1.0, 0.5, 1.0, 0.3, 1.0, 0.8] if penalty == "l1" else 0.0
+    kw.update(alpha=list(np.geomspace(1e-3, 1e-1, n_runs)), l1_ratio=l1_ratio,
+              sample_weight=sw, tol=1e-8, max_iter=500)
     a = _fit_runs(X, y, False, monkeypatch, **kw)
     b = _fit_runs(X, y, True, monkeypatch, **kw)
     assert list(a.status) == list(b.status)
@@ -388,8 +392,9 @@ def test_several_runs_go_one_after_another_only_where_it_pays(monkeypatch):
     used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
     l1 = dict(alpha=[0.01, 0.1], l1_ratio=1.0)
     assert used(X, y, "lbfgs", backend="cpp", **l1) == "SequentialLBFGSDriver"
-    # a run without an L1 term: the runs share passes (LBFGSRuns) in the reference's rounds
     assert used(X, y, "lbfgs", backend="cpp", alpha=[0.01, 0.1],
-                l1_ratio=[1.0, 0.0]) == "ReferenceDriver"
-    monkeypatch.setattr(driver, "SEQUENTIAL_MAX_WORK", X.size - 1)  # a pass too large
+                l1_ratio=[1.0, 0.0]) == "SequentialLBFGSDriver"
+    assert used(X, y, ["lbfgs", "bb"], backend="cpp") == "ReferenceDriver"
+    assert used(X, y, "lbfgs", backend="numpy", **l1) == "ReferenceDriver"
+    monkeypatch.setattr(driver, "SEQUENTIAL_MAX_WORK", X.size - 1)  # a larger X: shared passes
     assert used(X, y, "lbfgs", backend="cpp", **l1) == "ReferenceDriver"

@@ -15,8 +15,8 @@ divergence and history. Two kinds:
   (OWL-QN with an L1 term) on an in-memory oracle of the C++ backend (dense or CSR, binary or
   multinomial): the reference's rounds for that run, line search included, without Python in
   between; it follows the reference iteration for iteration, to rounding.
-- ``SequentialLBFGSDriver``: several lbfgs runs, all with an L1 term, on a small X: each run in
-  turn through CompiledLBFGSDriver (a pass costs less than the Python round around it).
+- ``SequentialLBFGSDriver``: several lbfgs runs on a small X: each run in turn through
+  CompiledLBFGSDriver (a pass costs less than the Python round around it).
 
 ``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
 stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
@@ -551,13 +551,14 @@ class _OneRun:
 
 
 class SequentialLBFGSDriver:
-    """Several lbfgs runs, each with an L1 term, on a small in-memory X: each running run in turn
-    advanced by the compiled loop (a CompiledLBFGSDriver of its own over run k's views of the
-    state). The reference driver runs OWL-QN as one Python generator per run, sharing each pass
-    among the runs in rounds: ~100 us of Python per run and iteration, where a pass over a small
-    X costs a few us (GDClassifierCV(l1_ratio=1) on breast cancer: 8,962 rounds, 15 s under the
-    profiler, 1.5 s of them in the kernel). On a large X sharing the passes wins, and the
-    rounds stay (SEQUENTIAL_MAX_WORK)."""
+    """Several lbfgs runs on a small in-memory X: each running run in turn advanced by the
+    compiled loop (a CompiledLBFGSDriver of its own over run k's views of the state). The
+    reference driver shares each pass among the runs in rounds, whose Python costs more than a
+    small X's passes: with L1 terms one OWL-QN generator per run, ~100 us per run and iteration
+    (GDClassifierCV(l1_ratio=1) on breast cancer: 8,962 rounds, 15 s under the profiler, 1.5 s
+    of them in the kernel); without, LBFGSRuns' ~0.4 ms per round (GDClassifierCV() there:
+    268 rounds). On a larger X one pass shared by the runs costs less than their passes one by
+    one, and the rounds stay (SEQUENTIAL_MAX_WORK)."""
 
     def __init__(self, oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState):
         self.state = state
@@ -594,10 +595,12 @@ class SequentialLBFGSDriver:
         return np.array([float(d.passes[0]) for d in self.drivers])
 
 
-# A run's pass at most this many multiply-adds (nonzeros, or n d, times the classes): its runs
-# may go one after another in the compiled loop (SequentialLBFGSDriver). At 2^20 a pass takes
-# ~0.1-0.3 ms, as long as the Python round of a few runs it replaces.
-SEQUENTIAL_MAX_WORK = 1 << 20
+# X with at most this many entries (nonzeros, or n d): several lbfgs runs go one after another
+# in the compiled loop (SequentialLBFGSDriver). GDClassifierCV (50 runs), 1 thread, Zen 3,
+# rounds -> one after another: breast cancer (13,650 entries) 101-105 -> 51-54 ms; digits
+# (115,008, 10 classes) 727 -> 509 ms; synthetic 5,000 x 100 (500,000) 0.07 -> 0.09 s,
+# 10,000 x 100 0.10 -> 0.16 s, 100,000 x 100 1.04 -> 2.25 s.
+SEQUENTIAL_MAX_WORK = 1 << 18
 
 
 def _has_compiled_lbfgs(oracle: Any) -> bool:
@@ -617,16 +620,13 @@ def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
 
 
 def _sequential_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
-    """Whether SequentialLBFGSDriver runs this fit: several lbfgs runs, full batch, every one
-    with an L1 term (without one they share passes in LBFGSRuns), on an oracle with the compiled
-    loop whose passes are small (SEQUENTIAL_MAX_WORK)."""
-    n_runs = len(rules)
-    if (n_runs < 2 or spec.batch_size or not all(isinstance(r, LBFGS) for r in rules)
-            or not spec.l1_strengths(n_runs).all() or not _has_compiled_lbfgs(oracle)):
+    """Whether SequentialLBFGSDriver runs this fit: several lbfgs runs, full batch, on an oracle
+    with the compiled loop and a small X (SEQUENTIAL_MAX_WORK)."""
+    if (len(rules) < 2 or spec.batch_size or not all(isinstance(r, LBFGS) for r in rules)
+            or not _has_compiled_lbfgs(oracle)):
         return False
     X = oracle.X
-    work = (X.nnz if hasattr(X, "indptr") else X.size) * int(getattr(oracle, "n_classes", 1))
-    return work <= SEQUENTIAL_MAX_WORK
+    return (X.nnz if hasattr(X, "indptr") else X.size) <= SEQUENTIAL_MAX_WORK
 
 
 def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
