@@ -1,7 +1,7 @@
 """Drivers: the fit loop over an oracle (see ``gradstep.oracle`` for the oracle contract).
 
 A driver owns everything but the data: step rules, schedules, line searches, stopping,
-divergence and history. Two kinds:
+divergence and history. The kinds:
 
 - ``ReferenceDriver``: the specification, in NumPy, on ANY oracle. Full batch, it advances all
   K runs in *rounds*: in each round every first-order run takes its step and every curvature run
@@ -22,8 +22,9 @@ divergence and history. Two kinds:
 stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
 honour Ctrl-C between calls.
 
-An L1 term (``spec.l1`` > 0 for some run: gs.fit's l1_ratio) runs on the reference driver, or
-for one lbfgs run on CompiledLBFGSDriver, which keeps the same conventions. The oracle's loss
+An L1 term (``spec.l1`` > 0 for some run: gs.fit's l1_ratio, ``spec.penalized`` the columns it
+covers) runs on any of them but the Numba loop (CompiledDriver's C++ loop, module.RUN_TAKES_L1),
+each with the reference driver's conventions. The oracle's loss
 and gradient stay the smooth part's (its alpha is the L2 part); the driver adds l1 ||w||_1
 over the coefficient columns (penalty.penalized_columns) to every loss it records, so
 ``state.loss`` and the history hold the objective, and it tests convergence and records the
@@ -632,9 +633,10 @@ def _sequential_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool
 def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
     """The compiled driver when every rule has a compiled version, the oracle is an
     in-memory one (dense, or CSR whose structure the first pass proved) whose backend has a
-    compiled loop and no run has an L1 term; the compiled lbfgs loop for a single lbfgs run
-    (OWL-QN with an L1 term) on such an oracle; else the reference driver (over the same
-    compiled loss_grad kernels)."""
+    compiled loop, and (with an L1 term) that loop takes proximal steps; the compiled lbfgs loop
+    for a single lbfgs run (OWL-QN with an L1 term) on such an oracle, and run by run for
+    several lbfgs runs on a small X; else the reference driver (over the same compiled
+    loss_grad kernels)."""
     compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
                      and getattr(oracle, "structure_proven", True)  # CSR: its loop checks no row
                      and all(r.compiled for r in rules)
