@@ -160,8 +160,7 @@ inline double lr_at(const RunSpec& spec, std::ptrdiff_t k, std::int64_t t) {
   return schedule_value(spec.sched_code[k], h[kHyperLr], h[kHyperSched], t, spec.total_updates);
 }
 
-// Each run's step function, looked up once per call in the table of rules (rules.hpp).
-// ---- the L1 term (driver.py's conventions: the objective, the minimum-norm subgradient) ----------
+// ---- the L1 term (driver.py's conventions: the objective, the minimum-norm subgradient) ------
 
 inline double sign(double v) { return v > 0.0 ? 1.0 : (v < 0.0 ? -1.0 : 0.0); }  // np.sign
 
@@ -207,7 +206,8 @@ inline const double* residual_of(const RunSpec& spec, std::ptrdiff_t k, const do
   return scratch.data();
 }
 
-// A run's update: its rule's step and step_scale, and the strength of its L1 term (0: none).
+// A run's update, looked up once per call in the table of rules (rules.hpp): its rule's step and
+// step_scale, and the strength of its L1 term (0: none).
 struct Update {
   StepFn step = nullptr;
   ScaleFn scale = nullptr;
