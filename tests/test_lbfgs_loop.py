@@ -20,20 +20,26 @@ def _cpp():
     _require("cpp")
 
 
-def _fit(X, y, compiled: bool, monkeypatch, **kw):
-    """gs.fit with lbfgs, through the compiled loop or (compiled=False) the reference driver."""
+def _fit_through(choice: str, chosen: bool, X, y, monkeypatch, **kw):
+    """gs.fit with lbfgs (backend cpp) where driver.<choice> (the test make_driver asks before
+    taking a compiled driver) must say yes (chosen), or is made to say no: the reference."""
     with monkeypatch.context() as m:
-        if not compiled:
-            m.setattr(driver, "_compiled_lbfgs", lambda *args: False)
-        else:  # the fit must really take the compiled loop
-            real = driver._compiled_lbfgs
+        if not chosen:
+            m.setattr(driver, choice, lambda *args: False)
+        else:  # the fit must really take the compiled driver
+            real = getattr(driver, choice)
 
             def must(*args):
-                assert real(*args), "the compiled lbfgs loop was not chosen"
+                assert real(*args), f"driver.{choice} did not choose the compiled driver"
                 return True
 
-            m.setattr(driver, "_compiled_lbfgs", must)
+            m.setattr(driver, choice, must)
         return gs.fit(X, y, "lbfgs", backend="cpp", **kw)
+
+
+def _fit(X, y, compiled: bool, monkeypatch, **kw):
+    """gs.fit with lbfgs, through the compiled loop or (compiled=False) the reference driver."""
+    return _fit_through("_compiled_lbfgs", compiled, X, y, monkeypatch, **kw)
 
 
 def _iris():
@@ -330,18 +336,7 @@ def test_random_problems_end_as_the_reference(monkeypatch, seed):
 
 def _fit_runs(X, y, sequential: bool, monkeypatch, **kw):
     """gs.fit with several lbfgs runs, through SequentialLBFGSDriver or the reference driver."""
-    with monkeypatch.context() as m:
-        if not sequential:
-            m.setattr(driver, "_sequential_lbfgs", lambda *args: False)
-        else:
-            real = driver._sequential_lbfgs
-
-            def must(*args):
-                assert real(*args), "the sequential compiled runs were not chosen"
-                return True
-
-            m.setattr(driver, "_sequential_lbfgs", must)
-        return gs.fit(X, y, "lbfgs", backend="cpp", **kw)
+    return _fit_through("_sequential_lbfgs", sequential, X, y, monkeypatch, **kw)
 
 
 @pytest.mark.parametrize("penalty", ["l1", "l2"])
