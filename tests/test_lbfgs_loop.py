@@ -28,12 +28,17 @@ def _fit_through(choice: str, chosen: bool, X, y, monkeypatch, **kw):
             m.setattr(driver, choice, lambda *args: False)
         else:  # the fit must really take the compiled driver
             real = getattr(driver, choice)
+            asked = []
 
             def must(*args):
+                asked.append(True)
                 assert real(*args), f"driver.{choice} did not choose the compiled driver"
                 return True
 
             m.setattr(driver, choice, must)
+            result = gs.fit(X, y, "lbfgs", backend="cpp", **kw)
+            assert asked, f"make_driver never asked driver.{choice}"
+            return result
         return gs.fit(X, y, "lbfgs", backend="cpp", **kw)
 
 
