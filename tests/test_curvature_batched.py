@@ -173,8 +173,8 @@ def test_batched_runs_equal_separate_runs_while_others_stop(backend, recurse_all
     stops and searches, change nothing), and reaches a single fit's minimizer."""
     monkeypatch.setattr(curvature, "RECURSE_ALL_SHARE", recurse_all_share)
     # this X is small enough for the C++ backend to run the runs one after another
-    # (driver.SequentialLBFGSDriver): keep them in LBFGSRuns, the subject here
-    monkeypatch.setattr(driver, "_sequential_lbfgs", lambda *args: False)
+    # (driver.SplitDriver): keep them in LBFGSRuns, the subject here
+    monkeypatch.setattr(driver, "_split", lambda *args: False)
     X, y = make_data(n=300, d=5, seed=4)
     alphas = [1e-1, 1e-4, 1e-2, 1e-3, 1e-3, 1e-1, 3e-4, 1e-2]
     rules = [LBFGS()] * 4 + [LBFGS(lr=4.0)] * 4

@@ -32,8 +32,9 @@ def _fit_through(choice: str, chosen: bool, X, y, monkeypatch, **kw):
 
             def must(*args):
                 asked.append(True)
-                assert real(*args), f"driver.{choice} did not choose the compiled driver"
-                return True
+                choice_made = real(*args)
+                assert choice_made, f"driver.{choice} did not choose the compiled driver"
+                return choice_made
 
             m.setattr(driver, choice, must)
             result = gs.fit(X, y, "lbfgs", backend="cpp", **kw)
@@ -256,8 +257,8 @@ def test_the_loop_runs_only_where_it_applies(monkeypatch):
     X, y = make_data(n=200, d=4)
     used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
     assert used(X, y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
-    # 2 runs: one after another on this small X (SequentialLBFGSDriver)
-    assert used(X, np.c_[y, 1 - y], "lbfgs", backend="cpp") == "SequentialLBFGSDriver"
+    # 2 runs: one after another on this small X (SplitDriver)
+    assert used(X, np.c_[y, 1 - y], "lbfgs", backend="cpp") == "SplitDriver"
     assert used(X, y, "lbfgs", backend="cpp", l1_ratio=1.0, alpha=0.1) == "CompiledLBFGSDriver"
     assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
     assert used(sp.csr_matrix(X), y % 2 + (X[:, 0] > 1), "lbfgs", backend="cpp",
@@ -340,8 +341,8 @@ def test_random_problems_end_as_the_reference(monkeypatch, seed):
 
 
 def _fit_runs(X, y, sequential: bool, monkeypatch, **kw):
-    """gs.fit with several lbfgs runs, through SequentialLBFGSDriver or the reference driver."""
-    return _fit_through("_sequential_lbfgs", sequential, X, y, monkeypatch, **kw)
+    """gs.fit with several lbfgs runs, through SplitDriver or the reference driver."""
+    return _fit_through("_split", sequential, X, y, monkeypatch, **kw)
 
 
 @pytest.mark.parametrize("penalty", ["l1", "l2"])
@@ -391,10 +392,10 @@ def test_several_runs_go_one_after_another_only_where_it_pays(monkeypatch):
     X, y = make_data(n=200, d=4)
     used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
     l1 = dict(alpha=[0.01, 0.1], l1_ratio=1.0)
-    assert used(X, y, "lbfgs", backend="cpp", **l1) == "SequentialLBFGSDriver"
+    assert used(X, y, "lbfgs", backend="cpp", **l1) == "SplitDriver"
     assert used(X, y, "lbfgs", backend="cpp", alpha=[0.01, 0.1],
-                l1_ratio=[1.0, 0.0]) == "SequentialLBFGSDriver"
-    assert used(X, y, ["lbfgs", "bb"], backend="cpp") == "ReferenceDriver"
+                l1_ratio=[1.0, 0.0]) == "SplitDriver"
+    assert used(X, y, ["lbfgs", "bb"], backend="cpp") == "SplitDriver"  # test_split_driver.py
     assert used(X, y, "lbfgs", backend="numpy", **l1) == "ReferenceDriver"
-    monkeypatch.setattr(driver, "SEQUENTIAL_MAX_WORK", X.size - 1)  # a larger X: shared passes
+    monkeypatch.setattr(driver, "SPLIT_MAX_WORK", X.size - 1)  # a larger X: shared passes
     assert used(X, y, "lbfgs", backend="cpp", **l1) == "ReferenceDriver"

@@ -15,8 +15,10 @@ divergence and history. The kinds:
   (OWL-QN with an L1 term) on an in-memory oracle of the C++ backend (dense or CSR, binary or
   multinomial): the reference's rounds for that run, line search included, without Python in
   between; it follows the reference iteration for iteration, to rounding.
-- ``SequentialLBFGSDriver``: several lbfgs runs on a small X: each run in turn through
-  CompiledLBFGSDriver (a pass costs less than the Python round around it).
+- ``SplitDriver``: on a small X, the runs of a fit split by the driver each would get alone
+  (the compiled loop's first-order runs together, each lbfgs run in its compiled loop, the rest
+  in the reference rounds), one group after another: a pass costs less than the Python round
+  around it.
 
 ``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
 stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
@@ -36,6 +38,7 @@ the curvature rules that support L1 get l1 and the mask when started.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any
@@ -530,87 +533,119 @@ class CompiledLBFGSDriver:
                            int(n_steps), self.spec.penalized)
 
 
-class _OneRun:
-    """Run k of an oracle as a one-run oracle for CompiledLBFGSDriver: its target and weight
-    columns (copied once where the oracle has one per run) and its alpha; everything else is
-    the oracle's."""
+class SplitDriver:
+    """The runs of a fit on a small in-memory X split by the driver that would run them alone,
+    each group advanced in turn by its own driver over its rows of the state: the first-order
+    runs with a compiled version together in the compiled loop (CompiledDriver), each lbfgs run
+    in the compiled lbfgs loop (CompiledLBFGSDriver), the rest (armijo, bb, newton; rules or
+    oracles without a compiled loop) together in the reference driver's rounds. On a small X a
+    pass costs less than the Python round around it, so sharing passes buys nothing:
+    GDClassifierCV(l1_ratio=1) on breast cancer ran 8,962 rounds, 15 s under the profiler, 1.5 s
+    of them in the kernel; GDClassifierCV()'s 50 lbfgs runs there took LBFGSRuns' ~0.4 ms per
+    round (268 rounds). On a larger X one pass shared by the runs costs less than their passes
+    one group at a time, and the rounds stay (SPLIT_MAX_WORK)."""
 
-    def __init__(self, oracle: Any, k: int, n_runs: int):
-        self._oracle = oracle
-        for name in ("Y", "SW"):
-            A = getattr(oracle, name, None)
-            if A is not None and A.ndim == 2 and A.shape[1] > 1:
-                A = np.ascontiguousarray(A[:, k:k + 1])
-            setattr(self, name, A)
-        self._alpha = np.array(oracle.alphas(n_runs)[k:k + 1], dtype=np.float64)
-
-    def alphas(self, n_runs: int) -> np.ndarray:
-        return self._alpha
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._oracle, name)
-
-
-class SequentialLBFGSDriver:
-    """Several lbfgs runs on a small in-memory X: each running run in turn advanced by the
-    compiled loop (a CompiledLBFGSDriver of its own over run k's views of the state). The
-    reference driver shares each pass among the runs in rounds, whose Python costs more than a
-    small X's passes: with L1 terms one OWL-QN generator per run, ~100 us per run and iteration
-    (GDClassifierCV(l1_ratio=1) on breast cancer: 8,962 rounds, 15 s under the profiler, 1.5 s
-    of them in the kernel); without, LBFGSRuns' ~0.4 ms per round (GDClassifierCV() there:
-    268 rounds). On a larger X one pass shared by the runs costs less than their passes one by
-    one, and the rounds stay (SEQUENTIAL_MAX_WORK)."""
-
-    def __init__(self, oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState):
+    def __init__(self, oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState,
+                 groups: list[np.ndarray]):
         self.state = state
         n_runs = len(rules)
-        self.drivers = []
-        for k, rule in enumerate(rules):
-            run_spec = dataclasses.replace(
-                spec, rule_code=spec.rule_code[k:k + 1], sched_code=spec.sched_code[k:k + 1],
-                hyper=spec.hyper[k:k + 1], alpha=spec.alpha[k:k + 1],
-                l1=spec.l1_strengths(n_runs)[k:k + 1].copy())
-            self.drivers.append(CompiledLBFGSDriver(_OneRun(oracle, k, n_runs), run_spec,
-                                                    rule, self._view(k)))  # type: ignore[arg-type]
-
-    def _view(self, k: int) -> FitState:
-        """Run k's rows of the state as a one-run FitState: views, except the history (not
-        contiguous across runs), which run() copies in and out."""
-        st = self.state
-        one = {f.name: getattr(st, f.name)[k:k + 1] for f in dataclasses.fields(st)
-               if f.name not in ("epoch", "history")}
-        return FitState(**one, epoch=st.epoch, history=np.ascontiguousarray(st.history[:, k:k + 1]))
+        l1 = spec.l1_strengths(n_runs)
+        self.groups: list[tuple[Any, Any, FitState]] = []
+        for runs in groups:
+            rows = _rows_of(runs)
+            group_spec = dataclasses.replace(
+                spec, rule_code=spec.rule_code[rows], sched_code=spec.sched_code[rows],
+                hyper=spec.hyper[rows], alpha=spec.alpha[rows],
+                l1=l1[rows].copy() if spec.l1.size else spec.l1)
+            group_state = _state_rows(state, rows)
+            driver = make_driver(_oracle_rows(oracle, rows, n_runs), group_spec,
+                                 [rules[k] for k in runs], group_state)
+            self.groups.append((rows, driver, group_state))
 
     def run(self, n_steps: int) -> None:
         st = self.state
-        for k, d in enumerate(self.drivers):
-            if st.status[k] != RUNNING:
+        for rows, driver, group_state in self.groups:
+            if not (st.status[rows] == RUNNING).any():
                 continue
-            # the history may have grown since (api._reserve_history): this run's rows of it
-            d.state.history = np.ascontiguousarray(st.history[:, k:k + 1])
-            d.run(n_steps)
-            st.history[:, k:k + 1] = d.state.history
+            # the caller may have stopped runs (status) or grown the history (api._drive)
+            group_state.status[:] = st.status[rows]
+            group_state.history = np.ascontiguousarray(st.history[:, rows])
+            driver.run(n_steps)
+            for f in dataclasses.fields(st):
+                part = getattr(group_state, f.name)
+                if f.name == "history":
+                    st.history[:, rows] = part
+                elif f.name != "epoch" and not np.shares_memory(part, getattr(st, f.name)):
+                    getattr(st, f.name)[rows] = part  # a copy (runs not adjacent): write back
 
     @property
     def passes(self) -> np.ndarray:
-        return np.array([float(d.passes[0]) for d in self.drivers])
+        out = np.zeros(self.state.P.shape[0])
+        for rows, driver, _ in self.groups:
+            out[rows] = driver.passes
+        return out
 
 
-# X with at most this many entries (nonzeros, or n d): several lbfgs runs go one after another
-# in the compiled loop (SequentialLBFGSDriver). GDClassifierCV (50 runs), 1 thread, Zen 3,
-# rounds -> one after another: breast cancer (13,650 entries) 101-105 -> 51-54 ms; digits
-# (115,008, 10 classes) 727 -> 509 ms; synthetic 5,000 x 100 (500,000) 0.07 -> 0.09 s,
-# 10,000 x 100 0.10 -> 0.16 s, 100,000 x 100 1.04 -> 2.25 s.
-SEQUENTIAL_MAX_WORK = 1 << 18
+def _rows_of(runs: np.ndarray) -> Any:
+    """A slice for adjacent run indices (the state's rows are then views), else the indices."""
+    if runs.size and np.array_equal(runs, np.arange(runs[0], runs[0] + runs.size)):
+        return slice(int(runs[0]), int(runs[0]) + runs.size)
+    return runs
+
+
+def _state_rows(state: FitState, rows: Any) -> FitState:
+    """The given runs' rows of the state as a FitState: views for a slice (copies for
+    indices), except the shared shuffle counter and the history (its run axis is not the
+    first), which SplitDriver.run copies in and out."""
+    part = {f.name: getattr(state, f.name)[rows] for f in dataclasses.fields(state)
+            if f.name not in ("epoch", "history")}
+    return FitState(**part, epoch=state.epoch,
+                    history=np.ascontiguousarray(state.history[:, rows]))
+
+
+def _oracle_rows(oracle: Any, rows: Any, n_runs: int) -> Any:
+    """The oracle of the given runs: a shallow copy (the same X) with their target and weight
+    columns where it has one per run, and their alphas."""
+    part = copy.copy(oracle)
+    for name in ("Y", "SW"):
+        A = getattr(oracle, name, None)
+        if A is not None and A.ndim == 2 and A.shape[1] > 1:
+            setattr(part, name, np.ascontiguousarray(A[:, rows]))
+    part.alpha = np.array(oracle.alphas(n_runs)[rows], dtype=np.float64)
+    return part
+
+
+# X with at most this many entries (nonzeros, or n d): the runs of a fit split into groups
+# (SplitDriver). GDClassifierCV (50 lbfgs runs), 1 thread, Zen 3, rounds -> one after another:
+# breast cancer (13,650 entries) 101-105 -> 51-54 ms; digits (115,008, 10 classes) 727 ->
+# 509 ms; synthetic 5,000 x 100 (500,000) 0.07 -> 0.09 s, 10,000 x 100 0.10 -> 0.16 s,
+# 100,000 x 100 1.04 -> 2.25 s.
+SPLIT_MAX_WORK = 1 << 18
+
+
+def _in_memory(oracle: Any) -> bool:
+    """An in-memory X: dense, or CSR whose structure the first pass proved (the compiled loops
+    check no row)."""
+    X = getattr(oracle, "X", None)
+    return isinstance(X, np.ndarray) or (
+        hasattr(X, "indptr") and getattr(oracle, "structure_proven", False))
 
 
 def _has_compiled_lbfgs(oracle: Any) -> bool:
-    """An in-memory X (dense, or CSR whose structure the first pass proved: the loop checks no
-    row) and a backend module with the compiled lbfgs loop (the C++ one)."""
-    X = getattr(oracle, "X", None)
-    in_memory = isinstance(X, np.ndarray) or (
-        hasattr(X, "indptr") and getattr(oracle, "structure_proven", False))
-    return in_memory and hasattr(getattr(oracle, "module", None), "lbfgs_run")
+    """An in-memory X and a backend module with the compiled lbfgs loop (the C++ one)."""
+    return _in_memory(oracle) and hasattr(getattr(oracle, "module", None), "lbfgs_run")
+
+
+def _compiled_loop(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
+    """Whether CompiledDriver runs this fit: every rule has a compiled version, the oracle is
+    an in-memory one whose backend has a compiled loop, and (with an L1 term) that loop takes
+    proximal steps."""
+    return (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
+            and getattr(oracle, "structure_proven", True)  # CSR: its loop checks no row
+            and all(r.compiled for r in rules)
+            # proximal steps: the C++ loops only (RUN_TAKES_L1), not Numba's
+            and (not spec.l1_strengths(len(rules)).any()
+                 or getattr(oracle.module, "RUN_TAKES_L1", False)))
 
 
 def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
@@ -620,33 +655,43 @@ def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
             and _has_compiled_lbfgs(oracle))
 
 
-def _sequential_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
-    """Whether SequentialLBFGSDriver runs this fit: several lbfgs runs, full batch, on an oracle
-    with the compiled loop and a small X (SEQUENTIAL_MAX_WORK)."""
-    if (len(rules) < 2 or spec.batch_size or not all(isinstance(r, LBFGS) for r in rules)
-            or not _has_compiled_lbfgs(oracle)):
-        return False
+def _split(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> list[np.ndarray] | None:
+    """SplitDriver's groups for this fit, or None where it does not run it: full batch on a
+    small in-memory X (SPLIT_MAX_WORK) whose runs would not all go to one driver anyway
+    (several lbfgs runs, or runs for different drivers)."""
+    if len(rules) < 2 or spec.batch_size or not _in_memory(oracle):
+        return None
     X = oracle.X
-    return (X.nnz if hasattr(X, "indptr") else X.size) <= SEQUENTIAL_MAX_WORK
+    if (X.nnz if hasattr(X, "indptr") else X.size) > SPLIT_MAX_WORK:
+        return None
+    l1 = spec.l1_strengths(len(rules))
+    alone: list[list[int]] = []  # each lbfgs run: the compiled lbfgs loop
+    loop: list[int] = []  # first-order runs of the compiled loop
+    reference: list[int] = []
+    for k, rule in enumerate(rules):
+        run_spec = dataclasses.replace(spec, l1=l1[k:k + 1])
+        if _compiled_lbfgs(oracle, run_spec, [rule]):
+            alone.append([k])
+        elif _compiled_loop(oracle, run_spec, [rule]):
+            loop.append(k)
+        else:
+            reference.append(k)
+    groups = [np.array(g, dtype=np.int64) for g in (*alone, loop, reference) if g]
+    return groups if len(groups) > 1 else None
 
 
 def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
     """The compiled driver when every rule has a compiled version, the oracle is an
     in-memory one (dense, or CSR whose structure the first pass proved) whose backend has a
     compiled loop, and (with an L1 term) that loop takes proximal steps; the compiled lbfgs loop
-    for a single lbfgs run (OWL-QN with an L1 term) on such an oracle, and run by run for
-    several lbfgs runs on a small X; else the reference driver (over the same compiled
-    loss_grad kernels)."""
-    compiled_loop = (isinstance(oracle, DenseOracle) and hasattr(oracle.module, "run")
-                     and getattr(oracle, "structure_proven", True)  # CSR: its loop checks no row
-                     and all(r.compiled for r in rules)
-                     # proximal steps: the C++ loops only (RUN_TAKES_L1), not Numba's
-                     and (not spec.l1_strengths(len(rules)).any()
-                          or getattr(oracle.module, "RUN_TAKES_L1", False)))
-    if compiled_loop:
+    for a single lbfgs run (OWL-QN with an L1 term) on such an oracle; on a small X, the runs
+    split by the driver each would get alone (SplitDriver); else the reference driver (over the
+    same compiled loss_grad kernels)."""
+    if _compiled_loop(oracle, spec, rules):
         return CompiledDriver(oracle, spec, state)
     if _compiled_lbfgs(oracle, spec, rules):
         return CompiledLBFGSDriver(oracle, spec, rules[0], state)  # type: ignore[arg-type]
-    if _sequential_lbfgs(oracle, spec, rules):
-        return SequentialLBFGSDriver(oracle, spec, rules, state)
+    groups = _split(oracle, spec, rules)
+    if groups:
+        return SplitDriver(oracle, spec, rules, state, groups)
     return ReferenceDriver(oracle, spec, rules, state)

@@ -1,0 +1,127 @@
+"""driver.SplitDriver: the runs of one fit on a small X split by the driver each would get
+alone (first-order runs in the compiled loop, each lbfgs run in the compiled lbfgs loop, the
+rest in the reference rounds) end as the reference driver's rounds end all of them together."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import gradstep as gs
+from conftest import _require, make_data
+from gradstep import api, driver
+
+# first-order runs not adjacent (their group's rows are copies), curvature runs between them
+RULES = ["sgd", "bb", "adam", "lbfgs", "newton", "normalized", "armijo", "lbfgs", "momentum"]
+LR = [1.0, None, 0.05, None, None, 0.05, None, None, 0.5]
+
+
+@pytest.fixture(autouse=True)
+def _cpp():
+    _require("cpp")
+
+
+def _fit(X, y, split: bool, monkeypatch, rules=RULES, **kw):
+    """gs.fit through SplitDriver (which it must choose) or, split=False, the reference
+    driver's rounds for every run."""
+    made = []
+
+    def spy(*args):
+        d = driver.make_driver(*args)
+        made.append(type(d).__name__)
+        return d
+
+    with monkeypatch.context() as m:
+        m.setattr(api, "make_driver", spy)
+        if not split:
+            m.setattr(driver, "_split", lambda *args: None)
+        result = gs.fit(X, y, rules, backend="cpp", **kw)
+    assert made == ["SplitDriver" if split else "ReferenceDriver"]
+    return result
+
+
+def _assert_same_runs(a, b):
+    assert list(a.status) == list(b.status)
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-9)
+    np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(b.intercept, a.intercept, rtol=0, atol=1e-6)
+    # a line search may decide a rounding-level tie the other way near the end
+    assert np.all(np.abs(a.n_iter - b.n_iter) <= 2)
+    assert np.all(np.abs(a.passes - b.passes) <= 4)
+    for k in range(len(a.status)):
+        n = int(min(a.n_iter[k], b.n_iter[k])) // 2
+        np.testing.assert_allclose(b.history.loss[k][:n], a.history.loss[k][:n], rtol=1e-10)
+        np.testing.assert_allclose(b.history.passes[k][:n], a.history.passes[k][:n])
+
+
+@pytest.mark.parametrize("data", ["dense", "csr"])
+def test_mixed_rules_follow_the_reference(monkeypatch, data):
+    X, y = make_data(n=300, d=8, seed=3)
+    if data == "csr":
+        X = sp.csr_matrix(np.where(np.abs(X) < 0.5, 0.0, X))
+    n_runs = len(RULES)
+    rng = np.random.default_rng(1)
+    kw = dict(lr=LR, alpha=list(np.geomspace(1e-3, 1e-1, n_runs)), tol=1e-8, max_iter=300,
+              sample_weight=(rng.random((300, n_runs)) < 0.8) * 1.0)
+    a = _fit(X, y, False, monkeypatch, **kw)
+    b = _fit(X, y, True, monkeypatch, **kw)
+    _assert_same_runs(a, b)
+    assert "converged" in set(b.status) and "max_iter" in set(b.status)
+
+
+def test_l1_runs_follow_the_reference(monkeypatch):
+    # proximal first-order steps in the compiled loop, OWL-QN, proximal armijo in the rounds
+    X, y = make_data(n=250, d=10, seed=4)
+    rules = ["adam", "lbfgs", "armijo", "sgd", "lbfgs"]
+    kw = dict(lr=[0.05, None, None, 1.0, None], alpha=[0.05, 0.02, 0.05, 0.05, 0.01],
+              l1_ratio=[1.0, 0.5, 1.0, 0.0, 1.0], tol=1e-8, max_iter=400)
+    a = _fit(X, y, False, monkeypatch, rules=rules, **kw)
+    b = _fit(X, y, True, monkeypatch, rules=rules, **kw)
+    _assert_same_runs(a, b)
+    np.testing.assert_array_equal(b.coef == 0.0, a.coef == 0.0)
+    assert (b.coef == 0.0).any()
+
+
+def test_multinomial_runs_follow_the_reference(monkeypatch):
+    X, y = make_data(n=240, d=5, seed=5)
+    y = y + (X[:, 0] > 0.7)  # three classes
+    rules = ["lbfgs", "bb", "lbfgs"]
+    kw = dict(alpha=[1e-3, 1e-2, 1e-1], tol=1e-8, max_iter=300, loss="multinomial")
+    _assert_same_runs(_fit(X, y, False, monkeypatch, rules=rules, **kw),
+                      _fit(X, y, True, monkeypatch, rules=rules, **kw))
+
+
+def test_one_round_at_a_time_and_a_stopping_callback(monkeypatch):
+    X, y = make_data(n=200, d=6, seed=2)
+    kw = dict(lr=LR, alpha=0.01, tol=1e-9, max_iter=200)
+    whole = _fit(X, y, True, monkeypatch, **kw)
+    steps = _fit(X, y, True, monkeypatch, monitor=lambda progress: None, **kw)
+    np.testing.assert_array_equal(steps.coef, whole.coef)
+    np.testing.assert_array_equal(steps.history.loss, whole.history.loss)
+    np.testing.assert_array_equal(steps.passes, whole.passes)
+    # a callback that stops the fit at its first report: every running run says "stopped"
+    stopped = _fit(X, y, True, monkeypatch, callback=lambda progress: False,
+                   **dict(kw, max_iter=100_000, tol=0.0))
+    assert set(stopped.status) == {"stopped"}
+    assert np.all(stopped.n_iter < 100_000)
+
+
+def test_the_split_only_where_it_pays(monkeypatch):
+    X, y = make_data(n=200, d=4)
+    used = []
+    real = driver.make_driver
+    monkeypatch.setattr(api, "make_driver", lambda *a: used.append(type(real(*a)).__name__)
+                        or real(*a))
+
+    def name(*args, **kw):
+        used.clear()
+        gs.fit(*args, max_iter=3, **kw)
+        return used[0]
+
+    assert name(X, y, ["sgd", "adam"], lr=0.1, backend="cpp") == "CompiledDriver"
+    assert name(X, y, ["sgd", "bb"], lr=[0.1, None], backend="cpp") == "SplitDriver"
+    assert name(X, y, ["bb", "newton"], backend="cpp") == "ReferenceDriver"  # one group
+    assert name(X, y, ["sgd", "bb"], lr=[0.1, None], backend="numpy") == "ReferenceDriver"
+    monkeypatch.setattr(driver, "SPLIT_MAX_WORK", X.size - 1)  # a larger X: shared passes
+    assert name(X, y, ["sgd", "bb"], lr=[0.1, None], backend="cpp") == "ReferenceDriver"
