@@ -125,3 +125,34 @@ def test_the_split_only_where_it_pays(monkeypatch):
     assert name(X, y, ["sgd", "bb"], lr=[0.1, None], backend="numpy") == "ReferenceDriver"
     monkeypatch.setattr(driver, "SPLIT_MAX_WORK", X.size - 1)  # a larger X: shared passes
     assert name(X, y, ["sgd", "bb"], lr=[0.1, None], backend="cpp") == "ReferenceDriver"
+
+
+@pytest.mark.parametrize("data", ["dense", "csr", "multinomial"])
+def test_a_group_drops_the_samples_it_weighs_zero(data):
+    # a fold's held-out rows weigh 0 in its runs: the group's oracle leaves them out, and its
+    # loss and gradient are the full oracle's for those runs (to rounding: other blocks)
+    from gradstep.api import _one_pass_oracle
+
+    X, y = make_data(n=200, d=6, seed=7)
+    if data == "csr":
+        X = sp.csr_matrix(np.where(np.abs(X) < 0.4, 0.0, X))
+    loss = "logistic"
+    if data == "multinomial":
+        y, loss = y + (X[:, 1] > 0.5), "multinomial"
+    rng = np.random.default_rng(3)
+    SW = (rng.random((200, 3)) < 0.7) * rng.random((200, 3))
+    SW[:50, 1] = 0.0
+    oracle = _one_pass_oracle(X, y, SW, [0.1, 0.01, 0.001], "cpp", None, loss, None)
+    D = oracle.n_params if hasattr(oracle, "n_params") else 7
+    P = rng.standard_normal((3, D))
+    oracle.loss_grad(P, np.ones(3, np.uint8))  # the first pass proves a CSR's structure
+    for rows, keep in ((slice(1, 2), SW[:, 1] > 0), (np.array([0, 2]), (SW[:, [0, 2]] > 0).any(1))):
+        part = driver._oracle_rows(oracle, rows, 3)
+        assert part.n_samples == keep.sum() < 200
+        assert part.X.shape[0] == keep.sum()
+        loss_all, G_all = oracle.loss_grad(P, np.ones(3, np.uint8))
+        loss_part, G_part = part.loss_grad(np.ascontiguousarray(P[rows]),
+                                           np.ones(len(part.alpha), np.uint8))
+        np.testing.assert_allclose(loss_part, loss_all[rows], rtol=1e-12)
+        np.testing.assert_allclose(G_part, G_all[rows], rtol=1e-10, atol=1e-14)
+    assert oracle.X.shape[0] == 200  # the fit's own oracle keeps every row

@@ -7,6 +7,7 @@ user's array: a conversion, when one is needed, makes a new array once.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -15,12 +16,19 @@ import secrets
 import numpy as np
 
 
+@functools.cache
+def cpu_count() -> int:
+    """os.cpu_count(), or 1, read once: it reads a sysfs file each time (~17 us here), which a
+    small problem's gs.loss_and_grad paid on every call."""
+    return os.cpu_count() or 1
+
+
 def _finite_check(a: np.ndarray, name: str) -> None:
     # A finite sum proves every entry finite (NaN and inf propagate, inf - inf is NaN), in one
     # pass with no temporary; only a non-finite sum (a bad entry, or overflow) needs the exact test.
     if a.dtype.kind == "f":
         with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.sum(a)):
+            if math.isfinite(a.sum()):
                 return
     if not np.isfinite(a).all():
         raise ValueError(
@@ -116,7 +124,7 @@ def _all_zero_one(values: np.ndarray, n_threads: int | None) -> bool:
         except ImportError:  # the pure-Python install: NumPy's pass below
             pass
         else:
-            return bool(_core.all_zero_one(values, n_threads or os.cpu_count() or 1))
+            return bool(_core.all_zero_one(values, n_threads or cpu_count()))
     return bool(((values == 0.0) | (values == 1.0)).all())
 
 
@@ -184,7 +192,7 @@ MAX_THREADS = 1 << 16
 def check_n_threads(n_threads) -> int:
     """None means every core."""
     if n_threads is None:
-        return os.cpu_count() or 1
+        return cpu_count()
     threads = check_positive_int(n_threads, "n_threads")
     assert threads is not None
     if threads > MAX_THREADS:

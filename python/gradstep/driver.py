@@ -564,19 +564,22 @@ class SplitDriver:
 
     def run(self, n_steps: int) -> None:
         st = self.state
+        history = st.history.shape[2] > 0
         for rows, driver, group_state in self.groups:
             if not (st.status[rows] == RUNNING).any():
                 continue
+            copies = not isinstance(rows, slice)  # the group's rows of the state are copies
             # the caller may have stopped runs (status) or grown the history (api._drive)
-            group_state.status[:] = st.status[rows]
-            group_state.history = np.ascontiguousarray(st.history[:, rows])
+            if copies:
+                group_state.status[:] = st.status[rows]
+            if history:
+                group_state.history = np.ascontiguousarray(st.history[:, rows])
             driver.run(n_steps)
-            for f in dataclasses.fields(st):
-                part = getattr(group_state, f.name)
-                if f.name == "history":
-                    st.history[:, rows] = part
-                elif f.name != "epoch" and not np.shares_memory(part, getattr(st, f.name)):
-                    getattr(st, f.name)[rows] = part  # a copy (runs not adjacent): write back
+            if history:
+                st.history[:, rows] = group_state.history
+            if copies:
+                for name in _PER_RUN_FIELDS:
+                    getattr(st, name)[rows] = getattr(group_state, name)
 
     @property
     def passes(self) -> np.ndarray:
@@ -584,6 +587,12 @@ class SplitDriver:
         for rows, driver, _ in self.groups:
             out[rows] = driver.passes
         return out
+
+
+# the FitState fields with a row per run (not the shared shuffle counter; the history's run axis
+# is its second)
+_PER_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(FitState)
+                        if f.name not in ("epoch", "history"))
 
 
 def _rows_of(runs: np.ndarray) -> Any:
@@ -597,21 +606,32 @@ def _state_rows(state: FitState, rows: Any) -> FitState:
     """The given runs' rows of the state as a FitState: views for a slice (copies for
     indices), except the shared shuffle counter and the history (its run axis is not the
     first), which SplitDriver.run copies in and out."""
-    part = {f.name: getattr(state, f.name)[rows] for f in dataclasses.fields(state)
-            if f.name not in ("epoch", "history")}
+    part = {name: getattr(state, name)[rows] for name in _PER_RUN_FIELDS}
     return FitState(**part, epoch=state.epoch,
                     history=np.ascontiguousarray(state.history[:, rows]))
 
 
 def _oracle_rows(oracle: Any, rows: Any, n_runs: int) -> Any:
-    """The oracle of the given runs: a shallow copy (the same X) with their target and weight
-    columns where it has one per run, and their alphas."""
+    """The oracle of the given runs: a shallow copy with their target and weight columns where
+    it has one per run, and their alphas; without the samples that weigh 0 in every one of
+    those runs (cross-validation folds: a fold's held-out rows), which add nothing to the loss
+    or gradient but their pass's time (their sums then take other blocks: rounding)."""
     part = copy.copy(oracle)
     for name in ("Y", "SW"):
         A = getattr(oracle, name, None)
         if A is not None and A.ndim == 2 and A.shape[1] > 1:
             setattr(part, name, np.ascontiguousarray(A[:, rows]))
     part.alpha = np.array(oracle.alphas(n_runs)[rows], dtype=np.float64)
+    SW = getattr(part, "SW", None)
+    if SW is not None and SW.ndim == 2 and SW.shape[1] > 0:
+        keep = (SW > 0.0).any(axis=1)
+        if keep.any() and not keep.all():
+            for name in ("X", "Y", "labels", "SW"):
+                A = getattr(part, name, None)
+                if A is not None and A.shape[0] == keep.size:
+                    A = A[keep]
+                    setattr(part, name, A if hasattr(A, "indptr") else np.ascontiguousarray(A))
+            part.n_samples = int(keep.sum())
     return part
 
 

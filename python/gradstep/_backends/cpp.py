@@ -8,11 +8,10 @@ copied) and releases the GIL for the whole computation.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .. import _core  # an ImportError here tells the registry the core was not built
+from .._validate import cpu_count
 
 __all__ = ["RUN_TAKES_L1", "hessp", "lbfgs_run", "loss_grad", "run"]
 
@@ -30,7 +29,7 @@ _NO_DENOMINATOR.flags.writeable = False
 
 
 def _threads(n_threads) -> int:
-    return (os.cpu_count() or 1) if n_threads is None else int(n_threads)
+    return cpu_count() if n_threads is None else int(n_threads)
 
 
 def _pick(table: dict, X: np.ndarray):

@@ -15,11 +15,10 @@ structure is proven (the driver takes it only then: its passes check no row).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .. import _core  # an ImportError here tells gradstep.sparse the C++ kernels are missing
+from .._validate import cpu_count
 
 __all__ = ["CHECKS_ROWS", "RUN_TAKES_L1", "hessp", "lbfgs_run", "loss_grad", "run",
            "structure_error"]
@@ -36,7 +35,7 @@ _NO_DENOMINATOR.flags.writeable = False
 
 
 def _threads(n_threads) -> int:
-    return (os.cpu_count() or 1) if n_threads is None else max(1, int(n_threads))
+    return cpu_count() if n_threads is None else max(1, int(n_threads))
 
 
 def _f64(a) -> np.ndarray:
