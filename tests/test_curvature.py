@@ -296,10 +296,10 @@ def test_per_run_alpha_equals_separate_fits(backend, rule, data):
 
 def test_per_run_weights_make_cross_validation_folds(backend, data, monkeypatch):
     X, y = data
-    # lbfgs runs would take the compiled loop (driver.CompiledLBFGSDriver, and for several runs
+    # lbfgs runs would take the compiled loop (driver.CompiledCurvatureDriver, and for several runs
     # on a small X driver.SplitDriver), whose dot products round differently from the
     # reference driver's: pin the reference so that "the same arithmetic" below holds
-    monkeypatch.setattr(driver, "_compiled_lbfgs", lambda *args: False)
+    monkeypatch.setattr(driver, "_compiled_curvature", lambda *args: False)
     monkeypatch.setattr(driver, "_split", lambda *args: False)
     n = len(y)
     folds = np.arange(n) % 3

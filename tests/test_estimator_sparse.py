@@ -33,11 +33,11 @@ def _no_densify(monkeypatch):
 
 
 def _reference_driver(monkeypatch):
-    """Dense fits of one lbfgs run take the compiled loop (driver.CompiledLBFGSDriver), CSR
+    """Dense fits of one lbfgs run take the compiled loop (driver.CompiledCurvatureDriver), CSR
     fits the reference driver; at tol=1e-14 the two trajectories part at rounding level and
     either may stop by the stall rule (|grad| <= 1e3 tol), up to ~4e-10 apart. These tests
     compare the data paths, so both sides run the reference driver."""
-    monkeypatch.setattr(driver, "_compiled_lbfgs", lambda *args: False)
+    monkeypatch.setattr(driver, "_compiled_curvature", lambda *args: False)
 
 
 def _same(dense, sparse, X_dense, X_sparse, atol=1e-10):

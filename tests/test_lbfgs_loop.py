@@ -1,4 +1,4 @@
-"""The compiled lbfgs loop (lbfgs_loop.hpp, driver.CompiledLBFGSDriver) against the reference
+"""The compiled lbfgs loop (lbfgs_loop.hpp, driver.CompiledCurvatureDriver) against the reference
 driver it replaces for a single lbfgs run on a dense or CSR X with the C++ backend: the same
 iterations, passes, statuses and history, iterates equal to rounding."""
 
@@ -45,7 +45,7 @@ def _fit_through(choice: str, chosen: bool, X, y, monkeypatch, **kw):
 
 def _fit(X, y, compiled: bool, monkeypatch, **kw):
     """gs.fit with lbfgs, through the compiled loop or (compiled=False) the reference driver."""
-    return _fit_through("_compiled_lbfgs", compiled, X, y, monkeypatch, **kw)
+    return _fit_through("_compiled_curvature", compiled, X, y, monkeypatch, **kw)
 
 
 def _iris():
@@ -256,50 +256,73 @@ def test_the_loop_runs_only_where_it_applies(monkeypatch):
 
     X, y = make_data(n=200, d=4)
     used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
-    assert used(X, y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
+    assert used(X, y, "lbfgs", backend="cpp") == "CompiledCurvatureDriver"
     # 2 runs: one after another on this small X (SplitDriver)
     assert used(X, np.c_[y, 1 - y], "lbfgs", backend="cpp") == "SplitDriver"
-    assert used(X, y, "lbfgs", backend="cpp", l1_ratio=1.0, alpha=0.1) == "CompiledLBFGSDriver"
-    assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "CompiledLBFGSDriver"
+    assert used(X, y, "lbfgs", backend="cpp", l1_ratio=1.0, alpha=0.1) == "CompiledCurvatureDriver"
+    assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "CompiledCurvatureDriver"
     assert used(sp.csr_matrix(X), y % 2 + (X[:, 0] > 1), "lbfgs", backend="cpp",
-                loss="multinomial") == "CompiledLBFGSDriver"
-    assert used(X, y, "bb", backend="cpp") == "ReferenceDriver"
+                loss="multinomial") == "CompiledCurvatureDriver"
+    assert used(X, y, "newton", backend="cpp") == "ReferenceDriver"
     if gs.backends()["numba"]:
         assert used(X, y, "lbfgs", backend="numba") == "ReferenceDriver"
 
 
-def test_bad_memory_is_refused_before_any_work(monkeypatch):
+def test_bad_loop_arrays_are_refused_before_any_work(monkeypatch):
+    import types
+
     from gradstep import _core
     from gradstep._backends import cpp
 
     X, y = make_data(n=50, d=3)
     result = {}
 
-    real = cpp.lbfgs_run
+    real = cpp.curvature_run
 
-    def capture(o, spec, state, *rest):
+    def capture(o, spec, state, loop, n_steps):
         result.update(spec=spec, state=state, X=o.X, Y=o.Y, SW=o.SW)
-        real(o, spec, state, *rest)
+        real(o, spec, state, loop, n_steps)
 
-    monkeypatch.setattr(cpp, "lbfgs_run", capture)
+    monkeypatch.setattr(cpp, "curvature_run", capture)
     gs.fit(X, y, "lbfgs", backend="cpp", max_iter=1)
     P_before = result["state"].P.copy()
     args = (result["X"], result["Y"], result["SW"], result["spec"], result["state"])
-    no_l1 = np.zeros(0, np.uint8)
-    with pytest.raises(ValueError, match="memory must have shape"):
-        _core.lbfgs_run_float64(*args, np.zeros((3, 4)), np.zeros(11), np.ones(1),
-                                np.zeros(3, np.int64), 1.0, 10, np.ones(1), 5, 1, no_l1)
-    with pytest.raises(ValueError, match="m must be at least 1"):
-        _core.lbfgs_run_float64(*args, np.zeros((0, 4)), np.zeros(0), np.ones(1),
-                                np.zeros(3, np.int64), 1.0, 0, np.ones(1), 5, 1, no_l1)
-    memory = (np.zeros((22, 4)), np.zeros(11), np.ones(1), np.zeros(3, np.int64), 1.0, 10,
-              np.ones(1), 5, 1)
+
+    def lbfgs(m=10, memory_rows=22, **kw):
+        fields = dict(kind="lbfgs", m=m, lr=1.0, memory=np.zeros((memory_rows, 4)),
+                      rho=np.zeros(m + 1), gamma=np.ones(1), ints=np.zeros(3, np.int64),
+                      passes=np.ones(1))
+        return types.SimpleNamespace(**{**fields, **kw})
+
+    def run(loop):
+        _core.curvature_run_float64(*args, loop, 5, 1)
+
+    with pytest.raises(ValueError, match="loop.memory must have shape"):
+        run(lbfgs(memory_rows=3))
+    with pytest.raises(ValueError, match="loop.m must be at least 1"):
+        run(lbfgs(m=0))
+    with pytest.raises(ValueError, match="loop.kind must be"):
+        run(lbfgs(kind="sgd"))
+    with pytest.raises(TypeError, match="loop has no attribute 'rho'"):
+        loop = lbfgs()
+        del loop.rho
+        run(loop)
+    armijo = dict(kind="armijo", params=np.array([0.0, 1.0, 1e-4, 0.5, 2.0, 0.0, 1.0]),
+                  reals=np.zeros(3), ints=np.zeros(4, np.int64), passes=np.ones(1))
+    with pytest.raises(ValueError, match="loop.params must hold"):
+        run(types.SimpleNamespace(**dict(armijo, params=np.array([0, 1.0, 2.0, 0.5, 2, 0, 1]))))
+    with pytest.raises(ValueError, match="loop.reals must have shape"):
+        run(types.SimpleNamespace(**dict(armijo, reals=np.zeros(2))))
+    result["spec"].penalized = np.zeros(0, np.uint8)
     result["spec"].l1 = np.array([0.1])  # an L1 term needs the mask of the parameters it covers
-    with pytest.raises(ValueError, match="penalized must have shape"):
-        _core.lbfgs_run_float64(*args, *memory, no_l1)
+    with pytest.raises(ValueError, match="spec.penalized must have shape"):
+        run(lbfgs())
+    result["spec"].penalized = np.ones(4, np.uint8)
+    with pytest.raises(ValueError, match="bb takes no L1 term"):
+        run(types.SimpleNamespace(**dict(armijo, kind="bb", reals=np.zeros(3))))
     result["spec"].l1 = np.array([-0.1])
     with pytest.raises(ValueError, match="spec.l1 must be finite and >= 0"):
-        _core.lbfgs_run_float64(*args, *memory, np.ones(4, np.uint8))
+        run(lbfgs())
     np.testing.assert_array_equal(result["state"].P, P_before)
 
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "gradstep/fit.hpp"
+#include "gradstep/backtrack_loop.hpp"
 #include "gradstep/lbfgs_loop.hpp"
 #include "gradstep/lbfgs_rows.hpp"
 #include "gradstep/logistic.hpp"
@@ -83,8 +84,10 @@ const char* dtype_name<std::uint8_t>() { return "uint8"; }
 // obj.name, which must exist.
 py::object attribute(const py::handle& obj, const std::string& owner, const char* name) {
   if (!py::hasattr(obj, name)) {
-    throw py::type_error(owner + " has no attribute '" + name + "' (expected a state." +
-                         (owner == "spec" ? "RunSpec" : "FitState") + ")");
+    const char* expected = owner == "spec"   ? "a state.RunSpec"
+                           : owner == "loop" ? "a driver.CompiledCurvatureDriver"
+                                             : "a state.FitState";
+    throw py::type_error(owner + " has no attribute '" + name + "' (expected " + expected + ")");
   }
   return obj.attr(name);
 }
@@ -465,36 +468,102 @@ carray<double> softmax_hessp(const carray<T>& X, const carray<double>& SW,
   return HV;
 }
 
-// The arrays of the compiled lbfgs loop (lbfgs_loop.hpp) for a fit of one run with D parameters:
-// state.FitState's, spec.RunSpec's scalars, alpha and l1, and driver.CompiledLBFGSDriver's memory
-// and L1 mask;
-// each held by a reference here while the loop runs.
-struct LbfgsArgs {
+// The arrays of a compiled curvature loop (lbfgs_loop.hpp, backtrack_loop.hpp) for a fit of one
+// run with D parameters: state.FitState's, spec.RunSpec's scalars, alpha and L1 term (spec.l1,
+// spec.penalized), and the loop's own (driver.CompiledCurvatureDriver: its rule and the arrays
+// it keeps between calls); each held by a reference here while the loop runs.
+struct CurvatureArgs {
   StateArrays state;
-  carray<double> alpha, memory, rho, gamma, passes, l1_array;
-  carray<std::int64_t> ints;
+  carray<double> alpha, l1_array, passes;
   carray<std::uint8_t> penalized;  // (D,) with an L1 term: the parameters it covers
-  double l1 = 0.0;                 // spec.l1's one entry (0 when empty): OWL-QN when > 0
+  double l1 = 0.0;                 // spec.l1's one entry (0 when empty): OWL-QN or ISTA when > 0
   gradstep::RunSpec spec;
   gradstep::FitState st;
+  bool lbfgs = true;  // loop.kind "lbfgs"; else "armijo" or "bb" (backtrack_loop.hpp)
+  // lbfgs: the pairs (lbfgs_loop::Memory) and the first trial step of later iterations
+  carray<double> memory, rho, gamma;
+  carray<std::int64_t> ints;
   gradstep::lbfgs_loop::Memory mem;
+  double lr = 1.0;
+  // armijo, bb: the rule's constants and the run's state between calls
+  carray<double> params, reals;
+  gradstep::backtrack_loop::Rule rule;
+  gradstep::backtrack_loop::Memory bt;
 };
 
-LbfgsArgs lbfgs_args(const py::object& spec_obj, const py::object& state_obj,
-                     const carray<double>& memory, const carray<double>& rho,
-                     const carray<double>& gamma, const carray<std::int64_t>& ints, ssize_t m,
-                     const carray<double>& passes, const carray<std::uint8_t>& penalized,
-                     ssize_t D) {
+// loop.kind's lbfgs arrays: memory (2 (m + 1), D), rho (m + 1,), gamma (1,), ints (3,).
+void lbfgs_loop_args(const py::object& loop_obj, CurvatureArgs& a, ssize_t D) {
+  const std::string L = "loop";
+  const auto m = scalar_attribute<ssize_t>(loop_obj, L, "m", "an int");
+  require(m >= 1, "loop.m must be at least 1, got " + std::to_string(m));
+  a.lr = scalar_attribute<double>(loop_obj, L, "lr", "a float");
+  a.memory = array_attribute<double>(loop_obj, L, "memory", true);
+  a.rho = array_attribute<double>(loop_obj, L, "rho", true);
+  a.gamma = array_attribute<double>(loop_obj, L, "gamma", true);
+  a.ints = array_attribute<std::int64_t>(loop_obj, L, "ints", true);
+  require_shape(a.memory, "loop.memory", {2 * (m + 1), D});
+  require_shape(a.rho, "loop.rho", {m + 1});
+  require_shape(a.gamma, "loop.gamma", {1});
+  require_shape(a.ints, "loop.ints", {3});
+  const std::int64_t* ints = a.ints.data();
+  require(ints[0] >= 0 && ints[0] <= m && ints[1] >= 0 && ints[1] <= m,
+          "loop.ints must hold a slot in [0, m] and a count in [0, m]");
+  a.mem.memory = a.memory.mutable_data();
+  a.mem.rho = a.rho.mutable_data();
+  a.mem.gamma = a.gamma.mutable_data();
+  a.mem.ints = a.ints.mutable_data();
+  a.mem.m = m;
+}
+
+// loop.kind "armijo" / "bb": params (backtrack_loop::kParams,), reals (kReals + window,),
+// ints (kInts,).
+void backtrack_loop_args(const py::object& loop_obj, CurvatureArgs& a, bool bb) {
+  namespace bt = gradstep::backtrack_loop;
+  const std::string L = "loop";
+  a.params = array_attribute<double>(loop_obj, L, "params");
+  require_shape(a.params, "loop.params", {bt::kParams});
+  const double* q = a.params.data();
+  bt::Rule& r = a.rule;
+  r.bb = bb;
+  r.lr = q[1];
+  r.c1 = q[2];
+  r.shrink = q[3];
+  r.grow = q[4];
+  r.variant = static_cast<int>(q[5]);
+  r.window = static_cast<std::int64_t>(q[6]);
+  require((std::isnan(r.lr) ? bb : r.lr > 0.0) && r.c1 > 0.0 && r.c1 < 1.0 && r.shrink > 0.0 &&
+              r.shrink < 1.0 && r.grow >= 1.0 && r.variant >= 0 && r.variant <= 2 &&
+              r.window >= 1,
+          "loop.params must hold a rule's lr (NaN: bb's probe), c1 and shrink in (0, 1), "
+          "grow >= 1, a variant code in 0..2 and a window >= 1");
+  a.reals = array_attribute<double>(loop_obj, L, "reals", true);
+  a.ints = array_attribute<std::int64_t>(loop_obj, L, "ints", true);
+  require_shape(a.reals, "loop.reals", {bt::kReals + r.window});
+  require_shape(a.ints, "loop.ints", {bt::kInts});
+  const std::int64_t* ints = a.ints.data();
+  require(ints[2] >= 0 && ints[2] <= r.window && ints[3] >= 0 && ints[3] < r.window,
+          "loop.ints must hold a count in [0, window] and a slot in [0, window)");
+  a.bt.reals = a.reals.mutable_data();
+  a.bt.ints = a.ints.mutable_data();
+}
+
+CurvatureArgs curvature_args(const py::object& spec_obj, const py::object& state_obj,
+                             const py::object& loop_obj, ssize_t D) {
   const std::string S = "spec";
-  LbfgsArgs a;
+  CurvatureArgs a;
+  const auto kind = scalar_attribute<std::string>(loop_obj, "loop", "kind", "a str");
+  require(kind == "lbfgs" || kind == "armijo" || kind == "bb",
+          "loop.kind must be 'lbfgs', 'armijo' or 'bb', got '" + kind + "'");
+  a.lbfgs = kind == "lbfgs";
   a.l1_array = array_attribute<double>(spec_obj, S, "l1");
   require(a.l1_array.ndim() == 1 && a.l1_array.shape(0) <= 1,
           "spec.l1 must have shape (0,) or (1,), got " + shape_of(a.l1_array));
   a.l1 = a.l1_array.shape(0) ? a.l1_array.data()[0] : 0.0;
   require(std::isfinite(a.l1) && a.l1 >= 0.0,
           "spec.l1 must be finite and >= 0, got " + std::to_string(a.l1));
-  if (a.l1 > 0.0) require_shape(penalized, "penalized", {D});
-  a.penalized = penalized;
+  require(a.l1 == 0.0 || kind != "bb", "bb takes no L1 term (spec.l1 must be 0)");
+  a.penalized = array_attribute<std::uint8_t>(spec_obj, S, "penalized");
+  if (a.l1 > 0.0) require_shape(a.penalized, "spec.penalized", {D});
   const bool has_reference =
       scalar_attribute<bool>(spec_obj, S, "has_reference", "a bool");
   const auto P = array_attribute<double>(state_obj, "state", "P", true);
@@ -502,23 +571,13 @@ LbfgsArgs lbfgs_args(const py::object& spec_obj, const py::object& state_obj,
   a.state = state_arrays(state_obj, P, 1, D, has_reference);
   a.alpha = array_attribute<double>(spec_obj, S, "alpha");
   require_shape(a.alpha, "spec.alpha", {1});
-  require(m >= 1, "m must be at least 1, got " + std::to_string(m));
-  require_shape(memory, "memory", {2 * (m + 1), D});
-  require_shape(rho, "rho", {m + 1});
-  require_shape(gamma, "gamma", {1});
-  require_shape(ints, "ints", {3});
-  require_shape(passes, "passes", {1});
-  require(ints.data()[0] >= 0 && ints.data()[0] <= m && ints.data()[1] >= 0 &&
-              ints.data()[1] <= m,
-          "ints must hold a slot in [0, m] and a count in [0, m]");
-  require(memory.writeable() && rho.writeable() && gamma.writeable() && ints.writeable() &&
-              passes.writeable(),
-          "memory, rho, gamma, ints and passes must be writeable");
-  a.memory = memory;
-  a.rho = rho;
-  a.gamma = gamma;
-  a.ints = ints;
-  a.passes = passes;
+  a.passes = array_attribute<double>(loop_obj, "loop", "passes", true);
+  require_shape(a.passes, "loop.passes", {1});
+  if (a.lbfgs) {
+    lbfgs_loop_args(loop_obj, a, D);
+  } else {
+    backtrack_loop_args(loop_obj, a, kind == "bb");
+  }
 
   a.spec.alpha = a.alpha.data();
   a.spec.fit_intercept = scalar_attribute<bool>(spec_obj, S, "fit_intercept", "a bool");
@@ -527,28 +586,30 @@ LbfgsArgs lbfgs_args(const py::object& spec_obj, const py::object& state_obj,
   a.spec.record_history = scalar_attribute<bool>(spec_obj, S, "record_history", "a bool");
   a.spec.has_reference = has_reference;
   a.st = a.state.view();
-
-  a.mem.memory = a.memory.mutable_data();
-  a.mem.rho = a.rho.mutable_data();
-  a.mem.gamma = a.gamma.mutable_data();
-  a.mem.ints = a.ints.mutable_data();
-  a.mem.m = m;
   return a;
 }
 
-// Up to n_steps iterations of the compiled lbfgs loop of one run over oracle (p, g) -> loss.
+// Up to n_steps iterations of the compiled loop of loop.kind for one run over oracle
+// (p, g) -> loss.
 template <class Oracle>
-void iterate_lbfgs(LbfgsArgs& a, Oracle& oracle, ssize_t D, double lr, std::int64_t n_steps) {
-  gradstep::lbfgs_loop::Run<Oracle> run(oracle, a.spec, a.st, a.mem, lr, a.passes.mutable_data(),
-                                        D, a.l1, a.l1 > 0.0 ? a.penalized.data() : nullptr);
-  run.iterate(n_steps);
+void iterate_curvature(CurvatureArgs& a, Oracle& oracle, ssize_t D, std::int64_t n_steps) {
+  const std::uint8_t* penalized = a.l1 > 0.0 ? a.penalized.data() : nullptr;
+  if (a.lbfgs) {
+    gradstep::lbfgs_loop::Run<Oracle> run(oracle, a.spec, a.st, a.mem, a.lr,
+                                          a.passes.mutable_data(), D, a.l1, penalized);
+    run.iterate(n_steps);
+  } else {
+    gradstep::backtrack_loop::Run<Oracle> run(oracle, a.spec, a.st, a.rule, a.bt,
+                                              a.passes.mutable_data(), D, a.l1, penalized);
+    run.iterate(n_steps);
+  }
 }
 
 // The same for the binary loss of one run over engine (GradientEngine or csr::Engine: the same
 // compute), the intercept's gradient zeroed when the fit has none (driver._zero_intercept).
 template <class Engine>
-void iterate_binary_lbfgs(LbfgsArgs& a, Engine& engine, ssize_t D, double lr,
-                          std::int64_t n_steps, int n_threads) {
+void iterate_binary_curvature(CurvatureArgs& a, Engine& engine, ssize_t D, std::int64_t n_steps,
+                              int n_threads) {
   const bool fit_intercept = a.spec.fit_intercept;
   const double* alpha = a.spec.alpha;
   auto oracle = [&](const double* p, double* g) {
@@ -558,42 +619,36 @@ void iterate_binary_lbfgs(LbfgsArgs& a, Engine& engine, ssize_t D, double lr,
     if (!fit_intercept) g[D - 1] = 0.0;
     return loss;
   };
-  iterate_lbfgs(a, oracle, D, lr, n_steps);
+  iterate_curvature(a, oracle, D, n_steps);
 }
 
 // Binary logistic loss, one run: X (n, d), Y (n, 1), SW (n, 0 or 1).
 template <class T>
-void lbfgs_run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
-               const py::object& spec_obj, const py::object& state_obj,
-               const carray<double>& memory, const carray<double>& rho,
-               const carray<double>& gamma, const carray<std::int64_t>& ints, double lr,
-               ssize_t m, const carray<double>& passes, std::int64_t n_steps, int n_threads,
-               const carray<std::uint8_t>& penalized) {
+void curvature_run(const carray<T>& X, const carray<double>& Y, const carray<double>& SW,
+                   const py::object& spec_obj, const py::object& state_obj,
+                   const py::object& loop_obj, std::int64_t n_steps, int n_threads) {
   require(X.ndim() == 2, "X must be 2-D, got shape " + shape_of(X));
   const ssize_t D = X.shape(1) + 1;
-  LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
+  CurvatureArgs a = curvature_args(spec_obj, state_obj, loop_obj, D);
   const gradstep::Dataset<T> data = dataset(X, &Y, SW, 1);
   require(data.n > 0, "X has no rows");
   require_threads(n_threads);
   py::gil_scoped_release release;
   gradstep::GradientEngine<T> engine(data, 1);
   engine.set_back_to_back(true);  // the loop's passes follow each other within microseconds
-  iterate_binary_lbfgs(a, engine, D, lr, n_steps, n_threads);
+  iterate_binary_curvature(a, engine, D, n_steps, n_threads);
 }
 
 // Multinomial loss, one run: X (n, d), labels (n,) in [0, C), SW (n, 0 or 1); P (1, C (d + 1)).
 template <class T>
-void softmax_lbfgs_run(const carray<T>& X, const carray<std::int64_t>& labels,
-                       const carray<double>& SW, const py::object& spec_obj,
-                       const py::object& state_obj, const carray<double>& memory,
-                       const carray<double>& rho, const carray<double>& gamma,
-                       const carray<std::int64_t>& ints, double lr, ssize_t m,
-                       const carray<double>& passes, std::int64_t n_steps, int n_threads,
-                       ssize_t n_classes, const carray<std::uint8_t>& penalized) {
+void softmax_curvature_run(const carray<T>& X, const carray<std::int64_t>& labels,
+                           const carray<double>& SW, const py::object& spec_obj,
+                           const py::object& state_obj, const py::object& loop_obj,
+                           std::int64_t n_steps, int n_threads, ssize_t n_classes) {
   require(X.ndim() == 2, "X must be 2-D, got shape " + shape_of(X));
   require(n_classes >= 2, "n_classes must be at least 2, got " + std::to_string(n_classes));
   const ssize_t n = X.shape(0), d = X.shape(1), D = n_classes * (d + 1);
-  LbfgsArgs a = lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
+  CurvatureArgs a = curvature_args(spec_obj, state_obj, loop_obj, D);
   require(n > 0, "X has no rows");
   require_labels(labels, n, n_classes);
   require_targets(nullptr, SW, n, 1);
@@ -613,7 +668,7 @@ void softmax_lbfgs_run(const carray<T>& X, const carray<std::int64_t>& labels,
     }
     return loss;
   };
-  iterate_lbfgs(a, oracle, D, lr, n_steps);
+  iterate_curvature(a, oracle, D, n_steps);
 }
 
 template <class T>
@@ -641,24 +696,19 @@ void bind_dtype(py::module_& m, const char* suffix) {
          "labels in [0, n_classes), X of dtype " +
          dt + " (see gradstep._backends.softmax_reference for the contract).")
             .c_str());
-  m.def(("lbfgs_run_" + dt).c_str(), &lbfgs_run<T>, py::arg("X").noconvert(),
+  m.def(("curvature_run_" + dt).c_str(), &curvature_run<T>, py::arg("X").noconvert(),
         py::arg("Y").noconvert(), py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"),
-        py::arg("memory").noconvert(), py::arg("rho").noconvert(), py::arg("gamma").noconvert(),
-        py::arg("ints").noconvert(), py::arg("lr"), py::arg("m"), py::arg("passes").noconvert(),
-        py::arg("n_steps"), py::arg("n_threads"), py::arg("penalized").noconvert(),
-        ("Up to n_steps iterations of the single lbfgs run of state on the logistic loss (with "
-         "spec.l1 > 0 OWL-QN over the parameters penalized marks), X of dtype " +
-         dt + " (lbfgs_loop.hpp; driver.CompiledLBFGSDriver).")
+        py::arg("loop"), py::arg("n_steps"), py::arg("n_threads"),
+        ("Up to n_steps iterations of the single lbfgs, armijo or bb run (loop.kind) of state "
+         "on the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps), X of "
+         "dtype " +
+         dt + " (lbfgs_loop.hpp, backtrack_loop.hpp; driver.CompiledCurvatureDriver).")
             .c_str());
-  m.def(("softmax_lbfgs_run_" + dt).c_str(), &softmax_lbfgs_run<T>, py::arg("X").noconvert(),
-        py::arg("labels").noconvert(), py::arg("SW").noconvert(), py::arg("spec"),
-        py::arg("state"), py::arg("memory").noconvert(), py::arg("rho").noconvert(),
-        py::arg("gamma").noconvert(), py::arg("ints").noconvert(), py::arg("lr"), py::arg("m"),
-        py::arg("passes").noconvert(), py::arg("n_steps"), py::arg("n_threads"),
-        py::arg("n_classes"), py::arg("penalized").noconvert(),
-        ("Up to n_steps iterations of the single lbfgs run of state on the multinomial loss "
-         "(with spec.l1 > 0 OWL-QN over the parameters penalized marks), X of dtype " +
-         dt + " (lbfgs_loop.hpp; driver.CompiledLBFGSDriver).")
+  m.def(("softmax_curvature_run_" + dt).c_str(), &softmax_curvature_run<T>,
+        py::arg("X").noconvert(), py::arg("labels").noconvert(), py::arg("SW").noconvert(),
+        py::arg("spec"), py::arg("state"), py::arg("loop"), py::arg("n_steps"),
+        py::arg("n_threads"), py::arg("n_classes"),
+        ("As curvature_run_" + dt + " on the multinomial loss (labels in [0, n_classes)).")
             .c_str());
   m.def(("softmax_hessp_" + dt).c_str(), &softmax_hessp<T>, py::arg("X").noconvert(),
         py::arg("SW").noconvert(), py::arg("P").noconvert(), py::arg("V").noconvert(),
@@ -944,49 +994,41 @@ py::array csr_softmax_hessp(const py::array& data, const py::array& indices,
   });
 }
 
-// The compiled lbfgs loop (lbfgs_loop.hpp) of one run without an L1 term over a CSR matrix
-// whose structure is proven (its rows' indices are not checked): as lbfgs_run_float64 otherwise.
-// On CSR data the Python driver's round (~1 ms at d = 20,000: NumPy on d-vectors, the generator,
-// the line search) was ~10 % of an iteration.
-void csr_lbfgs_run(const py::array& data, const py::array& indices, const py::array& indptr,
-                   ssize_t n_cols, const carray<double>& Y, const carray<double>& SW,
-                   const py::object& spec_obj, const py::object& state_obj,
-                   const carray<double>& memory, const carray<double>& rho,
-                   const carray<double>& gamma, const carray<std::int64_t>& ints, double lr,
-                   ssize_t m, const carray<double>& passes, std::int64_t n_steps, int n_threads,
-                   const carray<std::uint8_t>& penalized) {
+// The compiled curvature loops (lbfgs_loop.hpp, backtrack_loop.hpp) of one run over a CSR matrix
+// whose structure is proven (its rows' indices are not checked): as curvature_run_float64
+// otherwise. On CSR data the Python driver's round (~1 ms at d = 20,000: NumPy on d-vectors, the
+// generator, the line search) was ~10 % of an lbfgs iteration.
+void csr_curvature_run(const py::array& data, const py::array& indices, const py::array& indptr,
+                       ssize_t n_cols, const carray<double>& Y, const carray<double>& SW,
+                       const py::object& spec_obj, const py::object& state_obj,
+                       const py::object& loop_obj, std::int64_t n_steps, int n_threads) {
   with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
     using Matrix = std::decay_t<decltype(X)>;
     const ssize_t D = X.d + 1;
-    LbfgsArgs a =
-        lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
+    CurvatureArgs a = curvature_args(spec_obj, state_obj, loop_obj, D);
     require_targets(&Y, SW, X.n, 1);
     require(X.n > 0, "X has no rows");
     require_threads(n_threads);
     py::gil_scoped_release release;
     gradstep::csr::Engine<typename Matrix::value_type, typename Matrix::index_type> engine(
         X, Y.data(), Y.shape(1), SW.shape(1) ? SW.data() : nullptr, SW.shape(1), 1);
-    iterate_binary_lbfgs(a, engine, D, lr, n_steps, n_threads);
+    iterate_binary_curvature(a, engine, D, n_steps, n_threads);
   });
 }
 
 // The same for the multinomial loss: labels (n,) in [0, n_classes), P (1, C (d + 1)); the CSR
 // engine's C classes as C runs (csr_softmax_loss_grad).
-void csr_softmax_lbfgs_run(const py::array& data, const py::array& indices,
-                           const py::array& indptr, ssize_t n_cols,
-                           const carray<std::int64_t>& labels, const carray<double>& SW,
-                           const py::object& spec_obj, const py::object& state_obj,
-                           const carray<double>& memory, const carray<double>& rho,
-                           const carray<double>& gamma, const carray<std::int64_t>& ints,
-                           double lr, ssize_t m, const carray<double>& passes,
-                           std::int64_t n_steps, int n_threads, ssize_t n_classes,
-                           const carray<std::uint8_t>& penalized) {
+void csr_softmax_curvature_run(const py::array& data, const py::array& indices,
+                               const py::array& indptr, ssize_t n_cols,
+                               const carray<std::int64_t>& labels, const carray<double>& SW,
+                               const py::object& spec_obj, const py::object& state_obj,
+                               const py::object& loop_obj, std::int64_t n_steps, int n_threads,
+                               ssize_t n_classes) {
   with_csr(data, indices, indptr, n_cols, [&](const auto& X) {
     using Matrix = std::decay_t<decltype(X)>;
     require(n_classes >= 2, "n_classes must be at least 2, got " + std::to_string(n_classes));
     const ssize_t d = X.d, C = n_classes, D = C * (d + 1);
-    LbfgsArgs a =
-        lbfgs_args(spec_obj, state_obj, memory, rho, gamma, ints, m, passes, penalized, D);
+    CurvatureArgs a = curvature_args(spec_obj, state_obj, loop_obj, D);
     require(X.n > 0, "X has no rows");
     require_labels(labels, X.n, C);
     require_targets(nullptr, SW, X.n, 1);
@@ -1007,7 +1049,7 @@ void csr_softmax_lbfgs_run(const py::array& data, const py::array& indices,
       for (const double l : class_loss) loss += l;
       return loss;
     };
-    iterate_lbfgs(a, oracle, D, lr, n_steps);
+    iterate_curvature(a, oracle, D, n_steps);
   });
 }
 
@@ -1088,23 +1130,18 @@ void bind_csr(py::module_& m) {
         py::arg("spec"), py::arg("state"), py::arg("n_steps"), py::arg("n_threads"),
         "The first-order fit loops over a CSR matrix whose structure is proven (its rows' "
         "indices are not checked): as run_float64 otherwise.");
-  m.def("csr_lbfgs_run", &csr_lbfgs_run, py::arg("data"), py::arg("indices"),
+  m.def("csr_curvature_run", &csr_curvature_run, py::arg("data"), py::arg("indices"),
         py::arg("indptr"), py::arg("n_cols"), py::arg("Y").noconvert(), py::arg("SW").noconvert(),
-        py::arg("spec"), py::arg("state"), py::arg("memory").noconvert(),
-        py::arg("rho").noconvert(), py::arg("gamma").noconvert(), py::arg("ints").noconvert(),
-        py::arg("lr"), py::arg("m"), py::arg("passes").noconvert(), py::arg("n_steps"),
-        py::arg("n_threads"), py::arg("penalized").noconvert(),
-        "The compiled lbfgs loop over a CSR matrix whose structure is proven (its rows' indices "
-        "are not checked): as lbfgs_run_float64 otherwise.");
-  m.def("csr_softmax_lbfgs_run", &csr_softmax_lbfgs_run, py::arg("data"), py::arg("indices"),
-        py::arg("indptr"), py::arg("n_cols"), py::arg("labels").noconvert(),
-        py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"),
-        py::arg("memory").noconvert(), py::arg("rho").noconvert(), py::arg("gamma").noconvert(),
-        py::arg("ints").noconvert(), py::arg("lr"), py::arg("m"), py::arg("passes").noconvert(),
+        py::arg("spec"), py::arg("state"), py::arg("loop"), py::arg("n_steps"),
+        py::arg("n_threads"),
+        "The compiled curvature loops over a CSR matrix whose structure is proven (its rows' "
+        "indices are not checked): as curvature_run_float64 otherwise.");
+  m.def("csr_softmax_curvature_run", &csr_softmax_curvature_run, py::arg("data"),
+        py::arg("indices"), py::arg("indptr"), py::arg("n_cols"), py::arg("labels").noconvert(),
+        py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"), py::arg("loop"),
         py::arg("n_steps"), py::arg("n_threads"), py::arg("n_classes"),
-        py::arg("penalized").noconvert(),
-        "The compiled lbfgs loop of the multinomial loss over a CSR matrix whose structure is "
-        "proven: as softmax_lbfgs_run_float64 otherwise.");
+        "The compiled curvature loops of the multinomial loss over a CSR matrix whose structure "
+        "is proven: as softmax_curvature_run_float64 otherwise.");
   m.def("csr_structure_error", &csr_structure_error, py::arg("indptr"), py::arg("indices"),
         py::arg("n_cols"), py::arg("n_threads") = 1,
         "(code, row): sparse_reference.structure_error without temporaries; its screen on up "

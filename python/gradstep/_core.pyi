@@ -7,7 +7,7 @@ computation. Shapes: n rows, d features, K runs, D = d + 1 parameters per run (i
 see gradstep._backends.state for the contract these functions implement.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -161,89 +161,63 @@ def run_float64(
 ) -> None:
     """Advances the RUNNING runs of `state` in place, X float64 (n, d); as run_float32."""
 
-def lbfgs_run_float32(
+def curvature_run_float32(
     X: NDArray[np.float32],
     Y: NDArray[np.float64],
     SW: NDArray[np.float64],
     spec: RunSpec,
     state: FitState,
-    memory: NDArray[np.float64],
-    rho: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    ints: NDArray[np.int64],
-    lr: float,
-    m: int,
-    passes: NDArray[np.float64],
+    loop: Any,
     n_steps: int,
     n_threads: int,
-    penalized: NDArray[np.uint8],
 ) -> None:
-    """Up to n_steps iterations of the single lbfgs run of `state` on the logistic loss (with
-    spec.l1 > 0 OWL-QN over the parameters `penalized` marks), X float32; memory (2 (m + 1), D),
-    rho (m + 1,), gamma (1,), ints (head, count, first) and passes (1,) are
-    driver.CompiledLBFGSDriver's, advanced in place (lbfgs_loop.hpp)."""
+    """Up to n_steps iterations of the single lbfgs, armijo or bb run (loop.kind) of `state` on
+    the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps over the parameters
+    spec.penalized marks), X float32; `loop` is driver.CompiledCurvatureDriver, whose arrays
+    (lbfgs: memory, rho, gamma, ints; armijo and bb: params, reals, ints; passes) advance in
+    place (lbfgs_loop.hpp, backtrack_loop.hpp)."""
 
-def softmax_lbfgs_run_float32(
+def softmax_curvature_run_float32(
     X: NDArray[np.float32],
     labels: NDArray[np.int64],
     SW: NDArray[np.float64],
     spec: RunSpec,
     state: FitState,
-    memory: NDArray[np.float64],
-    rho: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    ints: NDArray[np.int64],
-    lr: float,
-    m: int,
-    passes: NDArray[np.float64],
+    loop: Any,
     n_steps: int,
     n_threads: int,
     n_classes: int,
-    penalized: NDArray[np.uint8],
 ) -> None:
-    """As lbfgs_run_float32 on the multinomial loss (labels in [0, n_classes))."""
+    """As curvature_run_float32 on the multinomial loss (labels in [0, n_classes))."""
 
-def lbfgs_run_float64(
+def curvature_run_float64(
     X: NDArray[np.float64],
     Y: NDArray[np.float64],
     SW: NDArray[np.float64],
     spec: RunSpec,
     state: FitState,
-    memory: NDArray[np.float64],
-    rho: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    ints: NDArray[np.int64],
-    lr: float,
-    m: int,
-    passes: NDArray[np.float64],
+    loop: Any,
     n_steps: int,
     n_threads: int,
-    penalized: NDArray[np.uint8],
 ) -> None:
-    """Up to n_steps iterations of the single lbfgs run of `state` on the logistic loss (with
-    spec.l1 > 0 OWL-QN over the parameters `penalized` marks), X float64; memory (2 (m + 1), D),
-    rho (m + 1,), gamma (1,), ints (head, count, first) and passes (1,) are
-    driver.CompiledLBFGSDriver's, advanced in place (lbfgs_loop.hpp)."""
+    """Up to n_steps iterations of the single lbfgs, armijo or bb run (loop.kind) of `state` on
+    the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps over the parameters
+    spec.penalized marks), X float64; `loop` is driver.CompiledCurvatureDriver, whose arrays
+    (lbfgs: memory, rho, gamma, ints; armijo and bb: params, reals, ints; passes) advance in
+    place (lbfgs_loop.hpp, backtrack_loop.hpp)."""
 
-def softmax_lbfgs_run_float64(
+def softmax_curvature_run_float64(
     X: NDArray[np.float64],
     labels: NDArray[np.int64],
     SW: NDArray[np.float64],
     spec: RunSpec,
     state: FitState,
-    memory: NDArray[np.float64],
-    rho: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    ints: NDArray[np.int64],
-    lr: float,
-    m: int,
-    passes: NDArray[np.float64],
+    loop: Any,
     n_steps: int,
     n_threads: int,
     n_classes: int,
-    penalized: NDArray[np.uint8],
 ) -> None:
-    """As lbfgs_run_float64 on the multinomial loss (labels in [0, n_classes))."""
+    """As curvature_run_float64 on the multinomial loss (labels in [0, n_classes))."""
 
 def rule_codes() -> dict[str, int]:
     """The compiled step rules, {name: code} (cpp/include/gradstep/rules.hpp's table): the codes
@@ -340,7 +314,7 @@ def csr_run(
     """The first-order fit loops (run_float64's) over a CSR matrix whose structure is proven:
     its rows' column indices are read unchecked."""
 
-def csr_lbfgs_run(
+def csr_curvature_run(
     data: NDArray[np.float32] | NDArray[np.float64],
     indices: NDArray[np.int32] | NDArray[np.int64],
     indptr: NDArray[np.int32] | NDArray[np.int64],
@@ -349,21 +323,14 @@ def csr_lbfgs_run(
     SW: NDArray[np.float64],
     spec: RunSpec,
     state: FitState,
-    memory: NDArray[np.float64],
-    rho: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    ints: NDArray[np.int64],
-    lr: float,
-    m: int,
-    passes: NDArray[np.float64],
+    loop: Any,
     n_steps: int,
     n_threads: int,
-    penalized: NDArray[np.uint8],
 ) -> None:
-    """The compiled lbfgs loop (lbfgs_run_float64's) over a CSR matrix whose structure is
-    proven: its rows' indices are not checked."""
+    """The compiled curvature loops (curvature_run_float64's) over a CSR matrix whose structure
+    is proven: its rows' indices are not checked."""
 
-def csr_softmax_lbfgs_run(
+def csr_softmax_curvature_run(
     data: NDArray[np.float32] | NDArray[np.float64],
     indices: NDArray[np.int32] | NDArray[np.int64],
     indptr: NDArray[np.int32] | NDArray[np.int64],
@@ -372,20 +339,13 @@ def csr_softmax_lbfgs_run(
     SW: NDArray[np.float64],
     spec: RunSpec,
     state: FitState,
-    memory: NDArray[np.float64],
-    rho: NDArray[np.float64],
-    gamma: NDArray[np.float64],
-    ints: NDArray[np.int64],
-    lr: float,
-    m: int,
-    passes: NDArray[np.float64],
+    loop: Any,
     n_steps: int,
     n_threads: int,
     n_classes: int,
-    penalized: NDArray[np.uint8],
 ) -> None:
-    """The compiled lbfgs loop of the multinomial loss (softmax_lbfgs_run_float64's) over a CSR
-    matrix whose structure is proven."""
+    """The compiled curvature loops of the multinomial loss (softmax_curvature_run_float64's)
+    over a CSR matrix whose structure is proven."""
 
 def csr_hessp(
     data: NDArray[np.float32] | NDArray[np.float64],

@@ -11,14 +11,15 @@ divergence and history. The kinds:
 - ``CompiledDriver``: the C++ or Numba loop (``module.run``) for first-order rules on an
   in-memory oracle (dense, or CSR with a proven structure); it follows the reference step for
   step (to ~1e-15).
-- ``CompiledLBFGSDriver``: the C++ loop (``module.lbfgs_run``, lbfgs_loop.hpp) for ONE lbfgs run
-  (OWL-QN with an L1 term) on an in-memory oracle of the C++ backend (dense or CSR, binary or
-  multinomial): the reference's rounds for that run, line search included, without Python in
-  between; it follows the reference iteration for iteration, to rounding.
+- ``CompiledCurvatureDriver``: the C++ loops (``module.curvature_run``: lbfgs_loop.hpp,
+  backtrack_loop.hpp) for ONE lbfgs, armijo or bb run on an in-memory oracle of the C++ backend
+  (dense or CSR, binary or multinomial; lbfgs with an L1 term OWL-QN, armijo proximal steps):
+  the reference's rounds for that run, line search included, without Python in between; it
+  follows the reference iteration for iteration, to rounding.
 - ``SplitDriver``: on a small X, the runs of a fit split by the driver each would get alone
-  (the compiled loop's first-order runs together, each lbfgs run in its compiled loop, the rest
-  in the reference rounds), one group after another: a pass costs less than the Python round
-  around it.
+  (the compiled loop's first-order runs together, each lbfgs, armijo or bb run in its compiled
+  loop, the rest in the reference rounds), one group after another: a pass costs less than the
+  Python round around it.
 
 ``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
 stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
@@ -66,7 +67,7 @@ from ._backends.state import (
 )
 from .oracle import DenseOracle
 from .penalty import l1_norms, l1_residual, penalized_columns, soft_threshold
-from .rules import LBFGS, StepRule
+from .rules import BB, LBFGS, Armijo, StepRule
 from .rules.curvature import Grad, HessP, LBFGSRuns, Stall, Step
 
 # A run whose line search cannot move is "converged" when its gradient is within this factor of
@@ -510,34 +511,58 @@ class CompiledDriver:
         return self.state.n_iter.astype(np.float64) + 1.0
 
 
-class CompiledLBFGSDriver:
-    """One lbfgs run (OWL-QN with an L1 term), full batch, on an in-memory oracle (dense or CSR)
-    whose backend has the compiled loop (``module.lbfgs_run``: lbfgs_loop.hpp). The run's
-    L-BFGS memory lives here between calls, in _Pairs' layout. ``run(n)`` does up to n
-    iterations (the reference's ``run(n)``: n rounds of one pass each)."""
+class CompiledCurvatureDriver:
+    """One lbfgs, armijo or bb run (lbfgs: OWL-QN with an L1 term; armijo: proximal steps),
+    full batch, on an in-memory oracle (dense or CSR) whose backend has the compiled loops
+    (``module.curvature_run``: lbfgs_loop.hpp, backtrack_loop.hpp). The run's state between
+    calls lives here, where the loop reads it (as ``loop``): its ``kind``, lbfgs's memory in
+    _Pairs' layout, or armijo's and bb's constants (``params``) and state (``reals``, ``ints``)
+    in backtrack_loop.hpp's. ``run(n)`` does up to n iterations (the reference's ``run(n)``: n
+    rounds of one pass each)."""
 
-    def __init__(self, oracle: Any, spec: RunSpec, rule: LBFGS, state: FitState):
-        self.oracle, self.spec, self.rule, self.state = oracle, spec, rule, state
-        slots, D = rule.m + 1, state.P.shape[1]
-        self.memory = np.zeros((2 * slots, D))  # s vectors, then y vectors
-        self.rho = np.zeros(slots)
-        self.gamma = np.ones(1)
-        self.ints = np.array([0, 0, 1], dtype=np.int64)  # free slot, pairs kept, first iteration
+    def __init__(self, oracle: Any, spec: RunSpec, rule: StepRule, state: FitState):
+        self.oracle, self.spec, self.state = oracle, spec, state
         self.passes = np.ones(1)  # init_state's pass
+        D = state.P.shape[1]
+        if isinstance(rule, LBFGS):
+            self.kind, self.m, self.lr = "lbfgs", int(rule.m), float(rule.lr)
+            slots = self.m + 1
+            self.memory = np.zeros((2 * slots, D))  # s vectors, then y vectors
+            self.rho = np.zeros(slots)
+            self.gamma = np.ones(1)
+            self.ints = np.array([0, 0, 1], dtype=np.int64)  # free slot, pairs kept, first
+            return
+        bb = isinstance(rule, BB)
+        self.kind = "bb" if bb else "armijo"
+        window = rule.window if isinstance(rule, BB) else 1
+        lr = math.nan if rule.lr is None else float(rule.lr)  # bb's NaN: its probe
+        if isinstance(rule, BB):
+            self.params = np.array([1.0, lr, rule.c1, 0.5, 1.0, _BB_VARIANTS.index(rule.variant),
+                                    window])
+        else:
+            assert isinstance(rule, Armijo)
+            self.params = np.array([0.0, lr, rule.c1, rule.shrink, rule.grow, 0.0, 1.0])
+        self.reals = np.zeros(2 + window)  # t, the smooth loss, bb's last losses
+        self.ints = np.zeros(4, dtype=np.int64)  # started, bb's steps, losses kept, next slot
 
     def run(self, n_steps: int) -> None:
         o = self.oracle
         self.spec.alpha = o.alphas(1)
-        o.module.lbfgs_run(o, self.spec, self.state, self.memory, self.rho, self.gamma,
-                           self.ints, float(self.rule.lr), int(self.rule.m), self.passes,
-                           int(n_steps), self.spec.penalized)
+        o.module.curvature_run(o, self.spec, self.state, self, int(n_steps))
+
+
+# backtrack_loop.hpp's variant codes of BB.variant
+_BB_VARIANTS = ("long", "short", "alternate")
+# the rules with a compiled loop of their own (CompiledCurvatureDriver); exactly these classes:
+# a subclass may change what iterate does
+_COMPILED_CURVATURE = (LBFGS, Armijo, BB)
 
 
 class SplitDriver:
     """The runs of a fit on a small in-memory X split by the driver that would run them alone,
     each group advanced in turn by its own driver over its rows of the state: the first-order
-    runs with a compiled version together in the compiled loop (CompiledDriver), each lbfgs run
-    in the compiled lbfgs loop (CompiledLBFGSDriver), the rest (armijo, bb, newton; rules or
+    runs with a compiled version together in the compiled loop (CompiledDriver), each lbfgs,
+    armijo or bb run in its compiled loop (CompiledCurvatureDriver), the rest (newton; rules or
     oracles without a compiled loop) together in the reference driver's rounds. On a small X a
     pass costs less than the Python round around it, so sharing passes buys nothing:
     GDClassifierCV(l1_ratio=1) on breast cancer ran 8,962 rounds, 15 s under the profiler, 1.5 s
@@ -651,9 +676,9 @@ def _in_memory(oracle: Any) -> bool:
         hasattr(X, "indptr") and getattr(oracle, "structure_proven", False))
 
 
-def _has_compiled_lbfgs(oracle: Any) -> bool:
-    """An in-memory X and a backend module with the compiled lbfgs loop (the C++ one)."""
-    return _in_memory(oracle) and hasattr(getattr(oracle, "module", None), "lbfgs_run")
+def _has_compiled_curvature(oracle: Any) -> bool:
+    """An in-memory X and a backend module with the compiled curvature loops (the C++ one)."""
+    return _in_memory(oracle) and hasattr(getattr(oracle, "module", None), "curvature_run")
 
 
 def _compiled_loop(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
@@ -668,11 +693,11 @@ def _compiled_loop(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
                  or getattr(oracle.module, "RUN_TAKES_L1", False)))
 
 
-def _compiled_lbfgs(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
-    """Whether CompiledLBFGSDriver runs this fit: one lbfgs run, full batch, on an oracle with
-    the compiled loop (_has_compiled_lbfgs)."""
-    return (len(rules) == 1 and isinstance(rules[0], LBFGS) and not spec.batch_size
-            and _has_compiled_lbfgs(oracle))
+def _compiled_curvature(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
+    """Whether CompiledCurvatureDriver runs this fit: one lbfgs, armijo or bb run, full batch,
+    on an oracle with the compiled loops (_has_compiled_curvature)."""
+    return (len(rules) == 1 and type(rules[0]) in _COMPILED_CURVATURE and not spec.batch_size
+            and _has_compiled_curvature(oracle))
 
 
 def _split(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> list[np.ndarray] | None:
@@ -685,12 +710,12 @@ def _split(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> list[np.ndarray
     if (X.nnz if hasattr(X, "indptr") else X.size) > SPLIT_MAX_WORK:
         return None
     l1 = spec.l1_strengths(len(rules))
-    alone: list[list[int]] = []  # each lbfgs run: the compiled lbfgs loop
+    alone: list[list[int]] = []  # each lbfgs, armijo or bb run: its compiled loop
     loop: list[int] = []  # first-order runs of the compiled loop
     reference: list[int] = []
     for k, rule in enumerate(rules):
         run_spec = dataclasses.replace(spec, l1=l1[k:k + 1])
-        if _compiled_lbfgs(oracle, run_spec, [rule]):
+        if _compiled_curvature(oracle, run_spec, [rule]):
             alone.append([k])
         elif _compiled_loop(oracle, run_spec, [rule]):
             loop.append(k)
@@ -709,8 +734,8 @@ def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitSta
     same compiled loss_grad kernels)."""
     if _compiled_loop(oracle, spec, rules):
         return CompiledDriver(oracle, spec, state)
-    if _compiled_lbfgs(oracle, spec, rules):
-        return CompiledLBFGSDriver(oracle, spec, rules[0], state)  # type: ignore[arg-type]
+    if _compiled_curvature(oracle, spec, rules):
+        return CompiledCurvatureDriver(oracle, spec, rules[0], state)
     groups = _split(oracle, spec, rules)
     if groups:
         return SplitDriver(oracle, spec, rules, state, groups)

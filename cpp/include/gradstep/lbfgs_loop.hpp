@@ -21,16 +21,19 @@
 #include <utility>
 #include <vector>
 
+#include "curvature_run.hpp"
 #include "fit.hpp"
 #include "two_loop.hpp"
 
 namespace gradstep {
 namespace lbfgs_loop {
 
-constexpr double kEps = std::numeric_limits<double>::epsilon();  // curvature.EPS
-constexpr double kC1 = 1e-4, kC2 = 0.9;                            // curvature.WOLFE_C1, _C2
-constexpr int kMaxEvals = 25;                                      // strong_wolfe's max_evals
-constexpr double kStallTolFactor = 1e3;                            // driver.STALL_TOL_FACTOR
+using curvature::dot;
+using curvature::kEps;
+using curvature::negligible;
+using curvature::rounding;
+constexpr double kC1 = 1e-4, kC2 = 0.9;  // curvature.WOLFE_C1, _C2
+constexpr int kMaxEvals = 25;            // strong_wolfe's max_evals
 
 // The memory of the run between calls, in curvature._Pairs' layout (Python-owned arrays):
 // R = m + 1 slots, memory (2R, D) with s vectors in rows [0, R) and y vectors in [R, 2R),
@@ -43,28 +46,6 @@ struct Memory {
   std::int64_t* ints = nullptr;  // head, count, first
   std::ptrdiff_t m = 0;          // pairs kept (R = m + 1 slots)
 };
-
-// a.b with 8 partial sums (entry j in sum j % 8), added pairwise: near the optimum the line
-// search decides on slopes g.d of a few ulp of their terms, and a single running sum (error
-// growing with n) made it stall where the reference (BLAS ddot, 16 partial sums) went on.
-inline double dot(const double* a, const double* b, std::ptrdiff_t n) {
-  double s[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-  std::ptrdiff_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    for (int r = 0; r < 8; ++r) s[r] += a[j + r] * b[j + r];
-  }
-  for (int r = 0; j < n; ++j, ++r) s[r] += a[j] * b[j];
-  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-}
-
-// curvature._negligible: a step too small to change p in floating point.
-inline bool negligible(const std::vector<double>& step, const double* p) {
-  const auto D = static_cast<std::ptrdiff_t>(step.size());
-  return std::sqrt(dot(step.data(), step.data(), D)) <=
-         4.0 * kEps * (1.0 + std::sqrt(dot(p, p, D)));
-}
-
-inline double rounding(double f0) { return 1e-10 * std::fabs(f0); }  // curvature._rounding
 
 // curvature._cubic_min; false for its None.
 inline bool cubic_min(double a, double fa, double ga, double b, double fb, double gb, double* x) {
@@ -145,11 +126,7 @@ class Run {
     step(found, found.f, found.g.data());
   }
 
-  // driver._handle's Stall: converged when the residual is within a factor of tol.
-  void stall(const double* residual) {
-    const bool close_enough = detail::max_abs(residual, D_) <= kStallTolFactor * spec_.tol;
-    st_.status[0] = close_enough ? kConverged : kStalled;
-  }
+  void stall(const double* residual) { curvature::stall(spec_, st_, residual, D_); }
 
   // LBFGS._owlqn's loop body (Andrew and Gao 2007), then driver._handle's Step or Stall: the
   // two-loop recursion on the pseudo-gradient pg (penalty.l1_residual), the direction kept where
@@ -279,33 +256,10 @@ class Run {
     }
   }
 
-  // driver._handle's Step: the divergence test, then the new point, its history entry and the
-  // stop test. objective: the loss with the L1 term (without one, found.f); residual: what the
-  // stop test and the history see (without an L1 term, the gradient).
+  // driver._handle's Step (curvature::take_step) to the trial found.
   void step(const Trial& found, double objective, const double* residual) {
-    const double* q = found.q.data();
-    const double* gq = found.g.data();
-    if (detail::weights_diverged(q, D_) || !std::isfinite(objective) ||
-        !detail::all_finite(gq, D_) || objective > detail::loss_limit(st_, 0)) {
-      st_.status[0] = kDiverged;  // st.P keeps the last good weights
-      return;
-    }
-    const double step_norm = detail::distance(q, st_.P, D_);
-    std::copy(q, q + D_, st_.P);
-    st_.loss[0] = objective;
-    std::copy(gq, gq + D_, st_.grad);
-    st_.n_iter[0] += 1;
-    st_.t[0] += 1;
-    detail::record(spec_, st_, 1, 0, D_, objective, detail::norm2(residual, D_), step_norm,
-                   found.t);
-    if (spec_.record_history && st_.n_iter[0] < st_.history_len) {
-      st_.history[kHPasses * st_.history_len + st_.n_iter[0]] = passes_[0];
-    }
-    if (detail::max_abs(residual, D_) <= spec_.tol) {
-      st_.status[0] = kConverged;
-    } else if (st_.n_iter[0] >= spec_.max_iter) {
-      st_.status[0] = kMaxIter;
-    }
+    curvature::take_step(spec_, st_, passes_[0], D_, found.q.data(), found.g.data(), found.t,
+                         objective, residual);
   }
 
   // One pass at p + t d: the trial's point, loss and gradient.

@@ -13,7 +13,7 @@ import numpy as np
 from .. import _core  # an ImportError here tells the registry the core was not built
 from .._validate import cpu_count
 
-__all__ = ["RUN_TAKES_L1", "hessp", "lbfgs_run", "loss_grad", "run"]
+__all__ = ["RUN_TAKES_L1", "curvature_run", "hessp", "loss_grad", "run"]
 
 # run takes fits with an L1 term (spec.l1, spec.penalized): a proximal step after each update
 RUN_TAKES_L1 = True
@@ -22,8 +22,8 @@ _LOSS_GRAD = {np.dtype(np.float32): _core.loss_grad_float32,
               np.dtype(np.float64): _core.loss_grad_float64}
 _HESSP = {np.dtype(np.float32): _core.hessp_float32, np.dtype(np.float64): _core.hessp_float64}
 _RUN = {np.dtype(np.float32): _core.run_float32, np.dtype(np.float64): _core.run_float64}
-_LBFGS = {np.dtype(np.float32): _core.lbfgs_run_float32,
-          np.dtype(np.float64): _core.lbfgs_run_float64}
+_CURVATURE = {np.dtype(np.float32): _core.curvature_run_float32,
+              np.dtype(np.float64): _core.curvature_run_float64}
 _NO_DENOMINATOR = np.empty(0, dtype=np.float64)
 _NO_DENOMINATOR.flags.writeable = False
 
@@ -55,11 +55,10 @@ def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
     _pick(_RUN, X)(X, Y, SW, spec, state, int(n_steps), _threads(n_threads))
 
 
-def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps,
-              penalized) -> None:
-    """Up to n_steps iterations of the fit's single lbfgs run on oracle's X (lbfgs_loop.hpp;
-    driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls; with
-    spec.l1 > 0, OWL-QN over the parameters ``penalized`` (uint8 (D,)) marks)."""
-    _pick(_LBFGS, oracle.X)(oracle.X, oracle.Y, oracle.SW, spec, state, memory, rho, gamma, ints,
-                            float(lr), int(m), passes, int(n_steps), _threads(oracle.n_threads),
-                            penalized)
+def curvature_run(oracle, spec, state, loop, n_steps) -> None:
+    """Up to n_steps iterations of the fit's single lbfgs, armijo or bb run (``loop.kind``) on
+    oracle's X (lbfgs_loop.hpp, backtrack_loop.hpp; ``loop`` is the
+    driver.CompiledCurvatureDriver that holds the run's arrays between calls; with spec.l1 > 0,
+    OWL-QN or armijo's proximal steps over the parameters ``spec.penalized`` marks)."""
+    _pick(_CURVATURE, oracle.X)(oracle.X, oracle.Y, oracle.SW, spec, state, loop, int(n_steps),
+                                _threads(oracle.n_threads))

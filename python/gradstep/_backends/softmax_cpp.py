@@ -18,7 +18,7 @@ import numpy as np
 from .. import _core
 from .sparse_cpp import _denominator, _f64, _matrix, _params, _per_run, _threads
 
-__all__ = ["CHECKS_ROWS", "hessp", "lbfgs_run", "loss_grad"]
+__all__ = ["CHECKS_ROWS", "curvature_run", "hessp", "loss_grad"]
 
 # loss_grad and hessp take check_rows=True (sparse_cpp.CHECKS_ROWS): a matrix whose structure is
 # not proven is checked row by row just before the kernel reads by its indices
@@ -26,13 +26,13 @@ CHECKS_ROWS = True
 
 
 _DENSE = {np.dtype(np.float32): (_core.softmax_loss_grad_float32, _core.softmax_hessp_float32,
-                                 _core.softmax_lbfgs_run_float32),
+                                 _core.softmax_curvature_run_float32),
           np.dtype(np.float64): (_core.softmax_loss_grad_float64, _core.softmax_hessp_float64,
-                                 _core.softmax_lbfgs_run_float64)}
+                                 _core.softmax_curvature_run_float64)}
 
 
 def _dense(X, which: int):
-    """The dense kernel (0: loss_grad, 1: hessp, 2: lbfgs_run) for X's dtype; X as the oracle
+    """The dense kernel (0: loss_grad, 1: hessp, 2: curvature_run) for X's dtype; X as the oracle
     checked it."""
     if X.dtype not in _DENSE or not X.flags.c_contiguous:
         raise ValueError(f"X must be a C-contiguous float32 or float64 array, got {X.dtype}")
@@ -63,18 +63,15 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None, *, n_classes, check_rows=F
     return _dense(X, 1)(X, *args)
 
 
-def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps,
-              penalized) -> None:
-    """Up to n_steps iterations of the fit's single lbfgs run on oracle's X (lbfgs_loop.hpp;
-    driver.CompiledLBFGSDriver holds memory, rho, gamma, ints and passes between calls; with
-    spec.l1 > 0, OWL-QN over ``penalized``); a CSR X's structure must be proven (the loop reads
-    by its indices unchecked)."""
+def curvature_run(oracle, spec, state, loop, n_steps) -> None:
+    """Up to n_steps iterations of the fit's single lbfgs, armijo or bb run on oracle's X (see
+    cpp.curvature_run); a CSR X's structure must be proven (the loop reads by its indices
+    unchecked)."""
     X = oracle.X
     args: tuple[Any, ...] = (
-        np.ascontiguousarray(oracle.labels, dtype=np.int64), _f64(oracle.SW), spec, state, memory,
-        rho, gamma, ints, float(lr), int(m), passes, int(n_steps), _threads(oracle.n_threads),
-        int(oracle.n_classes), penalized)
+        np.ascontiguousarray(oracle.labels, dtype=np.int64), _f64(oracle.SW), spec, state, loop,
+        int(n_steps), _threads(oracle.n_threads), int(oracle.n_classes))
     if hasattr(X, "indptr"):
-        _core.csr_softmax_lbfgs_run(*_matrix(X), *args)
+        _core.csr_softmax_curvature_run(*_matrix(X), *args)
     else:
         _dense(X, 2)(X, *args)

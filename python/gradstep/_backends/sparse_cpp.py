@@ -20,7 +20,7 @@ import numpy as np
 from .. import _core  # an ImportError here tells gradstep.sparse the C++ kernels are missing
 from .._validate import cpu_count
 
-__all__ = ["CHECKS_ROWS", "RUN_TAKES_L1", "hessp", "lbfgs_run", "loss_grad", "run",
+__all__ = ["CHECKS_ROWS", "RUN_TAKES_L1", "curvature_run", "hessp", "loss_grad", "run",
            "structure_error"]
 
 # run takes fits with an L1 term (cpp.RUN_TAKES_L1)
@@ -101,14 +101,12 @@ def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
     _core.csr_run(*_matrix(X), _f64(Y), _f64(SW), spec, state, int(n_steps), _threads(n_threads))
 
 
-def lbfgs_run(oracle, spec, state, memory, rho, gamma, ints, lr, m, passes, n_steps,
-              penalized) -> None:
-    """Up to n_steps iterations of the fit's single lbfgs run on oracle's CSR X, as
-    ``cpp.lbfgs_run`` does on a dense one. X's structure must be proven
+def curvature_run(oracle, spec, state, loop, n_steps) -> None:
+    """Up to n_steps iterations of the fit's single lbfgs, armijo or bb run on oracle's CSR X,
+    as ``cpp.curvature_run`` does on a dense one. X's structure must be proven
     (``CSROracle.structure_proven``): the loop reads by its indices unchecked."""
-    _core.csr_lbfgs_run(*_matrix(oracle.X), _f64(oracle.Y), _f64(oracle.SW), spec, state, memory,
-                        rho, gamma, ints, float(lr), int(m), passes, int(n_steps),
-                        _threads(oracle.n_threads), penalized)
+    _core.csr_curvature_run(*_matrix(oracle.X), _f64(oracle.Y), _f64(oracle.SW), spec, state,
+                            loop, int(n_steps), _threads(oracle.n_threads))
 
 
 def hessp(X, SW, P, V, alpha, active, n_threads=None, *, check_rows=False):
