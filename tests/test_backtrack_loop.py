@@ -1,6 +1,6 @@
-"""The compiled armijo and bb loops (backtrack_loop.hpp, driver.CompiledCurvatureDriver) against
-the reference driver they replace for a single run on a dense or CSR X with the C++ backend:
-the same iterations, passes, statuses and history, iterates equal to rounding."""
+"""The compiled armijo, bb and newton loops (backtrack_loop.hpp, driver.CompiledCurvatureDriver)
+against the reference driver they replace for a single run on a dense or CSR X with the C++
+backend: the same iterations, passes, statuses and history, iterates equal to rounding."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ RULES = {
     "bb": gs.BB(),  # lr=None: the probe pass
     "bb short": gs.BB(variant="short", window=3, lr=0.5),
     "bb alternate": gs.BB(variant="alternate", window=1),
+    "newton": gs.Newton(),
+    "newton truncated": gs.Newton(cg_tol=0.5, max_cg=3, lr=0.8),
 }
 
 
@@ -71,7 +73,7 @@ def test_loop_follows_the_reference(monkeypatch, name, data):
     _assert_same_run(_one(a), _one(b), coef_atol=1e-6)
 
 
-@pytest.mark.parametrize("rule", ["armijo", "bb"])
+@pytest.mark.parametrize("rule", ["armijo", "bb", "newton"])
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_weights_and_no_intercept(monkeypatch, rule, fit_intercept):
     X, y = make_data(n=300, d=6, seed=9)
@@ -107,13 +109,14 @@ def test_proximal_armijo_follows_the_reference(monkeypatch, data, l1_ratio):
     _assert_same_run(a, b, coef_atol=1e-7)
 
 
-@pytest.mark.parametrize("rule", ["armijo", "bb"])
+@pytest.mark.parametrize("rule", ["armijo", "bb", "newton"])
 def test_max_iter_reference_distance_and_the_stall_end_as_the_reference(monkeypatch, rule):
     X, y = make_data(n=300, d=6, seed=5)
     ref = np.ones(7)
-    a = _fit(X, y, rule, False, monkeypatch, alpha=0.0, max_iter=5, reference=ref)
-    b = _fit(X, y, rule, True, monkeypatch, alpha=0.0, max_iter=5, reference=ref)
-    assert b.status == "max_iter" and b.n_iter == 5
+    max_iter = 2 if rule == "newton" else 5  # newton converges in a few
+    a = _fit(X, y, rule, False, monkeypatch, alpha=0.0, max_iter=max_iter, reference=ref)
+    b = _fit(X, y, rule, True, monkeypatch, alpha=0.0, max_iter=max_iter, reference=ref)
+    assert b.status == "max_iter" and b.n_iter == max_iter
     _assert_same_run(a, b, coef_atol=1e-9)
     np.testing.assert_allclose(b.history.distance, a.history.distance, rtol=1e-9)
     # a tol below rounding: bb's line search stalls at the optimum (converged or stalled, as the
@@ -122,12 +125,13 @@ def test_max_iter_reference_distance_and_the_stall_end_as_the_reference(monkeypa
         warnings.simplefilter("ignore", gs.StallWarning)
         a = _fit(X, y, rule, False, monkeypatch, alpha=1e-1, tol=1e-300, max_iter=3000)
         b = _fit(X, y, rule, True, monkeypatch, alpha=1e-1, tol=1e-300, max_iter=3000)
-    assert b.status in (("converged", "stalled") if rule == "bb" else ("max_iter",))
+    assert b.status in (("max_iter",) if rule == "armijo" else ("converged", "stalled"))
     assert b.status == a.status
     np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("rule", [gs.Armijo(), gs.BB(window=4), gs.Armijo(grow=3.0)])
+@pytest.mark.parametrize("rule", [gs.Armijo(), gs.BB(window=4), gs.Armijo(grow=3.0),
+                                  gs.Newton(max_cg=2)])
 def test_one_iteration_at_a_time_gives_the_same_bits(monkeypatch, rule):
     """A monitor makes the fit call the loop one iteration at a time: the state kept between
     calls (the next first trial, bb's window and step count, the smooth loss) must make that
@@ -155,6 +159,7 @@ def test_the_loop_runs_only_where_it_applies(monkeypatch):
     used = lambda *a, **kw: _driver_used(monkeypatch, *a, max_iter=3, **kw)  # noqa: E731
     assert used(X, y, "armijo", backend="cpp") == "CompiledCurvatureDriver"
     assert used(sp.csr_matrix(X), y, "bb", backend="cpp") == "CompiledCurvatureDriver"
+    assert used(X, y, "newton", backend="cpp") == "CompiledCurvatureDriver"
     assert used(X, y, "armijo", backend="numpy") == "ReferenceDriver"
     assert used(X, y, "armijo", backend="numba") == "ReferenceDriver"
 

@@ -263,7 +263,7 @@ def test_the_loop_runs_only_where_it_applies(monkeypatch):
     assert used(sp.csr_matrix(X), y, "lbfgs", backend="cpp") == "CompiledCurvatureDriver"
     assert used(sp.csr_matrix(X), y % 2 + (X[:, 0] > 1), "lbfgs", backend="cpp",
                 loss="multinomial") == "CompiledCurvatureDriver"
-    assert used(X, y, "newton", backend="cpp") == "ReferenceDriver"
+    assert used(X, y, "newton", backend="numba") == "ReferenceDriver"
     if gs.backends()["numba"]:
         assert used(X, y, "lbfgs", backend="numba") == "ReferenceDriver"
 
@@ -307,10 +307,13 @@ def test_bad_loop_arrays_are_refused_before_any_work(monkeypatch):
         loop = lbfgs()
         del loop.rho
         run(loop)
-    armijo = dict(kind="armijo", params=np.array([0.0, 1.0, 1e-4, 0.5, 2.0, 0.0, 1.0]),
+    armijo = dict(kind="armijo", params=np.array([0.0, 1.0, 1e-4, 0.5, 2.0, 0.0, 1.0, 0.1, 1]),
                   reals=np.zeros(3), ints=np.zeros(4, np.int64), passes=np.ones(1))
     with pytest.raises(ValueError, match="loop.params must hold"):
-        run(types.SimpleNamespace(**dict(armijo, params=np.array([0, 1.0, 2.0, 0.5, 2, 0, 1]))))
+        c1_too_large = np.array([0, 1.0, 2.0, 0.5, 2, 0, 1, 0.1, 1])
+        run(types.SimpleNamespace(**dict(armijo, params=c1_too_large)))
+    with pytest.raises(ValueError, match="loop.params must have shape"):
+        run(types.SimpleNamespace(**dict(armijo, params=np.ones(7))))
     with pytest.raises(ValueError, match="loop.reals must have shape"):
         run(types.SimpleNamespace(**dict(armijo, reals=np.zeros(2))))
     result["spec"].penalized = np.zeros(0, np.uint8)

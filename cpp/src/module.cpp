@@ -479,13 +479,13 @@ struct CurvatureArgs {
   double l1 = 0.0;                 // spec.l1's one entry (0 when empty): OWL-QN or ISTA when > 0
   gradstep::RunSpec spec;
   gradstep::FitState st;
-  bool lbfgs = true;  // loop.kind "lbfgs"; else "armijo" or "bb" (backtrack_loop.hpp)
+  bool lbfgs = true;  // loop.kind "lbfgs"; else "armijo", "bb" or "newton" (backtrack_loop.hpp)
   // lbfgs: the pairs (lbfgs_loop::Memory) and the first trial step of later iterations
   carray<double> memory, rho, gamma;
   carray<std::int64_t> ints;
   gradstep::lbfgs_loop::Memory mem;
   double lr = 1.0;
-  // armijo, bb: the rule's constants and the run's state between calls
+  // armijo, bb, newton: the rule's constants and the run's state between calls
   carray<double> params, reals;
   gradstep::backtrack_loop::Rule rule;
   gradstep::backtrack_loop::Memory bt;
@@ -515,22 +515,28 @@ void lbfgs_loop_args(const py::object& loop_obj, CurvatureArgs& a, ssize_t D) {
   a.mem.m = m;
 }
 
-// loop.kind "armijo" / "bb": params (backtrack_loop::kParams,), reals (kReals + window,),
-// ints (kInts,).
-void backtrack_loop_args(const py::object& loop_obj, CurvatureArgs& a, bool bb) {
+// loop.kind "armijo", "bb" or "newton": params (backtrack_loop::kParams,), reals
+// (kReals + window,), ints (kInts,).
+void backtrack_loop_args(const py::object& loop_obj, CurvatureArgs& a, const std::string& kind) {
   namespace bt = gradstep::backtrack_loop;
   const std::string L = "loop";
   a.params = array_attribute<double>(loop_obj, L, "params");
   require_shape(a.params, "loop.params", {bt::kParams});
   const double* q = a.params.data();
   bt::Rule& r = a.rule;
+  const bool bb = kind == "bb";
   r.bb = bb;
+  r.newton = kind == "newton";
   r.lr = q[1];
   r.c1 = q[2];
   r.shrink = q[3];
   r.grow = q[4];
   r.variant = static_cast<int>(q[5]);
   r.window = static_cast<std::int64_t>(q[6]);
+  r.cg_tol = q[7];
+  r.max_cg = static_cast<std::int64_t>(q[8]);
+  require(r.cg_tol > 0.0 && r.cg_tol < 1.0 && r.max_cg >= 1,
+          "loop.params must hold newton's cg_tol in (0, 1) and max_cg >= 1");
   require((std::isnan(r.lr) ? bb : r.lr > 0.0) && r.c1 > 0.0 && r.c1 < 1.0 && r.shrink > 0.0 &&
               r.shrink < 1.0 && r.grow >= 1.0 && r.variant >= 0 && r.variant <= 2 &&
               r.window >= 1,
@@ -552,8 +558,8 @@ CurvatureArgs curvature_args(const py::object& spec_obj, const py::object& state
   const std::string S = "spec";
   CurvatureArgs a;
   const auto kind = scalar_attribute<std::string>(loop_obj, "loop", "kind", "a str");
-  require(kind == "lbfgs" || kind == "armijo" || kind == "bb",
-          "loop.kind must be 'lbfgs', 'armijo' or 'bb', got '" + kind + "'");
+  require(kind == "lbfgs" || kind == "armijo" || kind == "bb" || kind == "newton",
+          "loop.kind must be 'lbfgs', 'armijo', 'bb' or 'newton', got '" + kind + "'");
   a.lbfgs = kind == "lbfgs";
   a.l1_array = array_attribute<double>(spec_obj, S, "l1");
   require(a.l1_array.ndim() == 1 && a.l1_array.shape(0) <= 1,
@@ -561,7 +567,8 @@ CurvatureArgs curvature_args(const py::object& spec_obj, const py::object& state
   a.l1 = a.l1_array.shape(0) ? a.l1_array.data()[0] : 0.0;
   require(std::isfinite(a.l1) && a.l1 >= 0.0,
           "spec.l1 must be finite and >= 0, got " + std::to_string(a.l1));
-  require(a.l1 == 0.0 || kind != "bb", "bb takes no L1 term (spec.l1 must be 0)");
+  require(a.l1 == 0.0 || kind == "lbfgs" || kind == "armijo",
+          kind + " takes no L1 term (spec.l1 must be 0)");
   a.penalized = array_attribute<std::uint8_t>(spec_obj, S, "penalized");
   if (a.l1 > 0.0) require_shape(a.penalized, "spec.penalized", {D});
   const bool has_reference =
@@ -576,7 +583,7 @@ CurvatureArgs curvature_args(const py::object& spec_obj, const py::object& state
   if (a.lbfgs) {
     lbfgs_loop_args(loop_obj, a, D);
   } else {
-    backtrack_loop_args(loop_obj, a, kind == "bb");
+    backtrack_loop_args(loop_obj, a, kind);
   }
 
   a.spec.alpha = a.alpha.data();
@@ -590,17 +597,19 @@ CurvatureArgs curvature_args(const py::object& spec_obj, const py::object& state
 }
 
 // Up to n_steps iterations of the compiled loop of loop.kind for one run over oracle
-// (p, g) -> loss.
-template <class Oracle>
-void iterate_curvature(CurvatureArgs& a, Oracle& oracle, ssize_t D, std::int64_t n_steps) {
+// (p, g) -> loss and hessp (p, v, hv) (newton's).
+template <class Oracle, class Hessp>
+void iterate_curvature(CurvatureArgs& a, Oracle& oracle, Hessp& hessp, ssize_t D,
+                       std::int64_t n_steps) {
   const std::uint8_t* penalized = a.l1 > 0.0 ? a.penalized.data() : nullptr;
   if (a.lbfgs) {
     gradstep::lbfgs_loop::Run<Oracle> run(oracle, a.spec, a.st, a.mem, a.lr,
                                           a.passes.mutable_data(), D, a.l1, penalized);
     run.iterate(n_steps);
   } else {
-    gradstep::backtrack_loop::Run<Oracle> run(oracle, a.spec, a.st, a.rule, a.bt,
-                                              a.passes.mutable_data(), D, a.l1, penalized);
+    gradstep::backtrack_loop::Run<Oracle, Hessp> run(oracle, hessp, a.spec, a.st, a.rule, a.bt,
+                                                     a.passes.mutable_data(), D, a.l1,
+                                                     penalized);
     run.iterate(n_steps);
   }
 }
@@ -619,7 +628,12 @@ void iterate_binary_curvature(CurvatureArgs& a, Engine& engine, ssize_t D, std::
     if (!fit_intercept) g[D - 1] = 0.0;
     return loss;
   };
-  iterate_curvature(a, oracle, D, n_steps);
+  auto hessp = [&](const double* p, const double* v, double* hv) {
+    const std::uint8_t active = 1;
+    engine.hessp(p, v, alpha, &active, n_threads, hv);
+    if (!fit_intercept) hv[D - 1] = 0.0;
+  };
+  iterate_curvature(a, oracle, hessp, D, n_steps);
 }
 
 // Binary logistic loss, one run: X (n, d), Y (n, 1), SW (n, 0 or 1).
@@ -668,7 +682,14 @@ void softmax_curvature_run(const carray<T>& X, const carray<std::int64_t>& label
     }
     return loss;
   };
-  iterate_curvature(a, oracle, D, n_steps);
+  auto hessp = [&](const double* p, const double* v, double* hv) {
+    const std::uint8_t active = 1;
+    engine.hessp(p, v, alpha, &active, n_threads, hv);
+    if (!fit_intercept) {  // v's intercepts are 0 already: CG starts from -g
+      for (ssize_t c = 0; c < n_classes; ++c) hv[c * (d + 1) + d] = 0.0;
+    }
+  };
+  iterate_curvature(a, oracle, hessp, D, n_steps);
 }
 
 template <class T>
@@ -1049,7 +1070,13 @@ void csr_softmax_curvature_run(const py::array& data, const py::array& indices,
       for (const double l : class_loss) loss += l;
       return loss;
     };
-    iterate_curvature(a, oracle, D, n_steps);
+    auto hessp = [&](const double* p, const double* v, double* hv) {
+      engine.hessp(p, v, alpha.data(), active.data(), n_threads, hv);
+      if (!fit_intercept) {  // v's intercepts are 0 already: CG starts from -g
+        for (ssize_t c = 0; c < C; ++c) hv[c * (d + 1) + d] = 0.0;
+      }
+    };
+    iterate_curvature(a, oracle, hessp, D, n_steps);
   });
 }
 

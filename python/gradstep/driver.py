@@ -12,13 +12,13 @@ divergence and history. The kinds:
   in-memory oracle (dense, or CSR with a proven structure); it follows the reference step for
   step (to ~1e-15).
 - ``CompiledCurvatureDriver``: the C++ loops (``module.curvature_run``: lbfgs_loop.hpp,
-  backtrack_loop.hpp) for ONE lbfgs, armijo or bb run on an in-memory oracle of the C++ backend
-  (dense or CSR, binary or multinomial; lbfgs with an L1 term OWL-QN, armijo proximal steps):
-  the reference's rounds for that run, line search included, without Python in between; it
-  follows the reference iteration for iteration, to rounding.
+  backtrack_loop.hpp) for ONE lbfgs, armijo, bb or newton run on an in-memory oracle of the C++
+  backend (dense or CSR, binary or multinomial; lbfgs with an L1 term OWL-QN, armijo proximal
+  steps): the reference's rounds for that run, line search included, without Python in
+  between; it follows the reference iteration for iteration, to rounding.
 - ``SplitDriver``: on a small X, the runs of a fit split by the driver each would get alone
-  (the compiled loop's first-order runs together, each lbfgs, armijo or bb run in its compiled
-  loop, the rest in the reference rounds), one group after another: a pass costs less than the
+  (the compiled loop's first-order runs together, each curvature run in its compiled loop, the
+  rest in the reference rounds), one group after another: a pass costs less than the
   Python round around it.
 
 ``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
@@ -67,7 +67,7 @@ from ._backends.state import (
 )
 from .oracle import DenseOracle
 from .penalty import l1_norms, l1_residual, penalized_columns, soft_threshold
-from .rules import BB, LBFGS, Armijo, StepRule
+from .rules import BB, LBFGS, Armijo, Newton, StepRule
 from .rules.curvature import Grad, HessP, LBFGSRuns, Stall, Step
 
 # A run whose line search cannot move is "converged" when its gradient is within this factor of
@@ -512,11 +512,12 @@ class CompiledDriver:
 
 
 class CompiledCurvatureDriver:
-    """One lbfgs, armijo or bb run (lbfgs: OWL-QN with an L1 term; armijo: proximal steps),
+    """One lbfgs, armijo, bb or newton run (lbfgs: OWL-QN with an L1 term; armijo: proximal
+    steps),
     full batch, on an in-memory oracle (dense or CSR) whose backend has the compiled loops
     (``module.curvature_run``: lbfgs_loop.hpp, backtrack_loop.hpp). The run's state between
     calls lives here, where the loop reads it (as ``loop``): its ``kind``, lbfgs's memory in
-    _Pairs' layout, or armijo's and bb's constants (``params``) and state (``reals``, ``ints``)
+    _Pairs' layout, or the other rules' constants (``params``) and state (``reals``, ``ints``)
     in backtrack_loop.hpp's. ``run(n)`` does up to n iterations (the reference's ``run(n)``: n
     rounds of one pass each)."""
 
@@ -532,16 +533,20 @@ class CompiledCurvatureDriver:
             self.gamma = np.ones(1)
             self.ints = np.array([0, 0, 1], dtype=np.int64)  # free slot, pairs kept, first
             return
-        bb = isinstance(rule, BB)
-        self.kind = "bb" if bb else "armijo"
         window = rule.window if isinstance(rule, BB) else 1
         lr = math.nan if rule.lr is None else float(rule.lr)  # bb's NaN: its probe
+        # backtrack_loop.hpp's Rule: kind, lr, c1, shrink, grow, variant, window, cg_tol, max_cg
         if isinstance(rule, BB):
+            self.kind = "bb"
             self.params = np.array([1.0, lr, rule.c1, 0.5, 1.0, _BB_VARIANTS.index(rule.variant),
-                                    window])
+                                    window, 0.1, 1.0])
+        elif isinstance(rule, Newton):  # its _backtrack: c1 = 1e-4, halving
+            self.kind = "newton"
+            self.params = np.array([2.0, lr, 1e-4, 0.5, 1.0, 0.0, 1.0, rule.cg_tol, rule.max_cg])
         else:
             assert isinstance(rule, Armijo)
-            self.params = np.array([0.0, lr, rule.c1, rule.shrink, rule.grow, 0.0, 1.0])
+            self.kind = "armijo"
+            self.params = np.array([0.0, lr, rule.c1, rule.shrink, rule.grow, 0.0, 1.0, 0.1, 1.0])
         self.reals = np.zeros(2 + window)  # t, the smooth loss, bb's last losses
         self.ints = np.zeros(4, dtype=np.int64)  # started, bb's steps, losses kept, next slot
 
@@ -555,14 +560,14 @@ class CompiledCurvatureDriver:
 _BB_VARIANTS = ("long", "short", "alternate")
 # the rules with a compiled loop of their own (CompiledCurvatureDriver); exactly these classes:
 # a subclass may change what iterate does
-_COMPILED_CURVATURE = (LBFGS, Armijo, BB)
+_COMPILED_CURVATURE = (LBFGS, Armijo, BB, Newton)
 
 
 class SplitDriver:
     """The runs of a fit on a small in-memory X split by the driver that would run them alone,
     each group advanced in turn by its own driver over its rows of the state: the first-order
     runs with a compiled version together in the compiled loop (CompiledDriver), each lbfgs,
-    armijo or bb run in its compiled loop (CompiledCurvatureDriver), the rest (newton; rules or
+    armijo, bb or newton run in its compiled loop (CompiledCurvatureDriver), the rest (rules or
     oracles without a compiled loop) together in the reference driver's rounds. On a small X a
     pass costs less than the Python round around it, so sharing passes buys nothing:
     GDClassifierCV(l1_ratio=1) on breast cancer ran 8,962 rounds, 15 s under the profiler, 1.5 s
@@ -694,7 +699,7 @@ def _compiled_loop(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
 
 
 def _compiled_curvature(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> bool:
-    """Whether CompiledCurvatureDriver runs this fit: one lbfgs, armijo or bb run, full batch,
+    """Whether CompiledCurvatureDriver runs this fit: one curvature run, full batch,
     on an oracle with the compiled loops (_has_compiled_curvature)."""
     return (len(rules) == 1 and type(rules[0]) in _COMPILED_CURVATURE and not spec.batch_size
             and _has_compiled_curvature(oracle))
@@ -710,7 +715,7 @@ def _split(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> list[np.ndarray
     if (X.nnz if hasattr(X, "indptr") else X.size) > SPLIT_MAX_WORK:
         return None
     l1 = spec.l1_strengths(len(rules))
-    alone: list[list[int]] = []  # each lbfgs, armijo or bb run: its compiled loop
+    alone: list[list[int]] = []  # each curvature run: its compiled loop
     loop: list[int] = []  # first-order runs of the compiled loop
     reference: list[int] = []
     for k, rule in enumerate(rules):

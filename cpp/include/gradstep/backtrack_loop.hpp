@@ -1,12 +1,13 @@
-// One armijo or bb run, its whole fit loop compiled: Armijo.iterate (with an L1 term
+// One armijo, bb or newton run, its whole fit loop compiled: Armijo.iterate (with an L1 term
 // Armijo._proximal, proximal gradient with Beck and Teboulle's backtracking), BB.iterate (its
-// probe for lr=None, the non-monotone window, _bb_step) and their _backtrack
-// (rules/curvature.py), and the reference driver's bookkeeping of a run (curvature_run.hpp),
-// calling the oracle's one-pass kernel directly.
+// probe for lr=None, the non-monotone window, _bb_step), Newton.iterate (its truncated CG over
+// Hessian-vector products, Newton._cg) and their _backtrack (rules/curvature.py), and the
+// reference driver's bookkeeping of a run (curvature_run.hpp), calling the oracle's one-pass
+// kernels directly.
 //
 // Why: on a small problem the Python round around a pass costs several times the pass (breast
 // cancer, 569 x 30: ~55 us of Python around a ~12 us pass), and these rules take many passes:
-// gradstep compare's armijo run there is 997 passes.
+// gradstep compare's armijo run there is 997 passes, its newton run 92.
 //
 // It follows the reference iteration for iteration and pass for pass, its iterates equal to
 // rounding (its dot products are curvature::dot's, not NumPy's BLAS ddot); near the optimum a
@@ -27,19 +28,23 @@ namespace backtrack_loop {
 
 using curvature::dot;
 
-// The rule's constants (rules.curvature.Armijo's or BB's fields), in driver.CompiledBacktrack-
-// Driver's params array: kind (0 armijo, 1 bb), lr (bb: NaN for lr=None, the probe), c1,
-// shrink, grow (armijo), variant (bb: 0 long, 1 short, 2 alternate), window (bb).
+// The rule's constants (rules.curvature.Armijo's, BB's or Newton's fields), in
+// driver.CompiledCurvatureDriver's params array: kind (0 armijo, 1 bb, 2 newton), lr (bb: NaN
+// for lr=None, the probe), c1, shrink, grow (armijo), variant (bb: 0 long, 1 short,
+// 2 alternate), window (bb), cg_tol, max_cg (newton).
 struct Rule {
   bool bb = false;
+  bool newton = false;
   double lr = 1.0;
   double c1 = 1e-4;
   double shrink = 0.5;
   double grow = 2.0;
   int variant = 0;
   std::int64_t window = 10;
+  double cg_tol = 0.1;
+  std::int64_t max_cg = 50;
 };
-constexpr std::ptrdiff_t kParams = 7;
+constexpr std::ptrdiff_t kParams = 9;
 constexpr int kLong = 0, kAlternate = 2;
 
 // The run's state between calls (Python-owned arrays): reals [0] the next first trial step t,
@@ -52,16 +57,19 @@ struct Memory {
 };
 constexpr std::ptrdiff_t kReals = 2, kInts = 4;
 
-template <class Oracle>
+// oracle(p, g) returns the loss at p and writes its gradient; hessp(p, v, hv) writes the
+// Hessian at p times v (newton); each call is one pass.
+template <class Oracle, class Hessp>
 class Run {
  public:
   // l1 > 0 (armijo only): the proximal steps on loss + l1 ||w||_1 over the parameters penalized
   // marks; st.loss then holds that objective and st.grad the smooth gradient.
-  Run(Oracle& oracle, const RunSpec& spec, FitState& st, const Rule& rule, Memory mem,
-      double* passes, std::ptrdiff_t D, double l1 = 0.0,
+  Run(Oracle& oracle, Hessp& hessp, const RunSpec& spec, FitState& st, const Rule& rule,
+      Memory mem, double* passes, std::ptrdiff_t D, double l1 = 0.0,
       const std::uint8_t* penalized = nullptr)
-      : oracle_(oracle), spec_(spec), st_(st), rule_(rule), mem_(mem), passes_(passes), D_(D),
-        l1_(l1), penalized_(penalized), q_(size()), gq_(size()), step_(size()) {}
+      : oracle_(oracle), hessp_(hessp), spec_(spec), st_(st), rule_(rule), mem_(mem),
+        passes_(passes), D_(D), l1_(l1), penalized_(penalized), q_(size()), gq_(size()),
+        step_(size()), d_(size()) {}
 
   // Up to n_steps iterations of run 0 while it is running (bb's probe, at the start, is no
   // iteration: it only sets the first step).
@@ -70,6 +78,8 @@ class Run {
     for (std::int64_t i = 0; i < n_steps && st_.status[0] == kRunning; ++i) {
       if (l1_ > 0.0) {
         proximal_iteration();
+      } else if (rule_.newton) {
+        newton_iteration();
       } else {
         iteration();
       }
@@ -111,28 +121,15 @@ class Run {
 
   // _backtrack from st.P along -g, then armijo's next first trial (t grow) or bb's (_bb_step).
   void iteration() {
-    const double* p = st_.P;
     const double* g = st_.grad;
     const double loss = st_.loss[0];
     double f_ref = loss;  // armijo: monotone; bb: the largest of the window's losses
     if (rule_.bb) f_ref = *std::max_element(ring(), ring() + mem_.ints[2]);
-    const double shrink = rule_.bb ? 0.5 : rule_.shrink;
-    const double slope = -dot(g, g, D_);  // g.d with d = -g
-    double t = mem_.reals[0];
-    double fq = 0.0;
-    while (true) {
-      for (std::size_t j = 0; j < size(); ++j) {
-        q_[j] = p[j] + t * -g[j];
-        step_[j] = q_[j] - p[j];
-      }
-      if (curvature::negligible(step_, p)) {
-        curvature::stall(spec_, st_, g, D_);
-        return;
-      }
-      fq = oracle_(q_.data(), gq_.data());
-      passes_[0] += 1.0;
-      if (std::isfinite(fq) && sufficient_decrease(fq, t, f_ref, loss, slope)) break;
-      t *= shrink;
+    for (std::size_t j = 0; j < size(); ++j) d_[j] = -g[j];
+    double t = mem_.reals[0], fq = 0.0;
+    if (!backtrack(f_ref, rule_.c1, rule_.bb ? 0.5 : rule_.shrink, &t, &fq)) {
+      curvature::stall(spec_, st_, g, D_);
+      return;
     }
     double next = t * rule_.grow;
     if (rule_.bb) {  // s = q - p, y = g(q) - g, before the step overwrites p and g
@@ -147,14 +144,85 @@ class Run {
     mem_.reals[0] = next;
   }
 
-  // curvature._sufficient_decrease along d = -g: f <= f_ref + c1 t g.d, or where the loss
+  // Newton.iterate's loop body: the truncated CG direction, then _backtrack along it from lr.
+  void newton_iteration() {
+    const double* g = st_.grad;
+    cg();
+    double t = rule_.lr, fq = 0.0;
+    if (!backtrack(st_.loss[0], 1e-4, 0.5, &t, &fq)) {
+      curvature::stall(spec_, st_, g, D_);
+      return;
+    }
+    curvature::take_step(spec_, st_, passes_[0], D_, q_.data(), gq_.data(), t, fq, gq_.data());
+  }
+
+  // Newton._cg: d_ = truncated CG on H d = -g from d = 0, stopped when ||H d + g|| <=
+  // min(cg_tol, sqrt(||g||)) ||g||, after max_cg products, or on a direction of non-positive
+  // curvature (then -g if it is the first).
+  void cg() {
+    const double* p = st_.P;
+    const double* g = st_.grad;
+    const double gnorm = std::sqrt(dot(g, g, D_));
+    const double target = std::min(rule_.cg_tol, std::sqrt(gnorm)) * gnorm;
+    std::vector<double> r(size()), dir(size()), hv(size());
+    for (std::size_t j = 0; j < size(); ++j) {
+      d_[j] = 0.0;
+      r[j] = -g[j];
+    }
+    dir = r;
+    double rr = dot(r.data(), r.data(), D_);
+    for (std::int64_t j = 0; j < rule_.max_cg; ++j) {
+      hessp_(p, dir.data(), hv.data());
+      passes_[0] += 1.0;
+      const double curvature = dot(dir.data(), hv.data(), D_);
+      if (!(curvature > 0.0)) {
+        if (j == 0) {
+          for (std::size_t u = 0; u < size(); ++u) d_[u] = -g[u];
+        }
+        return;
+      }
+      const double step = rr / curvature;
+      for (std::size_t u = 0; u < size(); ++u) {
+        d_[u] += step * dir[u];
+        r[u] -= step * hv[u];
+      }
+      const double rr_new = dot(r.data(), r.data(), D_);
+      if (std::sqrt(rr_new) <= target) return;
+      for (std::size_t u = 0; u < size(); ++u) dir[u] = r[u] + (rr_new / rr) * dir[u];
+      rr = rr_new;
+    }
+  }
+
+  // curvature._backtrack from st.P along d_ (against f_ref; f0 = st.loss): t shrunk from *t
+  // until the sufficient decrease holds, the trial in q_ and gq_, its loss in *fq; false when
+  // the step becomes negligible. A non-finite trial loss counts as too long.
+  bool backtrack(double f_ref, double c1, double shrink, double* t_io, double* fq) {
+    const double* p = st_.P;
+    const double f0 = st_.loss[0];
+    const double slope = dot(st_.grad, d_.data(), D_);
+    double t = *t_io;
+    while (true) {
+      for (std::size_t j = 0; j < size(); ++j) {
+        q_[j] = p[j] + t * d_[j];
+        step_[j] = q_[j] - p[j];
+      }
+      if (curvature::negligible(step_, p)) return false;
+      *fq = oracle_(q_.data(), gq_.data());
+      passes_[0] += 1.0;
+      if (std::isfinite(*fq) && sufficient_decrease(*fq, t, f_ref, f0, slope, c1)) break;
+      t *= shrink;
+    }
+    *t_io = t;
+    return true;
+  }
+
+  // curvature._sufficient_decrease along d_: f <= f_ref + c1 t g.d, or where the loss
   // difference is lost in rounding, g(q).d <= (1 - 2 c1) |g.d|.
-  bool sufficient_decrease(double f, double t, double f_ref, double f0, double slope) const {
-    if (f <= f_ref + rule_.c1 * t * slope) return true;
-    if (!(f <= f0 + curvature::rounding(f0))) return false;
-    std::vector<double> d(size());
-    for (std::size_t j = 0; j < size(); ++j) d[j] = -st_.grad[j];
-    return dot(gq_.data(), d.data(), D_) <= (1.0 - 2.0 * rule_.c1) * -slope;
+  bool sufficient_decrease(double f, double t, double f_ref, double f0, double slope,
+                           double c1) const {
+    if (f <= f_ref + c1 * t * slope) return true;
+    return f <= f0 + curvature::rounding(f0) &&
+           dot(gq_.data(), d_.data(), D_) <= (1.0 - 2.0 * c1) * -slope;
   }
 
   // _bb_step with s = step_ (q - p), y, after k + 1 steps; t_used when s'y <= 0.
@@ -217,6 +285,7 @@ class Run {
   }
 
   Oracle& oracle_;
+  Hessp& hessp_;
   const RunSpec& spec_;
   FitState& st_;
   Rule rule_;
@@ -225,7 +294,7 @@ class Run {
   std::ptrdiff_t D_;
   double l1_;
   const std::uint8_t* penalized_;
-  std::vector<double> q_, gq_, step_;  // the trial point, its gradient, q - p
+  std::vector<double> q_, gq_, step_, d_;  // the trial point, its gradient, q - p, direction
 };
 
 }  // namespace backtrack_loop
