@@ -513,9 +513,8 @@ class CompiledDriver:
 
 class CompiledCurvatureDriver:
     """One lbfgs, armijo, bb or newton run (lbfgs: OWL-QN with an L1 term; armijo: proximal
-    steps),
-    full batch, on an in-memory oracle (dense or CSR) whose backend has the compiled loops
-    (``module.curvature_run``: lbfgs_loop.hpp, backtrack_loop.hpp). The run's state between
+    steps), full batch, on an in-memory oracle (dense or CSR) whose backend has the compiled
+    loops (``module.curvature_run``: lbfgs_loop.hpp, backtrack_loop.hpp). The run's state between
     calls lives here, where the loop reads it (as ``loop``): its ``kind``, lbfgs's memory in
     _Pairs' layout, or the other rules' constants (``params``) and state (``reals``, ``ints``)
     in backtrack_loop.hpp's. ``run(n)`` does up to n iterations (the reference's ``run(n)``: n
@@ -733,8 +732,8 @@ def _split(oracle: Any, spec: RunSpec, rules: list[StepRule]) -> list[np.ndarray
 def make_driver(oracle: Any, spec: RunSpec, rules: list[StepRule], state: FitState) -> Any:
     """The compiled driver when every rule has a compiled version, the oracle is an
     in-memory one (dense, or CSR whose structure the first pass proved) whose backend has a
-    compiled loop, and (with an L1 term) that loop takes proximal steps; the compiled lbfgs loop
-    for a single lbfgs run (OWL-QN with an L1 term) on such an oracle; on a small X, the runs
+    compiled loop, and (with an L1 term) that loop takes proximal steps; the compiled curvature
+    loop of a single lbfgs, armijo, bb or newton run on such an oracle; on a small X, the runs
     split by the driver each would get alone (SplitDriver); else the reference driver (over the
     same compiled loss_grad kernels)."""
     if _compiled_loop(oracle, spec, rules):
