@@ -25,6 +25,27 @@ def _require(name: str) -> str:
     return name
 
 
+def fit_recording_drivers(monkeypatch, *args, refuse=(), **kw):
+    """(gs.fit(*args, **kw), the class names of the drivers it made): each name in ``refuse``
+    is one of gradstep.driver's choices (_split, _compiled_curvature, ...) made to say no."""
+    from gradstep import api, driver
+
+    made = []
+    real = driver.make_driver
+
+    def spy(*a):
+        d = real(*a)
+        made.append(type(d).__name__)
+        return d
+
+    with monkeypatch.context() as m:
+        m.setattr(api, "make_driver", spy)
+        for choice in refuse:
+            m.setattr(driver, choice, lambda *a: None)
+        result = gs.fit(*args, **kw)
+    return result, made
+
+
 @pytest.fixture(scope="session", params=ALL_BACKENDS)
 def backend(request) -> str:
     """Every backend that ``gs.backends()`` lists as available (the others are skipped)."""

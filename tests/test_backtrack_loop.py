@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import gradstep as gs
-from conftest import _require, make_data
-from gradstep import driver
+from conftest import _require, fit_recording_drivers, make_data
 from test_lbfgs_loop import _assert_same_run, _csr, _driver_used, _iris
 
 
@@ -23,21 +22,9 @@ def _cpp():
 def _fit(X, y, rule, compiled: bool, monkeypatch, **kw):
     """gs.fit of one run of rule (backend cpp) through CompiledCurvatureDriver (which it must
     choose) or, compiled=False, the reference driver."""
-    made = []
-    real = driver.make_driver
-
-    def spy(*args):
-        d = real(*args)
-        made.append(type(d).__name__)
-        return d
-
-    from gradstep import api
-
-    with monkeypatch.context() as m:
-        m.setattr(api, "make_driver", spy)
-        if not compiled:
-            m.setattr(driver, "_compiled_curvature", lambda *args: False)
-        result = gs.fit(X, y, rule, backend="cpp", **kw)
+    result, made = fit_recording_drivers(
+        monkeypatch, X, y, rule, backend="cpp",
+        refuse=() if compiled else ("_compiled_curvature",), **kw)
     assert made == ["CompiledCurvatureDriver" if compiled else "ReferenceDriver"]
     return result
 

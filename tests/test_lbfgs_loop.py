@@ -11,7 +11,7 @@ import pytest
 from sklearn.datasets import load_iris
 
 import gradstep as gs
-from conftest import _require, make_data
+from conftest import _require, fit_recording_drivers, make_data
 from gradstep import driver
 
 
@@ -236,19 +236,7 @@ def test_one_iteration_at_a_time_gives_the_same_bits(monkeypatch):
 
 def _driver_used(monkeypatch, *args, **kw) -> str:
     """The class name of the driver gs.fit(*args, **kw) ran."""
-    from gradstep import api
-
-    made = []
-
-    def spy(*a):
-        d = driver.make_driver(*a)
-        made.append(type(d).__name__)
-        return d
-
-    with monkeypatch.context() as m:
-        m.setattr(api, "make_driver", spy)
-        gs.fit(*args, **kw)
-    return made[0]
+    return fit_recording_drivers(monkeypatch, *args, **kw)[1][0]
 
 
 def test_the_loop_runs_only_where_it_applies(monkeypatch):

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 import gradstep as gs
-from conftest import _require, make_data
-from gradstep import api, driver
+from conftest import _require, fit_recording_drivers, make_data
+from gradstep import driver
 
 # first-order runs not adjacent (their group's rows are copies), curvature runs between them
 RULES = ["sgd", "bb", "adam", "lbfgs", "newton", "normalized", "armijo", "lbfgs", "momentum"]
@@ -25,18 +25,8 @@ def _cpp():
 def _fit(X, y, split: bool, monkeypatch, rules=RULES, **kw):
     """gs.fit through SplitDriver (which it must choose) or, split=False, the reference
     driver's rounds for every run."""
-    made = []
-
-    def spy(*args):
-        d = driver.make_driver(*args)
-        made.append(type(d).__name__)
-        return d
-
-    with monkeypatch.context() as m:
-        m.setattr(api, "make_driver", spy)
-        if not split:
-            m.setattr(driver, "_split", lambda *args: None)
-        result = gs.fit(X, y, rules, backend="cpp", **kw)
+    result, made = fit_recording_drivers(monkeypatch, X, y, rules, backend="cpp",
+                                         refuse=() if split else ("_split",), **kw)
     assert made == ["SplitDriver" if split else "ReferenceDriver"]
     return result
 
@@ -109,18 +99,13 @@ def test_one_round_at_a_time_and_a_stopping_callback(monkeypatch):
 
 def test_the_split_only_where_it_pays(monkeypatch):
     X, y = make_data(n=200, d=4)
-    used = []
-    real = driver.make_driver
-    monkeypatch.setattr(api, "make_driver", lambda *a: used.append(type(real(*a)).__name__)
-                        or real(*a))
 
     def name(*args, **kw):
-        used.clear()
-        gs.fit(*args, max_iter=3, **kw)
-        return used[0]
+        return fit_recording_drivers(monkeypatch, *args, max_iter=3, **kw)[1][0]
 
     assert name(X, y, ["sgd", "adam"], lr=0.1, backend="cpp") == "CompiledDriver"
     assert name(X, y, ["sgd", "bb"], lr=[0.1, None], backend="cpp") == "SplitDriver"
+
     class MyBB(gs.BB):  # no compiled loop for a subclass: the reference rounds, one group
         pass
 
