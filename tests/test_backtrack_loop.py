@@ -11,7 +11,7 @@ import pytest
 
 import gradstep as gs
 from conftest import _require, fit_recording_drivers, make_data
-from test_lbfgs_loop import _assert_same_run, _csr, _driver_used, _iris
+from test_lbfgs_loop import _assert_same_run, _csr, _driver_used, _iris, random_problem
 
 
 @pytest.fixture(autouse=True)
@@ -137,6 +137,22 @@ def test_one_iteration_at_a_time_gives_the_same_bits(monkeypatch, rule):
     np.testing.assert_array_equal(steps.coef, whole.coef)
     np.testing.assert_array_equal(steps.history.loss, whole.history.loss)
     np.testing.assert_array_equal(steps.passes, whole.passes)
+
+
+@pytest.mark.parametrize("seed", range(18))
+def test_random_problems_end_as_the_reference(monkeypatch, seed):
+    # test_lbfgs_loop's random problems, each with one of the three rules (L1 for armijo only)
+    rule = ("armijo", "bb", "newton")[seed % 3 if seed < 9 else (seed // 3) % 3]
+    X, y, kw = random_problem(seed, l1=rule == "armijo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gs.StallWarning)
+        a = _fit(X, y, rule, False, monkeypatch, **kw)
+        b = _fit(X, y, rule, True, monkeypatch, **kw)
+    assert a.status == b.status
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-9)
+    scale = max(1.0, float(np.max(np.abs(a.coef))))
+    np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-5 * scale)
+    assert abs(int(a.n_iter) - int(b.n_iter)) <= max(2, 0.02 * int(a.n_iter))
 
 
 def test_the_loop_runs_only_where_it_applies(monkeypatch):

@@ -319,8 +319,20 @@ def test_bad_loop_arrays_are_refused_before_any_work(monkeypatch):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_random_problems_end_as_the_reference(monkeypatch, seed):
-    # random shapes, densities, dtypes, layouts (dense / CSR), losses, alphas, l1_ratios, tols,
-    # weights and intercepts: the compiled loop ends with the reference's status and objective
+    X, y, kw = random_problem(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", gs.StallWarning)
+        a = _fit(X, y, False, monkeypatch, **kw)
+        b = _fit(X, y, True, monkeypatch, **kw)
+    assert a.status == b.status
+    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-9)
+    scale = max(1.0, float(np.max(np.abs(a.coef))))
+    np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-5 * scale)
+
+
+def random_problem(seed: int, l1: bool = True):
+    """(X, y, gs.fit keywords) of a random problem: random shapes, densities, dtypes, layouts
+    (dense / CSR), losses, alphas, l1_ratios (when l1), tols, weights and intercepts."""
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
@@ -337,18 +349,12 @@ def test_random_problems_end_as_the_reference(monkeypatch, seed):
         X = X.astype(np.float32)
     if seed % 2:
         X = sp.csr_matrix(X)
-    kw = dict(alpha=float(10 ** rng.uniform(-4, 0)), l1_ratio=float(rng.choice([0.0, 0.3, 1.0])),
+    l1_ratio = float(rng.choice([0.0, 0.3, 1.0]))
+    kw = dict(alpha=float(10 ** rng.uniform(-4, 0)), l1_ratio=l1_ratio if l1 else 0.0,
               fit_intercept=bool(rng.random() < 0.7), tol=float(10 ** rng.uniform(-10, -4)),
               max_iter=500, loss="multinomial" if multi else "logistic",
               sample_weight=rng.uniform(0, 2, n) if seed % 5 == 2 else None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", gs.StallWarning)
-        a = _fit(X, y, False, monkeypatch, **kw)
-        b = _fit(X, y, True, monkeypatch, **kw)
-    assert a.status == b.status
-    np.testing.assert_allclose(b.loss, a.loss, rtol=1e-9)
-    scale = max(1.0, float(np.max(np.abs(a.coef))))
-    np.testing.assert_allclose(b.coef, a.coef, rtol=0, atol=1e-5 * scale)
+    return X, y, kw
 
 
 # ---- several runs on a small X: one after another in the compiled loop ------------------------
