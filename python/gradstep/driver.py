@@ -653,14 +653,13 @@ def _oracle_rows(oracle: Any, rows: Any, n_runs: int) -> Any:
     part.alpha = np.array(oracle.alphas(n_runs)[rows], dtype=np.float64)
     SW = getattr(part, "SW", None)
     if SW is not None and SW.ndim == 2 and SW.shape[1] > 0:
-        keep = (SW > 0.0).any(axis=1)
-        if keep.any() and not keep.all():
+        kept = np.flatnonzero(SW.max(axis=1) > 0.0)
+        if 0 < kept.size < SW.shape[0]:
             for name in ("X", "Y", "labels", "SW"):
                 A = getattr(part, name, None)
-                if A is not None and A.shape[0] == keep.size:
-                    A = A[keep]
-                    setattr(part, name, A if hasattr(A, "indptr") else np.ascontiguousarray(A))
-            part.n_samples = int(keep.sum())
+                if A is not None and A.shape[0] == SW.shape[0]:  # CSR: rows by index
+                    setattr(part, name, A[kept] if hasattr(A, "indptr") else A.take(kept, 0))
+            part.n_samples = int(kept.size)
     return part
 
 
