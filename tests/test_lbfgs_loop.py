@@ -302,6 +302,9 @@ def test_bad_loop_arrays_are_refused_before_any_work(monkeypatch):
         run(types.SimpleNamespace(**dict(armijo, params=c1_too_large)))
     with pytest.raises(ValueError, match="loop.params must have shape"):
         run(types.SimpleNamespace(**dict(armijo, params=np.ones(7))))
+    nan_window = np.array([0, 1.0, 1e-4, 0.5, 2, 0, np.nan, 0.1, 1])
+    with pytest.raises(ValueError, match="a window and a max_cg in"):
+        run(types.SimpleNamespace(**dict(armijo, params=nan_window)))
     with pytest.raises(ValueError, match="loop.reals must have shape"):
         run(types.SimpleNamespace(**dict(armijo, reals=np.zeros(2))))
     result["spec"].penalized = np.zeros(0, np.uint8)

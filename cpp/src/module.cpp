@@ -523,6 +523,9 @@ void backtrack_loop_args(const py::object& loop_obj, CurvatureArgs& a, const std
   a.params = array_attribute<double>(loop_obj, L, "params");
   require_shape(a.params, "loop.params", {bt::kParams});
   const double* q = a.params.data();
+  // the counts first, before they are cast (a NaN or huge double has no int64 value)
+  require(q[5] >= 0.0 && q[5] <= 2.0 && q[6] >= 1.0 && q[6] <= 1e9 && q[8] >= 1.0 && q[8] <= 1e9,
+          "loop.params must hold a variant code in 0..2, a window and a max_cg in [1, 1e9]");
   bt::Rule& r = a.rule;
   const bool bb = kind == "bb";
   r.bb = bb;
@@ -535,13 +538,10 @@ void backtrack_loop_args(const py::object& loop_obj, CurvatureArgs& a, const std
   r.window = static_cast<std::int64_t>(q[6]);
   r.cg_tol = q[7];
   r.max_cg = static_cast<std::int64_t>(q[8]);
-  require(r.cg_tol > 0.0 && r.cg_tol < 1.0 && r.max_cg >= 1,
-          "loop.params must hold newton's cg_tol in (0, 1) and max_cg >= 1");
   require((std::isnan(r.lr) ? bb : r.lr > 0.0) && r.c1 > 0.0 && r.c1 < 1.0 && r.shrink > 0.0 &&
-              r.shrink < 1.0 && r.grow >= 1.0 && r.variant >= 0 && r.variant <= 2 &&
-              r.window >= 1,
-          "loop.params must hold a rule's lr (NaN: bb's probe), c1 and shrink in (0, 1), "
-          "grow >= 1, a variant code in 0..2 and a window >= 1");
+              r.shrink < 1.0 && r.grow >= 1.0 && r.cg_tol > 0.0 && r.cg_tol < 1.0,
+          "loop.params must hold a rule's lr (NaN: bb's probe), c1, shrink and cg_tol in "
+          "(0, 1) and grow >= 1");
   a.reals = array_attribute<double>(loop_obj, L, "reals", true);
   a.ints = array_attribute<std::int64_t>(loop_obj, L, "ints", true);
   require_shape(a.reals, "loop.reals", {bt::kReals + r.window});
