@@ -29,9 +29,9 @@ namespace backtrack_loop {
 using curvature::dot;
 
 // The rule's constants (rules.curvature.Armijo's, BB's or Newton's fields), in
-// driver.CompiledCurvatureDriver's params array: kind (0 armijo, 1 bb, 2 newton), lr (bb: NaN
-// for lr=None, the probe), c1, shrink, grow (armijo), variant (bb: 0 long, 1 short,
-// 2 alternate), window (bb), cg_tol, max_cg (newton).
+// driver.CompiledCurvatureDriver's params array: the kind's code (0 armijo, 1 bb, 2 newton; for
+// a reader: the bindings go by loop.kind), lr (bb: NaN for lr=None, the probe), c1, shrink, grow
+// (armijo), variant (bb: 0 long, 1 short, 2 alternate), window (bb), cg_tol, max_cg (newton).
 struct Rule {
   bool bb = false;
   bool newton = false;
