@@ -14,6 +14,7 @@ sp = pytest.importorskip("scipy.sparse")
 core = pytest.importorskip("gradstep._core", reason="the compiled core is not built")
 
 import gradstep as gs  # noqa: E402
+from conftest import fit_recording_drivers  # noqa: E402
 from gradstep._backends import sparse_cpp, sparse_reference  # noqa: E402
 from gradstep.sparse import CSROracle  # noqa: E402
 
@@ -474,8 +475,6 @@ def test_no_copy_of_the_matrix():
 def test_compiled_loop_on_csr_follows_the_reference_driver(monkeypatch, batch_size, shuffle):
     # The C++ first-order loop over the CSR kernels (sparse_cpp.run) against the reference
     # driver over the same kernels: the same steps, statuses and history, to rounding.
-    from gradstep import driver
-
     X = _matrix(n=500, d=40, density=0.2, seed=21)
     rng = np.random.default_rng(22)
     y = (rng.random(X.shape[0]) < 0.5).astype(np.int64)
@@ -485,20 +484,17 @@ def test_compiled_loop_on_csr_follows_the_reference_driver(monkeypatch, batch_si
               backend="cpp")
     rules = ["adam", "rmsprop", "nesterov"]
     made = []
-    real_make = driver.make_driver
 
-    def spy(*args):
-        made_driver = real_make(*args)
-        made.append(type(made_driver).__name__)
-        return made_driver
+    def fit(refuse=(), **more):
+        result, drivers = fit_recording_drivers(monkeypatch, X, y, rules, refuse=refuse,
+                                                **kw, **more)
+        made.extend(drivers)
+        return result
 
-    monkeypatch.setattr("gradstep.api.make_driver", spy)
-    compiled = gs.fit(X, y, rules, **kw)
-    no_intercept = gs.fit(X, y, rules, fit_intercept=False, **kw)
-    monkeypatch.setattr("gradstep.api.make_driver",
-                        lambda *a: made.append("ReferenceDriver") or driver.ReferenceDriver(*a))
-    reference = gs.fit(X, y, rules, **kw)
-    reference_no_intercept = gs.fit(X, y, rules, fit_intercept=False, **kw)
+    compiled = fit()
+    no_intercept = fit(fit_intercept=False)
+    reference = fit(refuse=("_compiled_loop",))
+    reference_no_intercept = fit(refuse=("_compiled_loop",), fit_intercept=False)
     assert made == ["CompiledDriver"] * 2 + ["ReferenceDriver"] * 2
     for a, b in ((compiled, reference), (no_intercept, reference_no_intercept)):
         assert a.backend == b.backend == "cpp-csr"

@@ -720,8 +720,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
   m.def(("curvature_run_" + dt).c_str(), &curvature_run<T>, py::arg("X").noconvert(),
         py::arg("Y").noconvert(), py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"),
         py::arg("loop"), py::arg("n_steps"), py::arg("n_threads"),
-        ("Up to n_steps iterations of the single lbfgs, armijo or bb run (loop.kind) of state "
-         "on the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps), X of "
+        ("Up to n_steps iterations of the single lbfgs, armijo, bb or newton run (loop.kind) "
+         "of state on the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps), X of "
          "dtype " +
          dt + " (lbfgs_loop.hpp, backtrack_loop.hpp; driver.CompiledCurvatureDriver).")
             .c_str());

@@ -171,11 +171,11 @@ def curvature_run_float32(
     n_steps: int,
     n_threads: int,
 ) -> None:
-    """Up to n_steps iterations of the single lbfgs, armijo or bb run (loop.kind) of `state` on
-    the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps over the parameters
-    spec.penalized marks), X float32; `loop` is driver.CompiledCurvatureDriver, whose arrays
-    (lbfgs: memory, rho, gamma, ints; armijo and bb: params, reals, ints; passes) advance in
-    place (lbfgs_loop.hpp, backtrack_loop.hpp)."""
+    """Up to n_steps iterations of the single lbfgs, armijo, bb or newton run (loop.kind) of
+    `state` on the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps over the
+    parameters spec.penalized marks), X float32; `loop` is driver.CompiledCurvatureDriver, whose
+    arrays (lbfgs: memory, rho, gamma, ints; armijo, bb and newton: params, reals, ints; passes)
+    advance in place (lbfgs_loop.hpp, backtrack_loop.hpp)."""
 
 def softmax_curvature_run_float32(
     X: NDArray[np.float32],
@@ -200,11 +200,11 @@ def curvature_run_float64(
     n_steps: int,
     n_threads: int,
 ) -> None:
-    """Up to n_steps iterations of the single lbfgs, armijo or bb run (loop.kind) of `state` on
-    the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps over the parameters
-    spec.penalized marks), X float64; `loop` is driver.CompiledCurvatureDriver, whose arrays
-    (lbfgs: memory, rho, gamma, ints; armijo and bb: params, reals, ints; passes) advance in
-    place (lbfgs_loop.hpp, backtrack_loop.hpp)."""
+    """Up to n_steps iterations of the single lbfgs, armijo, bb or newton run (loop.kind) of
+    `state` on the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps over the
+    parameters spec.penalized marks), X float64; `loop` is driver.CompiledCurvatureDriver, whose
+    arrays (lbfgs: memory, rho, gamma, ints; armijo, bb and newton: params, reals, ints; passes)
+    advance in place (lbfgs_loop.hpp, backtrack_loop.hpp)."""
 
 def softmax_curvature_run_float64(
     X: NDArray[np.float64],

@@ -549,9 +549,9 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         the coefficients get exact zeros: first-order rules take a proximal (soft-
         thresholding) step after each update, scaled by the rule's per-coordinate step;
         "lbfgs" becomes OWL-QN and "armijo" proximal gradient with backtracking; "newton" and
-        "bb" do not support it. With the C++ backend the first-order rules and lbfgs run
-        in its compiled loops; armijo, and every L1 fit on the Numba backend, on the Python
-        driver over the compiled kernels.
+        "bb" do not support it. With the C++ backend these fits run in its compiled loops;
+        on the Numba backend (whose loop takes no proximal step) on the Python driver over
+        the compiled kernels.
     penalty : {"auto", "l2", "l1", "elasticnet", None}, default "auto"
         The older scikit-learn spelling: "l2" means l1_ratio=0, "l1" l1_ratio=1,
         "elasticnet" and "auto" take l1_ratio as given, None no penalty (alpha must then be

@@ -56,8 +56,8 @@ def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
 
 
 def curvature_run(oracle, spec, state, loop, n_steps) -> None:
-    """Up to n_steps iterations of the fit's single lbfgs, armijo or bb run (``loop.kind``) on
-    oracle's X (lbfgs_loop.hpp, backtrack_loop.hpp; ``loop`` is the
+    """Up to n_steps iterations of the fit's single lbfgs, armijo, bb or newton run
+    (``loop.kind``) on oracle's X (lbfgs_loop.hpp, backtrack_loop.hpp; ``loop`` is the
     driver.CompiledCurvatureDriver that holds the run's arrays between calls; with spec.l1 > 0,
     OWL-QN or armijo's proximal steps over the parameters ``spec.penalized`` marks)."""
     _pick(_CURVATURE, oracle.X)(oracle.X, oracle.Y, oracle.SW, spec, state, loop, int(n_steps),

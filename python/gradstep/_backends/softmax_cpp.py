@@ -64,9 +64,9 @@ def hessp(X, SW, P, V, alpha, active, n_threads=None, *, n_classes, check_rows=F
 
 
 def curvature_run(oracle, spec, state, loop, n_steps) -> None:
-    """Up to n_steps iterations of the fit's single lbfgs, armijo or bb run on oracle's X (see
-    cpp.curvature_run); a CSR X's structure must be proven (the loop reads by its indices
-    unchecked)."""
+    """Up to n_steps iterations of the fit's single lbfgs, armijo, bb or newton run on oracle's
+    X (see cpp.curvature_run); a CSR X's structure must be proven (the loop reads by its
+    indices unchecked)."""
     X = oracle.X
     args: tuple[Any, ...] = (
         np.ascontiguousarray(oracle.labels, dtype=np.int64), _f64(oracle.SW), spec, state, loop,

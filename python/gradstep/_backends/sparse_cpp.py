@@ -102,8 +102,8 @@ def run(X, Y, SW, spec, state, n_steps, n_threads=None) -> None:
 
 
 def curvature_run(oracle, spec, state, loop, n_steps) -> None:
-    """Up to n_steps iterations of the fit's single lbfgs, armijo or bb run on oracle's CSR X,
-    as ``cpp.curvature_run`` does on a dense one. X's structure must be proven
+    """Up to n_steps iterations of the fit's single lbfgs, armijo, bb or newton run on oracle's
+    CSR X, as ``cpp.curvature_run`` does on a dense one. X's structure must be proven
     (``CSROracle.structure_proven``): the loop reads by its indices unchecked."""
     _core.csr_curvature_run(*_matrix(oracle.X), _f64(oracle.Y), _f64(oracle.SW), spec, state,
                             loop, int(n_steps), _threads(oracle.n_threads))
