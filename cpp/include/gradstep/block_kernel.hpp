@@ -220,8 +220,12 @@ GRADSTEP_INLINE Quad sum4(const Quad& a0, const Quad& a1, const Quad& a2, const 
 
 // g_q += sum_r res[q][r] x_r for four rows and NW runs: one pass over the rows serves both
 // runs, and g is read and written once per four rows.
-// Keep (AVX builds, two runs): the loop written in Quads with each row's load kept in a register
+// Keep (AVX builds): the loop written in Quads; for two runs each row's load is kept in a register
 // (simd::keep_in_register), not loaded again for the second run; the same operations per element.
+// For one run GCC's own vectorization of the scalar loop below reloaded the row and g pointers
+// from the stack on every iteration and widened float32 through a spilled register (Zen 3, 1M x
+// 100, 1 thread: float32 56-59 -> 41-46 ms together with simd::load's widening, float64 84-90 ->
+// 75-77 ms).
 template <std::size_t NW, class T, bool Keep = false>
 GRADSTEP_INLINE void axpy4(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRICT g1,
                            const double res[NW][4], const T* const x[4], std::ptrdiff_t d) {
@@ -260,6 +264,20 @@ GRADSTEP_INLINE void axpy4(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRI
       keep_in_register<true>(v3);
       add_store(g0 + j0, sum4(a0, a1, a2, a3, v0, v1, v2, v3));
       add_store(g1 + j0, sum4(b0, b1, b2, b3, v0, v1, v2, v3));
+    }
+  } else if constexpr (Keep) {
+    Quad a0, a1, a2, a3;
+    broadcast(a0, a[0]);
+    broadcast(a1, a[1]);
+    broadcast(a2, a[2]);
+    broadcast(a3, a[3]);
+    for (; j0 + kLanes <= d; j0 += kLanes) {
+      Quad v0, v1, v2, v3;
+      load(v0, x0 + j0);
+      load(v1, x1 + j0);
+      load(v2, x2 + j0);
+      load(v3, x3 + j0);
+      add_store(g0 + j0, sum4(a0, a1, a2, a3, v0, v1, v2, v3));
     }
   }
   for (std::ptrdiff_t j = j0; j < d; ++j) {
