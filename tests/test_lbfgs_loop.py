@@ -295,14 +295,14 @@ def test_bad_loop_arrays_are_refused_before_any_work(monkeypatch):
         loop = lbfgs()
         del loop.rho
         run(loop)
-    armijo = dict(kind="armijo", params=np.array([0.0, 1.0, 1e-4, 0.5, 2.0, 0.0, 1.0, 0.1, 1]),
+    armijo = dict(kind="armijo", params=np.array([1.0, 1e-4, 0.5, 2.0, 0.0, 1.0, 0.1, 1]),
                   reals=np.zeros(3), ints=np.zeros(4, np.int64), passes=np.ones(1))
     with pytest.raises(ValueError, match="loop.params must hold"):
-        c1_too_large = np.array([0, 1.0, 2.0, 0.5, 2, 0, 1, 0.1, 1])
+        c1_too_large = np.array([1.0, 2.0, 0.5, 2, 0, 1, 0.1, 1])
         run(types.SimpleNamespace(**dict(armijo, params=c1_too_large)))
     with pytest.raises(ValueError, match="loop.params must have shape"):
         run(types.SimpleNamespace(**dict(armijo, params=np.ones(7))))
-    nan_window = np.array([0, 1.0, 1e-4, 0.5, 2, 0, np.nan, 0.1, 1])
+    nan_window = np.array([1.0, 1e-4, 0.5, 2, 0, np.nan, 0.1, 1])
     with pytest.raises(ValueError, match="a window and a max_cg in"):
         run(types.SimpleNamespace(**dict(armijo, params=nan_window)))
     with pytest.raises(ValueError, match="loop.reals must have shape"):

@@ -524,20 +524,19 @@ void backtrack_loop_args(const py::object& loop_obj, CurvatureArgs& a, const std
   require_shape(a.params, "loop.params", {bt::kParams});
   const double* q = a.params.data();
   // the counts first, before they are cast (a NaN or huge double has no int64 value)
-  require(q[5] >= 0.0 && q[5] <= 2.0 && q[6] >= 1.0 && q[6] <= 1e9 && q[8] >= 1.0 && q[8] <= 1e9,
+  require(q[4] >= 0.0 && q[4] <= 2.0 && q[5] >= 1.0 && q[5] <= 1e9 && q[7] >= 1.0 && q[7] <= 1e9,
           "loop.params must hold a variant code in 0..2, a window and a max_cg in [1, 1e9]");
   bt::Rule& r = a.rule;
   const bool bb = kind == "bb";
-  r.bb = bb;
-  r.newton = kind == "newton";
-  r.lr = q[1];
-  r.c1 = q[2];
-  r.shrink = q[3];
-  r.grow = q[4];
-  r.variant = static_cast<int>(q[5]);
-  r.window = static_cast<std::int64_t>(q[6]);
-  r.cg_tol = q[7];
-  r.max_cg = static_cast<std::int64_t>(q[8]);
+  r.kind = bb ? bt::Kind::bb : kind == "newton" ? bt::Kind::newton : bt::Kind::armijo;
+  r.lr = q[0];
+  r.c1 = q[1];
+  r.shrink = q[2];
+  r.grow = q[3];
+  r.variant = static_cast<int>(q[4]);
+  r.window = static_cast<std::int64_t>(q[5]);
+  r.cg_tol = q[6];
+  r.max_cg = static_cast<std::int64_t>(q[7]);
   require((std::isnan(r.lr) ? bb : r.lr > 0.0) && r.c1 > 0.0 && r.c1 < 1.0 && r.shrink > 0.0 &&
               r.shrink < 1.0 && r.grow >= 1.0 && r.cg_tol > 0.0 && r.cg_tol < 1.0,
           "loop.params must hold a rule's lr (NaN: bb's probe), c1, shrink and cg_tol in "

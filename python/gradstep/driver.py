@@ -534,18 +534,19 @@ class CompiledCurvatureDriver:
             return
         window = rule.window if isinstance(rule, BB) else 1
         lr = math.nan if rule.lr is None else float(rule.lr)  # bb's NaN: its probe
-        # backtrack_loop.hpp's Rule: kind, lr, c1, shrink, grow, variant, window, cg_tol, max_cg
+        # backtrack_loop.hpp's Rule (its kind from self.kind): lr, c1, shrink, grow, variant,
+        # window, cg_tol, max_cg
         if isinstance(rule, BB):
             self.kind = "bb"
-            self.params = np.array([1.0, lr, rule.c1, 0.5, 1.0, _BB_VARIANTS.index(rule.variant),
+            self.params = np.array([lr, rule.c1, 0.5, 1.0, _BB_VARIANTS.index(rule.variant),
                                     window, 0.1, 1.0])
         elif isinstance(rule, Newton):  # its _backtrack: c1 = 1e-4, halving
             self.kind = "newton"
-            self.params = np.array([2.0, lr, 1e-4, 0.5, 1.0, 0.0, 1.0, rule.cg_tol, rule.max_cg])
+            self.params = np.array([lr, 1e-4, 0.5, 1.0, 0.0, 1.0, rule.cg_tol, rule.max_cg])
         else:
             assert isinstance(rule, Armijo)
             self.kind = "armijo"
-            self.params = np.array([0.0, lr, rule.c1, rule.shrink, rule.grow, 0.0, 1.0, 0.1, 1.0])
+            self.params = np.array([lr, rule.c1, rule.shrink, rule.grow, 0.0, 1.0, 0.1, 1.0])
         self.reals = np.zeros(2 + window)  # t, the smooth loss, bb's last losses
         self.ints = np.zeros(4, dtype=np.int64)  # started, bb's steps, losses kept, next slot
 

@@ -28,13 +28,15 @@ namespace backtrack_loop {
 
 using curvature::dot;
 
+// Which rule's iteration the loop runs: the binding sets it from loop.kind.
+enum class Kind { armijo, bb, newton };
+
 // The rule's constants (rules.curvature.Armijo's, BB's or Newton's fields), in
-// driver.CompiledCurvatureDriver's params array: the kind's code (0 armijo, 1 bb, 2 newton; for
-// a reader: the bindings go by loop.kind), lr (bb: NaN for lr=None, the probe), c1, shrink, grow
-// (armijo), variant (bb: 0 long, 1 short, 2 alternate), window (bb), cg_tol, max_cg (newton).
+// driver.CompiledCurvatureDriver's params array: lr (bb: NaN for lr=None, the probe), c1, shrink,
+// grow (armijo), variant (bb: 0 long, 1 short, 2 alternate), window (bb), cg_tol, max_cg
+// (newton).
 struct Rule {
-  bool bb = false;
-  bool newton = false;
+  Kind kind = Kind::armijo;
   double lr = 1.0;
   double c1 = 1e-4;
   double shrink = 0.5;
@@ -44,7 +46,7 @@ struct Rule {
   double cg_tol = 0.1;
   std::int64_t max_cg = 50;
 };
-constexpr std::ptrdiff_t kParams = 9;
+constexpr std::ptrdiff_t kParams = 8;
 constexpr int kLong = 0, kAlternate = 2;
 
 // The run's state between calls (Python-owned arrays): reals [0] the next first trial step t,
@@ -78,7 +80,7 @@ class Run {
     for (std::int64_t i = 0; i < n_steps && st_.status[0] == kRunning; ++i) {
       if (l1_ > 0.0) {
         proximal_iteration();
-      } else if (rule_.newton) {
+      } else if (rule_.kind == Kind::newton) {
         newton_iteration();
       } else {
         iteration();
@@ -97,7 +99,7 @@ class Run {
     const double* p = st_.P;
     const double* g = st_.grad;
     double t = rule_.lr;
-    if (rule_.bb && std::isnan(rule_.lr)) {
+    if (rule_.kind == Kind::bb && std::isnan(rule_.lr)) {
       const double gnorm = std::sqrt(dot(g, g, D_));
       const double h = 1e-4 * std::max(1.0, std::sqrt(dot(p, p, D_))) / std::max(gnorm, 1e-300);
       for (std::size_t j = 0; j < size(); ++j) q_[j] = p[j] - h * g[j];
@@ -111,7 +113,7 @@ class Run {
     if (l1_ > 0.0) {  // the generator works on the smooth loss (st.loss holds the objective)
       mem_.reals[1] = st_.loss[0] - l1_ * detail::l1_norm(p, penalized_, D_);
     }
-    if (rule_.bb) {
+    if (rule_.kind == Kind::bb) {
       ring()[0] = st_.loss[0];
       mem_.ints[1] = 0;
       mem_.ints[2] = 1;
@@ -124,15 +126,15 @@ class Run {
     const double* g = st_.grad;
     const double loss = st_.loss[0];
     double f_ref = loss;  // armijo: monotone; bb: the largest of the window's losses
-    if (rule_.bb) f_ref = *std::max_element(ring(), ring() + mem_.ints[2]);
+    if (rule_.kind == Kind::bb) f_ref = *std::max_element(ring(), ring() + mem_.ints[2]);
     for (std::size_t j = 0; j < size(); ++j) d_[j] = -g[j];
     double t = mem_.reals[0], fq = 0.0;
-    if (!backtrack(f_ref, rule_.c1, rule_.bb ? 0.5 : rule_.shrink, &t, &fq)) {
+    if (!backtrack(f_ref, rule_.c1, rule_.kind == Kind::bb ? 0.5 : rule_.shrink, &t, &fq)) {
       curvature::stall(spec_, st_, g, D_);
       return;
     }
     double next = t * rule_.grow;
-    if (rule_.bb) {  // s = q - p, y = g(q) - g, before the step overwrites p and g
+    if (rule_.kind == Kind::bb) {  // s = q - p, y = g(q) - g, before the step overwrites p and g
       std::vector<double> y(size());
       for (std::size_t j = 0; j < size(); ++j) y[j] = gq_[j] - g[j];
       next = bb_step(y, t);
