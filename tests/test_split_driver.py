@@ -144,3 +144,51 @@ def test_a_group_drops_the_samples_it_weighs_zero(data):
         np.testing.assert_allclose(loss_part, loss_all[rows], rtol=1e-12)
         np.testing.assert_allclose(G_part, G_all[rows], rtol=1e-10, atol=1e-14)
     assert oracle.X.shape[0] == 200  # the fit's own oracle keeps every row
+
+
+@pytest.mark.parametrize("data", ["dense", "csr", "multinomial"])
+def test_side_by_side_gives_the_bits_of_one_after_another(monkeypatch, data):
+    # with two threads the compiled groups run on a thread each (one kernel thread each); a
+    # kernel's bits do not depend on its threads, so the fit's are those of the groups run one
+    # after another with both threads each
+    from gradstep._backends import cpp, softmax_cpp, sparse_cpp
+
+    X, y = make_data(n=300, d=8, seed=11)
+    rules, lr, kw = RULES, LR, {}
+    if data == "csr":
+        X = sp.csr_matrix(np.where(np.abs(X) < 0.5, 0.0, X))
+    if data == "multinomial":
+        y = y + (X[:, 0] > 0.7)
+        rules, lr, kw = ["lbfgs", "bb", "lbfgs", "newton"], None, dict(loss="multinomial")
+    kw.update(lr=lr, alpha=list(np.geomspace(1e-3, 1e-1, len(rules))), tol=1e-9, max_iter=300,
+              n_threads=2)
+    calls = []
+    run_side_by_side = driver._run_side_by_side
+    monkeypatch.setattr(driver, "_run_side_by_side",
+                        lambda drivers, n, workers: (calls.append((len(drivers), workers)),
+                                                     run_side_by_side(drivers, n, workers)))
+    side = _fit(X, y, True, monkeypatch, rules=rules, **kw)
+    assert calls and calls[0] == (sum(r in ("lbfgs", "bb", "newton", "armijo") for r in rules)
+                                  + (data != "multinomial"), 2)
+    for module in (cpp, sparse_cpp, softmax_cpp):
+        monkeypatch.setattr(module, "SIDE_BY_SIDE", False)
+    calls.clear()
+    serial = _fit(X, y, True, monkeypatch, rules=rules, **kw)
+    assert not calls
+    for field in ("coef", "intercept", "loss", "n_iter", "passes", "status"):
+        np.testing.assert_array_equal(getattr(side, field), getattr(serial, field))
+    np.testing.assert_array_equal(side.history.loss, serial.history.loss)
+
+
+def test_side_by_side_raises_a_group_error_in_the_caller(monkeypatch):
+    X, y = make_data(n=200, d=6, seed=2)
+    ran = []
+
+    def fail(self, n_steps):
+        ran.append(self)
+        raise RuntimeError("group failed")
+
+    monkeypatch.setattr(driver.CompiledCurvatureDriver, "run", fail)
+    with pytest.raises(RuntimeError, match="group failed"):
+        gs.fit(X, y, ["lbfgs", "bb", "newton"], alpha=0.01, backend="cpp", n_threads=2)
+    assert len(ran) == 3  # every group was run, on both threads, before the error was raised

@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,7 @@ from ._backends.state import (
     divergence_limit,
     shuffle_order,
 )
+from ._validate import cpu_count
 from .oracle import DenseOracle
 from .penalty import l1_norms, l1_residual, penalized_columns, soft_threshold
 from .rules import BB, LBFGS, Armijo, Newton, StepRule
@@ -591,23 +593,33 @@ class SplitDriver:
             driver = make_driver(_oracle_rows(oracle, rows, n_runs), group_spec,
                                  [rules[k] for k in runs], group_state)
             self.groups.append((rows, driver, group_state))
+        self.threads = int(getattr(oracle, "n_threads", None) or cpu_count())
 
     def run(self, n_steps: int) -> None:
         st = self.state
         history = st.history.shape[2] > 0
-        for rows, driver, group_state in self.groups:
-            if not (st.status[rows] == RUNNING).any():
-                continue
-            copies = not isinstance(rows, slice)  # the group's rows of the state are copies
+        running = [group for group in self.groups if (st.status[group[0]] == RUNNING).any()]
+        for rows, _, group_state in running:
             # the caller may have stopped runs (status) or grown the history (api._drive)
-            if copies:
+            if not isinstance(rows, slice):  # the group's rows of the state are copies
                 group_state.status[:] = st.status[rows]
             if history:
                 group_state.history = np.ascontiguousarray(st.history[:, rows])
+        side = [driver for _, driver, _ in running if _side_by_side(driver)]
+        rest = [driver for _, driver, _ in running if not _side_by_side(driver)]
+        workers = min(self.threads, len(side))
+        for driver in side:  # one thread each where they run side by side, else every thread
+            driver.oracle.n_threads = 1 if workers > 1 else self.threads
+        if workers > 1:
+            _run_side_by_side(side, n_steps, workers)
+        else:
+            rest = side + rest
+        for driver in rest:
             driver.run(n_steps)
+        for rows, _, group_state in running:
             if history:
                 st.history[:, rows] = group_state.history
-            if copies:
+            if not isinstance(rows, slice):
                 for name in _PER_RUN_FIELDS:
                     getattr(st, name)[rows] = getattr(group_state, name)
 
@@ -623,6 +635,40 @@ class SplitDriver:
 # is its second)
 _PER_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(FitState)
                         if f.name not in ("epoch", "history"))
+
+
+def _run_side_by_side(drivers: list[Any], n_steps: int, workers: int) -> None:
+    """driver.run(n_steps) for each driver on `workers` threads, each thread taking the next
+    driver not yet taken; those that took the most passes so far first, so that a long run does
+    not start last (a CV path's largest Cs take 10-30 x the passes of its smallest). Threads of
+    this call only: a pool kept between calls would not survive a fork."""
+    order = iter(sorted(drivers, key=lambda driver: -float(np.sum(driver.passes))))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        for driver in order:  # next() on a shared iterator: each driver taken once
+            try:
+                driver.run(n_steps)
+            except BaseException as error:  # raised again in the calling thread
+                errors.append(error)
+
+    threads = [threading.Thread(target=work) for _ in range(workers - 1)]
+    for thread in threads:
+        thread.start()
+    work()  # the calling thread is one of the workers
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _side_by_side(driver: Any) -> bool:
+    """Whether SplitDriver may run this group's driver on a thread of its own, beside the
+    others: a compiled loop (one call per run() that holds no GIL) of a backend whose calls on one
+    thread share no state with other calls (``SIDE_BY_SIDE``: the C++ ones; Numba's parallel
+    functions must not be entered from two threads at once)."""
+    return (isinstance(driver, (CompiledDriver, CompiledCurvatureDriver))
+            and getattr(driver.oracle.module, "SIDE_BY_SIDE", False))
 
 
 def _rows_of(runs: np.ndarray) -> Any:

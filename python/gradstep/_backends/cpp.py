@@ -13,10 +13,14 @@ import numpy as np
 from .. import _core  # an ImportError here tells the registry the core was not built
 from .._validate import cpu_count
 
-__all__ = ["RUN_TAKES_L1", "curvature_run", "hessp", "loss_grad", "run"]
+__all__ = ["RUN_TAKES_L1", "SIDE_BY_SIDE", "curvature_run", "hessp", "loss_grad", "run"]
 
 # run takes fits with an L1 term (spec.l1, spec.penalized): a proximal step after each update
 RUN_TAKES_L1 = True
+
+# run and curvature_run release the GIL and, on one thread, share no state with other calls:
+# driver.SplitDriver runs its groups' compiled loops side by side, one thread each
+SIDE_BY_SIDE = True
 
 _LOSS_GRAD = {np.dtype(np.float32): _core.loss_grad_float32,
               np.dtype(np.float64): _core.loss_grad_float64}

@@ -18,11 +18,14 @@ import numpy as np
 from .. import _core
 from .sparse_cpp import _denominator, _f64, _matrix, _params, _per_run, _threads
 
-__all__ = ["CHECKS_ROWS", "curvature_run", "hessp", "loss_grad"]
+__all__ = ["CHECKS_ROWS", "SIDE_BY_SIDE", "curvature_run", "hessp", "loss_grad"]
 
 # loss_grad and hessp take check_rows=True (sparse_cpp.CHECKS_ROWS): a matrix whose structure is
 # not proven is checked row by row just before the kernel reads by its indices
 CHECKS_ROWS = True
+
+# the same as cpp.SIDE_BY_SIDE
+SIDE_BY_SIDE = True
 
 
 _DENSE = {np.dtype(np.float32): (_core.softmax_loss_grad_float32, _core.softmax_hessp_float32,

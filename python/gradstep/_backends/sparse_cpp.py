@@ -20,11 +20,14 @@ import numpy as np
 from .. import _core  # an ImportError here tells gradstep.sparse the C++ kernels are missing
 from .._validate import cpu_count
 
-__all__ = ["CHECKS_ROWS", "RUN_TAKES_L1", "curvature_run", "hessp", "loss_grad", "run",
-           "structure_error"]
+__all__ = ["CHECKS_ROWS", "RUN_TAKES_L1", "SIDE_BY_SIDE", "curvature_run", "hessp", "loss_grad",
+           "run", "structure_error"]
 
 # run takes fits with an L1 term (cpp.RUN_TAKES_L1)
 RUN_TAKES_L1 = True
+
+# the same as cpp.SIDE_BY_SIDE
+SIDE_BY_SIDE = True
 
 # loss_grad and hessp take check_rows=True: each row's column indices checked just before the
 # kernel reads by them (ValueError on a bad row), for a matrix whose structure is not proven
