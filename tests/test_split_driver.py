@@ -144,6 +144,20 @@ def test_a_group_drops_the_samples_it_weighs_zero(data):
         np.testing.assert_allclose(loss_part, loss_all[rows], rtol=1e-12)
         np.testing.assert_allclose(G_part, G_all[rows], rtol=1e-10, atol=1e-14)
     assert oracle.X.shape[0] == 200  # the fit's own oracle keeps every row
+    # groups that weigh the same samples share one cut of X (a CV fold's runs); others do not
+    SW[:, 2] = SW[:, 0]
+    oracle = _one_pass_oracle(X, y, SW, [0.1, 0.01, 0.001], "cpp", None, loss, None)
+    oracle.loss_grad(P, np.ones(3, np.uint8))
+    taken: dict = {}
+    first, same, other = (driver._oracle_rows(oracle, rows, 3, taken)
+                          for rows in (slice(0, 1), slice(2, 3), slice(1, 2)))
+    assert same.X is first.X and other.X is not first.X
+    np.testing.assert_array_equal(_dense(same.X), _dense(X)[SW[:, 2] > 0])
+    np.testing.assert_array_equal(_dense(other.X), _dense(X)[SW[:, 1] > 0])
+
+
+def _dense(X):
+    return X.toarray() if sp.issparse(X) else X
 
 
 @pytest.mark.parametrize("data", ["dense", "csr", "multinomial"])

@@ -583,6 +583,7 @@ class SplitDriver:
         n_runs = len(rules)
         l1 = spec.l1_strengths(n_runs)
         self.groups: list[tuple[Any, Any, FitState]] = []
+        taken: dict = {}  # _oracle_rows' cuts of the oracle's arrays, shared by the groups
         for runs in groups:
             rows = _rows_of(runs)
             group_spec = dataclasses.replace(
@@ -590,7 +591,7 @@ class SplitDriver:
                 hyper=spec.hyper[rows], alpha=spec.alpha[rows],
                 l1=l1[rows].copy() if spec.l1.size else spec.l1)
             group_state = _state_rows(state, rows)
-            driver = make_driver(_oracle_rows(oracle, rows, n_runs), group_spec,
+            driver = make_driver(_oracle_rows(oracle, rows, n_runs, taken), group_spec,
                                  [rules[k] for k in runs], group_state)
             self.groups.append((rows, driver, group_state))
         self.threads = int(getattr(oracle, "n_threads", None) or cpu_count())
@@ -687,11 +688,13 @@ def _state_rows(state: FitState, rows: Any) -> FitState:
                     history=np.ascontiguousarray(state.history[:, rows]))
 
 
-def _oracle_rows(oracle: Any, rows: Any, n_runs: int) -> Any:
+def _oracle_rows(oracle: Any, rows: Any, n_runs: int, taken: dict | None = None) -> Any:
     """The oracle of the given runs: a shallow copy with their target and weight columns where
     it has one per run, and their alphas; without the samples that weigh 0 in every one of
     those runs (cross-validation folds: a fold's held-out rows), which add nothing to the loss
-    or gradient but their pass's time (their sums then take other blocks: rounding)."""
+    or gradient but their pass's time (their sums then take other blocks: rounding). `taken`
+    keeps the oracle's own arrays (X, shared targets) cut to a set of samples, for the next
+    group with the same set (a CV fold's runs: one copy of X per fold, not per run)."""
     part = copy.copy(oracle)
     for name in ("Y", "SW"):
         A = getattr(oracle, name, None)
@@ -704,8 +707,17 @@ def _oracle_rows(oracle: Any, rows: Any, n_runs: int) -> Any:
         if 0 < kept.size < SW.shape[0]:
             for name in ("X", "Y", "labels", "SW"):
                 A = getattr(part, name, None)
-                if A is not None and A.shape[0] == SW.shape[0]:  # CSR: rows by index
-                    setattr(part, name, A[kept] if hasattr(A, "indptr") else A.take(kept, 0))
+                if A is None or A.shape[0] != SW.shape[0]:
+                    continue
+                # the oracle's own array (not a column cut for these runs): the same for every
+                # group, so its cut to the same samples is too
+                key = (name, kept.tobytes()) if A is getattr(oracle, name, None) else None
+                cut = taken.get(key) if taken is not None and key is not None else None
+                if cut is None:
+                    cut = A[kept] if hasattr(A, "indptr") else A.take(kept, 0)  # CSR: by index
+                    if taken is not None and key is not None:
+                        taken[key] = cut
+                setattr(part, name, cut)
             part.n_samples = int(kept.size)
     return part
 
