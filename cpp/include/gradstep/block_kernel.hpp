@@ -242,8 +242,8 @@ GRADSTEP_INLINE void axpy4(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRI
   const T* GRADSTEP_RESTRICT x2 = x[2];
   const T* GRADSTEP_RESTRICT x3 = x[3];
   std::ptrdiff_t j0 = 0;
-  if constexpr (Keep && NW == 2) {
-    Quad a0, a1, a2, a3, b0, b1, b2, b3;
+  if constexpr (Keep) {
+    Quad a0, a1, a2, a3, b0, b1, b2, b3;  // b: the second run's (unused for one run)
     broadcast(a0, a[0]);
     broadcast(a1, a[1]);
     broadcast(a2, a[2]);
@@ -258,26 +258,12 @@ GRADSTEP_INLINE void axpy4(double* GRADSTEP_RESTRICT g0, double* GRADSTEP_RESTRI
       load(v1, x1 + j0);
       load(v2, x2 + j0);
       load(v3, x3 + j0);
-      keep_in_register<true>(v0);
-      keep_in_register<true>(v1);
-      keep_in_register<true>(v2);
-      keep_in_register<true>(v3);
+      keep_in_register<NW == 2>(v0);
+      keep_in_register<NW == 2>(v1);
+      keep_in_register<NW == 2>(v2);
+      keep_in_register<NW == 2>(v3);
       add_store(g0 + j0, sum4(a0, a1, a2, a3, v0, v1, v2, v3));
-      add_store(g1 + j0, sum4(b0, b1, b2, b3, v0, v1, v2, v3));
-    }
-  } else if constexpr (Keep) {
-    Quad a0, a1, a2, a3;
-    broadcast(a0, a[0]);
-    broadcast(a1, a[1]);
-    broadcast(a2, a[2]);
-    broadcast(a3, a[3]);
-    for (; j0 + kLanes <= d; j0 += kLanes) {
-      Quad v0, v1, v2, v3;
-      load(v0, x0 + j0);
-      load(v1, x1 + j0);
-      load(v2, x2 + j0);
-      load(v3, x3 + j0);
-      add_store(g0 + j0, sum4(a0, a1, a2, a3, v0, v1, v2, v3));
+      if constexpr (NW == 2) add_store(g1 + j0, sum4(b0, b1, b2, b3, v0, v1, v2, v3));
     }
   }
   for (std::ptrdiff_t j = j0; j < d; ++j) {
