@@ -18,8 +18,8 @@ divergence and history. The kinds:
   between; it follows the reference iteration for iteration, to rounding.
 - ``SplitDriver``: on a small X, the runs of a fit split by the driver each would get alone
   (the compiled loop's first-order runs together, each curvature run in its compiled loop, the
-  rest in the reference rounds), one group after another: a pass costs less than the
-  Python round around it.
+  rest in the reference rounds), the C++ groups side by side on the fit's threads, one kernel
+  thread each: a pass costs less than the Python round around it.
 
 ``make_driver`` picks the compiled one when it can. Both advance a ``FitState`` in place and
 stop when asked (``run(n)`` does n rounds or iterations), so the caller can report progress and
@@ -697,6 +697,7 @@ def _oracle_rows(oracle: Any, rows: Any, n_runs: int, taken: dict | None = None)
     or gradient but their pass's time (their sums then take other blocks: rounding). `taken`
     keeps the oracle's own arrays (X, shared targets) cut to a set of samples, for the next
     group with the same set (a CV fold's runs: one copy of X per fold, not per run)."""
+    taken = {} if taken is None else taken
     part = copy.copy(oracle)
     for name in ("Y", "SW"):
         A = getattr(oracle, name, None)
@@ -714,10 +715,10 @@ def _oracle_rows(oracle: Any, rows: Any, n_runs: int, taken: dict | None = None)
                 # the oracle's own array (not a column cut for these runs): the same for every
                 # group, so its cut to the same samples is too
                 key = (name, kept.tobytes()) if A is getattr(oracle, name, None) else None
-                cut = taken.get(key) if taken is not None and key is not None else None
+                cut = taken.get(key) if key else None
                 if cut is None:
                     cut = A[kept] if hasattr(A, "indptr") else A.take(kept, 0)  # CSR: by index
-                    if taken is not None and key is not None:
+                    if key:
                         taken[key] = cut
                 setattr(part, name, cut)
             part.n_samples = int(kept.size)
