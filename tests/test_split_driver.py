@@ -205,4 +205,6 @@ def test_side_by_side_raises_a_group_error_in_the_caller(monkeypatch):
     monkeypatch.setattr(driver.CompiledCurvatureDriver, "run", fail)
     with pytest.raises(RuntimeError, match="group failed"):
         gs.fit(X, y, ["lbfgs", "bb", "newton"], alpha=0.01, backend="cpp", n_threads=2)
-    assert len(ran) == 3  # every group was run, on both threads, before the error was raised
+    # a thread that saw a group fail started no other: each of the two threads ran at most one
+    # (the second may see the first's failure before it takes one), the third group never ran
+    assert 1 <= len(ran) <= 2 and len(set(ran)) == len(ran)

@@ -644,16 +644,23 @@ def _run_side_by_side(drivers: list[Any], n_steps: int, workers: int) -> None:
     """driver.run(n_steps) for each driver on `workers` threads, each thread taking the next
     driver not yet taken; those that took the most passes so far first, so that a long run does
     not start last (a CV path's largest Cs take 10-30 x the passes of its smallest). Threads of
-    this call only: a pool kept between calls would not survive a fork."""
+    this call only: a pool kept between calls would not survive a fork. After a driver raises
+    (an error, or Ctrl-C in the calling thread) no thread starts another; the first error is
+    raised in the calling thread once the drivers already running have returned."""
     order = iter(sorted(drivers, key=lambda driver: -float(np.sum(driver.passes))))
     errors: list[BaseException] = []
+    failed = threading.Event()
 
     def work() -> None:
         for driver in order:  # next() on a shared iterator: each driver taken once
+            if failed.is_set():
+                return
             try:
                 driver.run(n_steps)
             except BaseException as error:  # raised again in the calling thread
                 errors.append(error)
+                failed.set()
+                return
 
     threads = [threading.Thread(target=work) for _ in range(workers - 1)]
     for thread in threads:
