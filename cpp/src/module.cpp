@@ -595,6 +595,13 @@ CurvatureArgs curvature_args(const py::object& spec_obj, const py::object& state
   return a;
 }
 
+// Without intercepts (MultinomialOracle._no_intercept): each class's intercept entry of a
+// multinomial gradient or Hessian-vector product (class c's d + 1 entries, the intercept last)
+// is 0, so that the loop never moves the intercepts (CG's vectors then keep them 0 as well).
+inline void zero_intercepts(double* g, ssize_t n_classes, ssize_t d) {
+  for (ssize_t c = 0; c < n_classes; ++c) g[c * (d + 1) + d] = 0.0;
+}
+
 // Up to n_steps iterations of the compiled loop of loop.kind for one run over oracle
 // (p, g) -> loss and hessp (p, v, hv) (newton's).
 template <class Oracle, class Hessp>
@@ -676,17 +683,13 @@ void softmax_curvature_run(const carray<T>& X, const carray<std::int64_t>& label
     const std::uint8_t active = 1;
     double loss = 0.0;
     engine.loss_grad(p, alpha, nullptr, 0, &active, n_threads, &loss, g, nullptr);
-    if (!fit_intercept) {  // MultinomialOracle._no_intercept
-      for (ssize_t c = 0; c < n_classes; ++c) g[c * (d + 1) + d] = 0.0;
-    }
+    if (!fit_intercept) zero_intercepts(g, n_classes, d);
     return loss;
   };
   auto hessp = [&](const double* p, const double* v, double* hv) {
     const std::uint8_t active = 1;
     engine.hessp(p, v, alpha, &active, n_threads, hv);
-    if (!fit_intercept) {  // v's intercepts are 0 already: CG starts from -g
-      for (ssize_t c = 0; c < n_classes; ++c) hv[c * (d + 1) + d] = 0.0;
-    }
+    if (!fit_intercept) zero_intercepts(hv, n_classes, d);
   };
   iterate_curvature(a, oracle, hessp, D, n_steps);
 }
@@ -720,8 +723,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         py::arg("Y").noconvert(), py::arg("SW").noconvert(), py::arg("spec"), py::arg("state"),
         py::arg("loop"), py::arg("n_steps"), py::arg("n_threads"),
         ("Up to n_steps iterations of the single lbfgs, armijo, bb or newton run (loop.kind) "
-         "of state on the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal steps), X of "
-         "dtype " +
+         "of state on the logistic loss (with spec.l1 > 0: OWL-QN, or armijo's proximal "
+         "steps), X of dtype " +
          dt + " (lbfgs_loop.hpp, backtrack_loop.hpp; driver.CompiledCurvatureDriver).")
             .c_str());
   m.def(("softmax_curvature_run_" + dt).c_str(), &softmax_curvature_run<T>,
@@ -815,10 +818,12 @@ auto with_csr(const py::array& data, const py::array& indices, const py::array& 
                          std::string(py::str(indices.dtype())));
   }
   if (f64 && i32) {
-    return fn(csr_matrix(as_carray<double>(data), as_carray<std::int32_t>(indices), indptr, n_cols));
+    return fn(
+        csr_matrix(as_carray<double>(data), as_carray<std::int32_t>(indices), indptr, n_cols));
   }
   if (f64) {
-    return fn(csr_matrix(as_carray<double>(data), as_carray<std::int64_t>(indices), indptr, n_cols));
+    return fn(
+        csr_matrix(as_carray<double>(data), as_carray<std::int64_t>(indices), indptr, n_cols));
   }
   if (i32) {
     return fn(csr_matrix(as_carray<float>(data), as_carray<std::int32_t>(indices), indptr, n_cols));
@@ -1062,18 +1067,14 @@ void csr_softmax_curvature_run(const py::array& data, const py::array& indices,
     const bool fit_intercept = a.spec.fit_intercept;
     auto oracle = [&](const double* p, double* g) {
       engine.compute(p, alpha.data(), nullptr, 0, active.data(), n_threads, class_loss.data(), g);
-      if (!fit_intercept) {  // MultinomialOracle._no_intercept
-        for (ssize_t c = 0; c < C; ++c) g[c * (d + 1) + d] = 0.0;
-      }
+      if (!fit_intercept) zero_intercepts(g, C, d);
       double loss = 0.0;  // the first class holds the loss, the others a penalty
       for (const double l : class_loss) loss += l;
       return loss;
     };
     auto hessp = [&](const double* p, const double* v, double* hv) {
       engine.hessp(p, v, alpha.data(), active.data(), n_threads, hv);
-      if (!fit_intercept) {  // v's intercepts are 0 already: CG starts from -g
-        for (ssize_t c = 0; c < C; ++c) hv[c * (d + 1) + d] = 0.0;
-      }
+      if (!fit_intercept) zero_intercepts(hv, C, d);
     };
     iterate_curvature(a, oracle, hessp, D, n_steps);
   });
@@ -1281,8 +1282,9 @@ PYBIND11_MODULE(_core, m) {
           require_shape(t0, "t0", {r});
           require_shape(slope0, "slope0", {r});
           py::array_t<bool> accept(r);
+          auto* out = reinterpret_cast<std::uint8_t*>(accept.mutable_data());
           gradstep::accept_rows(f.data(), G.data(), d.data(), f0.data(), t0.data(), slope0.data(),
-                                r, D, c1, c2, reinterpret_cast<std::uint8_t*>(accept.mutable_data()));
+                                r, D, c1, c2, out);
           return accept;
         },
         py::arg("f").noconvert(), py::arg("G").noconvert(), py::arg("d").noconvert(),
@@ -1348,6 +1350,6 @@ PYBIND11_MODULE(_core, m) {
           return before;
         },
         py::arg("name"),
-        "Selects the kernels ('baseline', 'avx2' or 'avx512') for tests and benchmarks; returns the "
-        "previous one. Not thread-safe: call it while no fit is running.");
+        "Selects the kernels ('baseline', 'avx2' or 'avx512') for tests and benchmarks; returns "
+        "the previous one. Not thread-safe: call it while no fit is running.");
 }

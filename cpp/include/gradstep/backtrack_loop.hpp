@@ -71,7 +71,7 @@ class Run {
       const std::uint8_t* penalized = nullptr)
       : oracle_(oracle), hessp_(hessp), spec_(spec), st_(st), rule_(rule), mem_(mem),
         passes_(passes), D_(D), l1_(l1), penalized_(penalized), q_(size()), gq_(size()),
-        step_(size()), d_(size()) {}
+        step_(size()), d_(size()), work_(size()) {}
 
   // Up to n_steps iterations of run 0 while it is running (bb's probe, at the start, is no
   // iteration: it only sets the first step).
@@ -135,9 +135,8 @@ class Run {
     }
     double next = t * rule_.grow;
     if (rule_.kind == Kind::bb) {  // s = q - p, y = g(q) - g, before the step overwrites p and g
-      std::vector<double> y(size());
-      for (std::size_t j = 0; j < size(); ++j) y[j] = gq_[j] - g[j];
-      next = bb_step(y, t);
+      for (std::size_t j = 0; j < size(); ++j) work_[j] = gq_[j] - g[j];
+      next = bb_step(work_, t);
       ring()[mem_.ints[3]] = fq;
       mem_.ints[3] = (mem_.ints[3] + 1) % rule_.window;
       mem_.ints[2] = std::min(mem_.ints[2] + 1, rule_.window);
@@ -166,17 +165,20 @@ class Run {
     const double* g = st_.grad;
     const double gnorm = std::sqrt(dot(g, g, D_));
     const double target = std::min(rule_.cg_tol, std::sqrt(gnorm)) * gnorm;
-    std::vector<double> r(size()), dir(size()), hv(size());
+    if (cg_.size() != 3 * size()) cg_.resize(3 * size());  // newton's only: made at its first
+    double* const r = cg_.data();
+    double* const dir = r + D_;
+    double* const hv = dir + D_;
     for (std::size_t j = 0; j < size(); ++j) {
       d_[j] = 0.0;
       r[j] = -g[j];
     }
-    dir = r;
-    double rr = dot(r.data(), r.data(), D_);
+    std::copy(r, r + D_, dir);
+    double rr = dot(r, r, D_);
     for (std::int64_t j = 0; j < rule_.max_cg; ++j) {
-      hessp_(p, dir.data(), hv.data());
+      hessp_(p, dir, hv);
       passes_[0] += 1.0;
-      const double curvature = dot(dir.data(), hv.data(), D_);
+      const double curvature = dot(dir, hv, D_);
       if (!(curvature > 0.0)) {
         if (j == 0) {
           for (std::size_t u = 0; u < size(); ++u) d_[u] = -g[u];
@@ -188,7 +190,7 @@ class Run {
         d_[u] += step * dir[u];
         r[u] -= step * hv[u];
       }
-      const double rr_new = dot(r.data(), r.data(), D_);
+      const double rr_new = dot(r, r, D_);
       if (std::sqrt(rr_new) <= target) return;
       for (std::size_t u = 0; u < size(); ++u) dir[u] = r[u] + (rr_new / rr) * dir[u];
       rr = rr_new;
@@ -256,9 +258,8 @@ class Run {
         step_[u] = w - p[j];
       }
       if (curvature::negligible(step_, p)) {
-        std::vector<double> r(size());
-        detail::l1_residual(p, g, l1_, penalized_, D_, r.data());
-        curvature::stall(spec_, st_, r.data(), D_);
+        detail::l1_residual(p, g, l1_, penalized_, D_, work_.data());
+        curvature::stall(spec_, st_, work_.data(), D_);
         return;
       }
       fq = oracle_(q_.data(), gq_.data());
@@ -266,24 +267,22 @@ class Run {
       if (std::isfinite(fq) && prox_decrease(loss, g, fq, t)) break;
       t *= rule_.shrink;
     }
-    std::vector<double> r(size());
-    detail::l1_residual(q_.data(), gq_.data(), l1_, penalized_, D_, r.data());
+    detail::l1_residual(q_.data(), gq_.data(), l1_, penalized_, D_, work_.data());
     const double objective = detail::objective(fq, l1_, q_.data(), penalized_, D_);
     curvature::take_step(spec_, st_, passes_[0], D_, q_.data(), gq_.data(), t, objective,
-                         r.data());
+                         work_.data());
     mem_.reals[1] = fq;
     mem_.reals[0] = t * rule_.grow;
   }
 
   // curvature._prox_decrease with step = step_ (q - p): f(q) <= f0 + g0.step + ||step||^2/(2t),
   // or where f's difference is lost in rounding, (g(q) - g0).step <= ||step||^2 / t.
-  bool prox_decrease(double f0, const double* g0, double f, double t) const {
+  bool prox_decrease(double f0, const double* g0, double f, double t) {
     const double ss = dot(step_.data(), step_.data(), D_);
     if (f <= f0 + dot(g0, step_.data(), D_) + ss / (2.0 * t)) return true;
     if (!(f <= f0 + curvature::rounding(f0))) return false;
-    std::vector<double> dg(size());
-    for (std::size_t j = 0; j < size(); ++j) dg[j] = gq_[j] - g0[j];
-    return dot(dg.data(), step_.data(), D_) <= ss / t;
+    for (std::size_t j = 0; j < size(); ++j) work_[j] = gq_[j] - g0[j];
+    return dot(work_.data(), step_.data(), D_) <= ss / t;
   }
 
   Oracle& oracle_;
@@ -297,6 +296,9 @@ class Run {
   double l1_;
   const std::uint8_t* penalized_;
   std::vector<double> q_, gq_, step_, d_;  // the trial point, its gradient, q - p, direction
+  // one D-vector's scratch between calls: bb's y = g(q) - g, the L1 residual, prox_decrease's
+  // g(q) - g0 (never two at once); newton's CG vectors r, dir and H dir, made at its first CG
+  std::vector<double> work_, cg_;
 };
 
 }  // namespace backtrack_loop
