@@ -151,6 +151,11 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
         those of the best score. ``fit`` only (``partial_fit`` ignores it).
     validation_fraction : float in (0, 1), default 0.1
     n_iter_no_change : int, default 5
+    working_set : bool, default False
+        With an L1 term (l1_ratio > 0) and one problem (two classes, or the multinomial
+        model): ``gradstep.fit``'s working_set, the L1 fit solved on growing sets of features;
+        faster when coef_ is much sparser than X's columns (sparse text-like data). ``fit``
+        only (``partial_fit`` ignores it); not with early_stopping.
 
     Attributes
     ----------
@@ -191,7 +196,7 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
                  class_weight=None, random_state=None, warm_start=False, backend="auto",
                  n_threads=None, verbose=0, multi_class="auto", rule_params=None,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=5,
-                 penalty="auto", l1_ratio=0.0):
+                 penalty="auto", l1_ratio=0.0, working_set=False):
         self.rule = rule
         self.lr = lr
         self.schedule = schedule
@@ -214,6 +219,7 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.penalty = penalty
         self.l1_ratio = l1_ratio
+        self.working_set = working_set
 
     # ---- shared preparation ----------------------------------------------------------------
 
@@ -268,6 +274,19 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
             Y = (y[:, None] == self.classes_[None, :]).astype(np.float64)
         return X, Y, sw
 
+    def _check_working_set(self, n_runs: int) -> None:
+        """working_set=True fits one problem, without early stopping's monitor."""
+        if self.working_set is False:
+            return
+        if self.early_stopping:
+            raise ValueError("working_set=True and early_stopping=True do not combine (the "
+                             "working set's rounds restart the iterations the held-out score "
+                             "follows): drop one of them")
+        if n_runs > 1:
+            raise ValueError(f"working_set=True fits one problem, but multi_class="
+                             f"{self.multi_class!r} makes {n_runs} one-vs-rest problems: use "
+                             "multi_class='multinomial' (or 'auto'), or drop working_set")
+
     def _check_early_stopping(self) -> None:
         if not isinstance(self.early_stopping, (bool, np.bool_)):
             raise ValueError(f"early_stopping must be True or False, got "
@@ -317,7 +336,7 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
                     fit_intercept=self.fit_intercept, sample_weight=sw, tol=self.tol,
                     batch_size=self.batch_size, random_state=self.random_state,
                     backend=self.backend, n_threads=self.n_threads, callback=self._progress(),
-                    **dict(self.rule_params or {}))
+                    working_set=self.working_set, **dict(self.rule_params or {}))
 
     def _progress(self):
         if not self.verbose:
@@ -387,6 +406,7 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
         X, Y, sw = self._prepare(X, y, sample_weight, reset=True)
         self._softmax = self._multinomial()
         n_runs = 1 if self._softmax else Y.shape[1]
+        self._check_working_set(n_runs)
         monitor = None
         for name in ("validation_scores_", "best_validation_score_"):
             self.__dict__.pop(name, None)
@@ -469,6 +489,7 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
             "intercept_init": self.intercept_ if self.fit_intercept else None}
         args = self._engine_args(sw)
         args["random_state"] = self._random_state
+        args["working_set"] = False  # one epoch going on from the last: no rounds
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)  # raised as ValueError below
             result = engine_fit(X, Y, self.rule, max_iter=1, resume=go_on, **start, **args)

@@ -1,0 +1,188 @@
+"""fit(..., working_set=True): an L1 fit solved on growing sets of features.
+
+An L1 solution is usually sparse (a few hundred nonzero weights of 10^4-10^6 features), yet every
+pass of a plain fit reads every column of X. With a working set, each round fits the problem
+restricted to a set W of the features (the sub-problem's X[:, W]: its passes read only those
+columns' nonzeros), warm-started from the weights so far, then checks the optimality of the
+features left out in one pass over all of X:
+
+- W holds the features that are nonzero and the ones whose gradient most violates the L1
+  optimality condition |g_j| <= l1 (alpha l1_ratio) at a zero weight (for the multinomial loss, the
+  largest |g| over a feature's classes: a feature's C weights enter W together);
+- its size starts at ``START`` (or twice the nonzeros) and at least doubles after every round
+  that leaves a feature outside W violating it by more than tol, so the rounds end, at the
+  latest with W = every feature (a plain fit on X); a round that only stopped early (its
+  loose tol) is followed by one on a set of the same size at tol;
+- a round's tolerance is max(tol, ``INNER`` x the largest violation left outside W) (as celer and
+  blitz do: loose while W is still wrong, tol once the features outside W are optimal);
+- the fit ends when the sub-problem converged at tol and every feature outside W meets
+  |g_j| <= l1 + tol: the plain fit's stopping test (max |minimum-norm subgradient| <= tol) on
+  the whole problem, since those features' weights are 0.
+
+The weights outside W are 0, so a sub-problem's objective at its weights is the whole problem's
+objective at the whole weights: the rounds' histories join into one (each later round's entry
+0 is the previous round's last point, dropped). ``history.grad_norm`` is the norm over W of the
+round that recorded it; ``history.passes`` and ``FitResult.passes`` count the rounds' passes
+(over X[:, W], each round's first included) and the checks' (over X) alike, FitResult's the
+last check too; ``n_iter`` sums the rounds' iterations.
+
+Measured (issue 10's L1 row: 50,000 x 20,000 Zipf CSR, C = 1, 255 nonzero weights; Zen 3, one
+thread): 1.5-1.8 s to the objective 1e-6 from the optimum where the plain OWL-QN fit takes
+3.1-3.9 s; on a denser solution (7,700 nonzero weights of 20,000) it was no faster. It pays when
+the solution is much sparser than X's columns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from .api import FitResult
+
+START = 256  # the first working set's size (at least twice the starting point's nonzeros)
+INNER = 0.3  # a round's tol: this fraction of the largest violation left outside the set
+
+
+def feature_scores(oracle: Any, P: np.ndarray, coef: np.ndarray) -> tuple[np.ndarray, float]:
+    """(score per feature, the smooth loss at P): |g_j| (the largest over a feature's classes
+    for the multinomial loss) from one pass over all of X, +inf where a weight is nonzero."""
+    loss, G = oracle.loss_grad(P, np.ones(1, np.uint8))
+    if not np.isfinite(G).all() and hasattr(oracle, "check_finite"):
+        oracle.check_finite()  # a NaN or inf in X: a clear error
+    d = oracle.n_features
+    if hasattr(oracle, "split"):  # multinomial: (C, d) gradients
+        grad = oracle.split(G)[0][0]
+        score = np.abs(grad).max(axis=0)
+        nonzero = (coef != 0.0).any(axis=0)
+    else:
+        score = np.abs(G[0, :d])
+        nonzero = coef != 0.0
+    score[nonzero] = np.inf
+    return score, float(loss[0])
+
+
+def columns(X: Any, features: np.ndarray) -> Any:
+    """X's columns `features` (sorted): a CSR matrix of them for sparse X, an array for dense."""
+    if sp.issparse(X):
+        return sp.csr_matrix(X)[:, features] if X.format == "coo" else X[:, features]
+    return np.ascontiguousarray(np.asarray(X)[:, features])
+
+
+def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
+                    start: np.ndarray, l1: float, tol: float, max_iter: int, batched: bool,
+                    fit_kwargs: dict) -> FitResult:
+    """fit(X, y, **fit_kwargs) with working_set=True (see the module docstring): `oracle` is
+    the whole problem's (its smooth loss and gradient), `start` its starting row (1, D), `l1`
+    the L1 strength alpha l1_ratio; `batched`: the call's one run is returned with a leading
+    axis. fit_kwargs hold the other arguments of the call."""
+    d = oracle.n_features
+    multinomial = hasattr(oracle, "split")
+    if multinomial:
+        coef_all, intercept = (a[0] for a in oracle.split(start))
+    else:
+        coef_all, intercept = start[0, :d].copy(), float(start[0, d])
+    score, _ = feature_scores(oracle, start, coef_all)
+    full_passes = 1
+    outside = score[np.isfinite(score)]
+    violation = float(outside.max()) - l1 if outside.size else 0.0
+    size = min(d, max(START, 2 * int(np.isinf(score).sum())))
+    rounds: list[FitResult] = []
+    offsets: list[int] = []  # passes before each round
+    used = 0
+    while True:
+        features = np.sort(np.argsort(-score, kind="stable")[:size])
+        everything = size == d
+        round_tol = tol if everything else max(tol, INNER * violation)
+        sub_X = X if everything else columns(X, features)
+        sub_coef = coef_all if everything else coef_all[..., features]
+        offsets.append(sum(int(r.passes) for r in rounds) + full_passes)
+        result = _single(fit(sub_X, y, **fit_kwargs, tol=round_tol, max_iter=max_iter - used,
+                             coef_init=sub_coef,
+                             intercept_init=intercept if fit_kwargs["fit_intercept"] else None))
+        rounds.append(result)
+        used += int(result.n_iter)
+        coef_all = np.zeros_like(coef_all)
+        coef_all[..., features] = result.coef
+        intercept = result.intercept
+        if everything or result.status != "converged":
+            status = result.status
+            break
+        P = oracle.pack(coef_all, intercept, 1, "coef") if multinomial else \
+            np.r_[coef_all, intercept][None, :]
+        score, _ = feature_scores(oracle, P, coef_all)
+        full_passes += 1
+        left = np.ones(d, dtype=bool)
+        left[features] = False
+        left &= np.isfinite(score)
+        violation = float(score[left].max()) - l1 if left.any() else 0.0
+        if violation <= tol and round_tol <= tol:
+            status = "converged"
+            break
+        if used >= max_iter:
+            status = "max_iter"
+            break
+        if violation > tol:  # features outside W are not optimal: a larger set
+            size = min(d, max(2 * size, 2 * int(np.isinf(score).sum())))
+    joined = _joined(rounds, offsets, coef_all, status, full_passes)
+    return _batch(joined) if batched else joined
+
+
+def _single(result: FitResult) -> FitResult:
+    """A batched result of one run (a 2-D y or a sequence of one alpha, as the estimators
+    pass) as the unbatched one."""
+    if not result.batched:
+        return result
+    h = result.history
+    history = None if h is None else dataclasses.replace(
+        h, **{name: getattr(h, name)[0] for name in _TRACES if getattr(h, name) is not None})
+    intercept = result.intercept[0]
+    return dataclasses.replace(
+        result, coef=result.coef[0], intercept=float(intercept) if np.ndim(intercept) == 0
+        else intercept, n_iter=int(result.n_iter[0]),
+        status=str(result.status[0]), loss=float(result.loss[0]), rules=result.rules[0],
+        history=history, passes=int(result.passes[0]))
+
+
+def _batch(result: FitResult) -> FitResult:
+    """The batched form (a leading axis of one run) of an unbatched result."""
+    h = result.history
+    history = None if h is None else dataclasses.replace(
+        h, **{name: getattr(h, name)[None] for name in _TRACES if getattr(h, name) is not None})
+    return dataclasses.replace(
+        result, coef=result.coef[None], intercept=np.asarray(result.intercept)[None],
+        n_iter=np.array([result.n_iter]), status=np.array([result.status]),
+        loss=np.array([result.loss]), rules=(result.rules,), history=history,
+        passes=np.array([result.passes]))
+
+
+_TRACES = ("loss", "grad_norm", "step_norm", "lr", "distance", "passes")
+
+
+def _joined(rounds: list[FitResult], offsets: list[int], coef: np.ndarray, status: str,
+            full_passes: int) -> FitResult:
+    """One FitResult of the rounds: the last round's weights spread over every feature, the
+    histories joined, the iterations and passes summed."""
+    from .api import FitResult, History  # api calls this module: imported once it is loaded
+
+    last = rounds[-1]
+    history = None
+    if last.history is not None:
+        parts = [(r.history, offset, 0 if i == 0 else 1)
+                 for i, (r, offset) in enumerate(zip(rounds, offsets))]
+
+        def join(name: str, shift: bool = False) -> np.ndarray:
+            return np.concatenate([getattr(h, name)[skip:] + (offset if shift else 0)
+                                   for h, offset, skip in parts])
+
+        history = History(loss=join("loss"), grad_norm=join("grad_norm"),
+                          step_norm=join("step_norm"), lr=join("lr"), distance=None,
+                          passes=join("passes", shift=True))
+    passes = sum(int(r.passes) for r in rounds) + full_passes
+    return FitResult(coef=coef, intercept=last.intercept,
+                     n_iter=sum(int(r.n_iter) for r in rounds), status=status, loss=last.loss,
+                     rules=last.rules, history=history, backend=last.backend,
+                     classes=last.classes, state=None, passes=passes)
