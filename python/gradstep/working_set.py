@@ -26,10 +26,11 @@ round that recorded it; ``history.passes`` and ``FitResult.passes`` count the ro
 (over X[:, W], each round's first included) and the checks' (over X) alike, FitResult's the
 last check too; ``n_iter`` sums the rounds' iterations.
 
-Measured (issue 10's L1 row: 50,000 x 20,000 Zipf CSR, C = 1, 255 nonzero weights; Zen 3, one
-thread): 1.5-1.8 s to the objective 1e-6 from the optimum where the plain OWL-QN fit takes
-3.1-3.9 s; on a denser solution (7,700 nonzero weights of 20,000) it was no faster. It pays when
-the solution is much sparser than X's columns.
+Measured (benchmarks/real_data.py's L1 row: 50,000 x 20,000 Zipf CSR, C = 1, 255 nonzero
+weights; Zen 3): 1.40-1.53 s on one thread and 0.92-0.97 s on two to the objective 1e-6 from the
+optimum, where the plain OWL-QN fit takes 3.27-3.63 s and 2.09-2.20 s; on a denser solution
+(7,700 nonzero weights of 20,000) a prototype was no faster. It pays when the solution is much
+sparser than X's columns.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ START = 256  # the first working set's size (at least twice the starting point's
 INNER = 0.3  # a round's tol: this fraction of the largest violation left outside the set
 
 
-def feature_scores(oracle: Any, P: np.ndarray, coef: np.ndarray) -> tuple[np.ndarray, float]:
-    """(score per feature, the smooth loss at P): |g_j| (the largest over a feature's classes
-    for the multinomial loss) from one pass over all of X, +inf where a weight is nonzero."""
-    loss, G = oracle.loss_grad(P, np.ones(1, np.uint8))
+def feature_scores(oracle: Any, P: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Each feature's score: |g_j| (the largest over a feature's classes for the multinomial
+    loss) from one pass over all of X at P, +inf where a weight is nonzero."""
+    _, G = oracle.loss_grad(P, np.ones(1, np.uint8))
     if not np.isfinite(G).all() and hasattr(oracle, "check_finite"):
         oracle.check_finite()  # a NaN or inf in X: a clear error
     d = oracle.n_features
@@ -62,7 +63,7 @@ def feature_scores(oracle: Any, P: np.ndarray, coef: np.ndarray) -> tuple[np.nda
         score = np.abs(G[0, :d])
         nonzero = coef != 0.0
     score[nonzero] = np.inf
-    return score, float(loss[0])
+    return score
 
 
 def columns(X: Any, features: np.ndarray) -> Any:
@@ -85,7 +86,7 @@ def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
         coef_all, intercept = (a[0] for a in oracle.split(start))
     else:
         coef_all, intercept = start[0, :d].copy(), float(start[0, d])
-    score, _ = feature_scores(oracle, start, coef_all)
+    score = feature_scores(oracle, start, coef_all)
     full_passes = 1
     outside = score[np.isfinite(score)]
     violation = float(outside.max()) - l1 if outside.size else 0.0
@@ -94,8 +95,9 @@ def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
     offsets: list[int] = []  # passes before each round
     used = 0
     while True:
-        features = np.sort(np.argsort(-score, kind="stable")[:size])
         everything = size == d
+        features = np.arange(d) if everything else np.sort(
+            np.argpartition(-score, size - 1)[:size])  # the nonzero (inf) and largest scores
         round_tol = tol if everything else max(tol, INNER * violation)
         sub_X = X if everything else columns(X, features)
         sub_coef = coef_all if everything else coef_all[..., features]
@@ -113,7 +115,7 @@ def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
             break
         P = oracle.pack(coef_all, intercept, 1, "coef") if multinomial else \
             np.r_[coef_all, intercept][None, :]
-        score, _ = feature_scores(oracle, P, coef_all)
+        score = feature_scores(oracle, P, coef_all)
         full_passes += 1
         left = np.ones(d, dtype=bool)
         left[features] = False
