@@ -9,10 +9,12 @@ features left out in one pass over all of X:
 - W holds the features that are nonzero and the ones whose gradient most violates the L1
   optimality condition |g_j| <= l1 (alpha l1_ratio) at a zero weight (for the multinomial loss, the
   largest |g| over a feature's classes: a feature's C weights enter W together);
-- its size starts at ``START`` (or twice the nonzeros) and at least doubles after every round
-  that leaves a feature outside W violating it by more than tol, so the rounds end, at the
-  latest with W = every feature (a plain fit on X); a round that only stopped early (its
-  loose tol) is followed by one on a set of the same size at tol;
+- its size starts at ``START`` (or twice the nonzeros) and, after every round that leaves a
+  feature outside W violating it by more than tol, becomes the larger of twice the size and
+  the nonzeros plus every violating feature (a solution denser than W: its next W about as
+  large as it, in one step). So the rounds end, at the latest with W = every feature (a plain
+  fit on X); a round that only stopped early (its loose tol) is followed by one on a set of
+  the same size at tol;
 - a round's tolerance is max(tol, ``INNER`` x the largest violation left outside W) (as celer and
   blitz do: loose while W is still wrong, tol once the features outside W are optimal);
 - the fit ends when the sub-problem converged at tol and every feature outside W meets
@@ -26,11 +28,13 @@ round that recorded it; ``history.passes`` and ``FitResult.passes`` count the ro
 (over X[:, W], each round's first included) and the checks' (over X) alike, FitResult's the
 last check too; ``n_iter`` sums the rounds' iterations.
 
-Measured (benchmarks/real_data.py's L1 row: 50,000 x 20,000 Zipf CSR, C = 1, 255 nonzero
-weights; Zen 3): 1.40-1.53 s on one thread and 0.92-0.97 s on two to the objective 1e-6 from the
-optimum, where the plain OWL-QN fit takes 3.27-3.63 s and 2.09-2.20 s; on a denser solution
-(7,700 nonzero weights of 20,000) a prototype was no faster. It pays when the solution is much
-sparser than X's columns.
+Each round's OWL-QN starts without curvature pairs, and its iterations vary a lot with the set,
+so the gain is uneven. Measured on 50,000 x 20,000 Zipf CSR (sparse_bench.make_csr; Zen 3, one
+thread, tol 1e-5 and 1e-6, five problems each; START and INNER were chosen on these among 256,
+512 and 1024, and 0 to 0.5): where the solution is much sparser than X's columns (255-326
+nonzero weights of 20,000: C = 1) 0.9-2.0 s against the plain fit's 1.6-4.4 s, 1.7-2.9 x
+faster; with 2,060 nonzero weights (C = 3) 1.0-1.3 x slower, with 8,300 (C = 10) 1.0-1.3 x
+slower. Hence an option, not the default.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import scipy.sparse as sp
 if TYPE_CHECKING:
     from .api import FitResult
 
-START = 256  # the first working set's size (at least twice the starting point's nonzeros)
+START = 512  # the first working set's size (at least twice the starting point's nonzeros)
 INNER = 0.3  # a round's tol: this fraction of the largest violation left outside the set
 
 
@@ -127,8 +131,10 @@ def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
         if used >= max_iter:
             status = "max_iter"
             break
-        if violation > tol:  # features outside W are not optimal: a larger set
-            size = min(d, max(2 * size, 2 * int(np.isinf(score).sum())))
+        if violation > tol:  # features outside W are not optimal: a larger set, one that
+            # holds at least the nonzeros and every feature left out that violates
+            wanted = int(np.isinf(score).sum()) + int(np.count_nonzero(score[left] > l1 + tol))
+            size = min(d, max(2 * size, wanted))
     joined = _joined(rounds, offsets, coef_all, status, full_passes)
     return _batch(joined) if batched else joined
 
