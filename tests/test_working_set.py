@@ -126,6 +126,13 @@ def test_refuses_what_it_cannot_do(kwargs, names):
     assert names in str(info.value)
 
 
+def test_false_in_numpy_spelling_is_the_plain_fit():
+    X, y = sparse_problem()
+    plain = gs.fit(X, y, "lbfgs", alpha=0.02, tol=1e-8)
+    also = gs.fit(X, y, "lbfgs", alpha=0.02, tol=1e-8, working_set=np.False_)
+    np.testing.assert_array_equal(plain.coef, also.coef)
+
+
 def test_refuses_resume():
     X, y = sparse_problem()
     first = gs.fit(X, y, "lbfgs", alpha=0.02, l1_ratio=1.0, max_iter=3)

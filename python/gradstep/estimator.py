@@ -276,8 +276,8 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
 
     def _check_working_set(self, n_runs: int) -> None:
         """working_set=True fits one problem, without early stopping's monitor."""
-        if self.working_set is False:
-            return
+        if not (isinstance(self.working_set, (bool, np.bool_)) and self.working_set):
+            return  # False, or not a bool: gs.fit names the latter
         if self.early_stopping:
             raise ValueError("working_set=True and early_stopping=True do not combine (the "
                              "working set's rounds restart the iterations the held-out score "
