@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
+from .oracle import first_pass
+
 if TYPE_CHECKING:
     from .api import FitResult
 
@@ -53,22 +55,23 @@ START = 512  # the first working set's size (at least twice the starting point's
 INNER = 0.3  # a round's tol: this fraction of the largest violation left outside the set
 
 
-def feature_scores(oracle: Any, P: np.ndarray, coef: np.ndarray) -> np.ndarray:
+def feature_scores(oracle: Any, coef: np.ndarray, intercept: Any) -> np.ndarray:
     """Each feature's score: |g_j| (the largest over a feature's classes for the multinomial
-    loss) from one pass over all of X at P, +inf where a weight is nonzero."""
-    _, G = oracle.loss_grad(P, np.ones(1, np.uint8))
-    if not np.isfinite(G).all() and hasattr(oracle, "check_finite"):
-        oracle.check_finite()  # a NaN or inf in X: a clear error
-    d = oracle.n_features
-    if hasattr(oracle, "split"):  # multinomial: (C, d) gradients
-        grad = oracle.split(G)[0][0]
-        score = np.abs(grad).max(axis=0)
-        nonzero = (coef != 0.0).any(axis=0)
-    else:
-        score = np.abs(G[0, :d])
-        nonzero = coef != 0.0
-    score[nonzero] = np.inf
+    loss) from one pass over all of X at (coef, intercept), +inf where a weight is nonzero."""
+    from .api import _public_params, _public_result  # api calls this module: loaded by then
+
+    P, _ = _public_params(oracle, coef, intercept, "coef")
+    grad = _public_result(oracle, first_pass(oracle, P)[1], single=True)[0]  # (d,) or (C, d)
+    score = np.abs(np.atleast_2d(grad)).max(axis=0)
+    score[np.atleast_2d(coef != 0.0).any(axis=0)] = np.inf
     return score
+
+
+def largest_violation(score: np.ndarray, l1: float, candidates: np.ndarray) -> float:
+    """max(|g_j|) - l1 over the candidate features whose weight is 0 (0.0 without any): the
+    largest breach of their L1 optimality condition |g_j| <= l1."""
+    zero = candidates & np.isfinite(score)
+    return float(score[zero].max()) - l1 if zero.any() else 0.0
 
 
 def columns(X: Any, features: np.ndarray) -> Any:
@@ -85,16 +88,13 @@ def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
     the whole problem's (its smooth loss and gradient), `start` its starting row (1, D), `l1`
     the L1 strength alpha l1_ratio; `batched`: the call's one run is returned with a leading
     axis. fit_kwargs hold the other arguments of the call."""
+    from .api import _public_result  # api calls this module: loaded by then
+
     d = oracle.n_features
-    multinomial = hasattr(oracle, "split")
-    if multinomial:
-        coef_all, intercept = (a[0] for a in oracle.split(start))
-    else:
-        coef_all, intercept = start[0, :d].copy(), float(start[0, d])
-    score = feature_scores(oracle, start, coef_all)
+    coef_all, intercept = _public_result(oracle, start, single=True)
+    score = feature_scores(oracle, coef_all, intercept)
     full_passes = 1
-    outside = score[np.isfinite(score)]
-    violation = float(outside.max()) - l1 if outside.size else 0.0
+    violation = largest_violation(score, l1, np.ones(d, dtype=bool))
     size = min(d, max(START, 2 * int(np.isinf(score).sum())))
     rounds: list[FitResult] = []
     offsets: list[int] = []  # passes before each round
@@ -118,14 +118,11 @@ def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
         if everything or result.status != "converged":
             status = result.status
             break
-        P = oracle.pack(coef_all, intercept, 1, "coef") if multinomial else \
-            np.r_[coef_all, intercept][None, :]
-        score = feature_scores(oracle, P, coef_all)
+        score = feature_scores(oracle, coef_all, intercept)
         full_passes += 1
         left = np.ones(d, dtype=bool)
         left[features] = False
-        left &= np.isfinite(score)
-        violation = float(score[left].max()) - l1 if left.any() else 0.0
+        violation = largest_violation(score, l1, left)
         if violation <= tol and round_tol <= tol:
             status = "converged"
             break
