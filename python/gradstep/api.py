@@ -643,12 +643,11 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         (``gradstep.working_set``): each round fits the columns of the nonzero weights and of
         the features whose gradient most violates |g_j| <= alpha l1_ratio, warm-started, then
         checks the features left out in one pass over X; it stops with the plain fit's test on
-        the whole problem. Faster when the solution is much sparser than X's columns (1.7-2.9 x
-        on sparse Zipf CSR with ~300 nonzero weights of 20,000; 1.0-1.3 x slower with 2,000 or
-        more, see the README's L1 section); the history joins the rounds', and its
-        grad_norm is over each round's features; a callback sees each round's iterations
-        (counted from 0 in each). Not with monitor, resume, reference, batch_size or several
-        runs.
+        the whole problem. Its speed against the plain fit varies with the problem (0.5-2.4 x
+        on nine sparse Zipf CSR problems, see the README's L1 section); the history joins the
+        rounds', and its grad_norm is over each round's features; a callback sees each round's
+        iterations (counted from 0 in each). Not with monitor, resume, reference, batch_size or
+        several runs.
     **rule_params
         The rule's own parameters (mu, rho, beta1, beta2, eps, m, c1, cg_tol, ...) and the
         schedule's (decay, power, gamma).

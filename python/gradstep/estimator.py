@@ -154,8 +154,9 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
     working_set : bool, default False
         With an L1 term (l1_ratio > 0) and one problem (two classes, or the multinomial
         model): ``gradstep.fit``'s working_set, the L1 fit solved on growing sets of features;
-        faster when coef_ is much sparser than X's columns (sparse text-like data). ``fit``
-        only (``partial_fit`` ignores it); not with early_stopping.
+        faster on some problems and slower on others (0.5-2.4 x the plain fit's speed on
+        sparse Zipf CSR, see ``gradstep.working_set``). ``fit`` only (``partial_fit`` ignores
+        it); not with early_stopping.
 
     Attributes
     ----------
