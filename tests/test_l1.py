@@ -100,6 +100,27 @@ def test_owlqn_reaches_the_kkt_point(small, cancer):
         assert np.all(np.diff(res.history.loss) <= 1e-12)  # monotone line search on F
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cpp"])
+def test_owlqn_backtracking_starts_from_the_last_accepted_step(cancer, backend):
+    """Each OWL-QN search halves from its first trial, one pass per trial; that first trial
+    is lr after the first iteration, then the step the previous search accepted, doubled (up
+    to lr) when it was that search's own first trial. So every iteration's passes follow from
+    the steps in the history. Starting at lr every time (the rule before) gives other counts
+    on this problem, whose unit steps often fail."""
+    X, y = cancer
+    res = gs.fit(X, y, "lbfgs", alpha=1 / 569, l1_ratio=1.0, tol=1e-6, max_iter=400,
+                 backend=backend)
+    steps, passes = res.history.lr, np.diff(res.history.passes)
+    t0, below_lr = 1.0, 0  # iteration 2's first trial: lr, after the first iteration
+    for k in range(2, len(steps)):
+        t = steps[k]
+        trials = 1 + np.log2(t0 / t)
+        assert trials == round(trials) and passes[k - 1] == trials, (k, t0, t)
+        below_lr += t0 < 1.0
+        t0 = min(1.0, 2 * t) if t == t0 else t
+    assert below_lr > 10  # the rule was exercised, not only t0 = lr
+
+
 # Each first-order rule's proximal step must be scaled by the step the rule takes per unit
 # gradient, or the fixed point is the optimum of another penalty: with lr_t instead of
 # lr_t / (1 - mu) momentum fits l1 (1 - mu); without the per-coordinate scale the adaptive

@@ -279,7 +279,7 @@ def test_bad_loop_arrays_are_refused_before_any_work(monkeypatch):
     def lbfgs(m=10, memory_rows=22, **kw):
         fields = dict(kind="lbfgs", m=m, lr=1.0, memory=np.zeros((memory_rows, 4)),
                       rho=np.zeros(m + 1), gamma=np.ones(1), ints=np.zeros(3, np.int64),
-                      passes=np.ones(1))
+                      step=np.ones(1), passes=np.ones(1))
         return types.SimpleNamespace(**{**fields, **kw})
 
     def run(loop):
@@ -295,6 +295,8 @@ def test_bad_loop_arrays_are_refused_before_any_work(monkeypatch):
         loop = lbfgs()
         del loop.rho
         run(loop)
+    with pytest.raises(ValueError, match="loop.step must have shape"):
+        run(lbfgs(step=np.ones(2)))
     armijo = dict(kind="armijo", params=np.array([1.0, 1e-4, 0.5, 2.0, 0.0, 1.0, 0.1, 1]),
                   reals=np.zeros(3), ints=np.zeros(4, np.int64), passes=np.ones(1))
     with pytest.raises(ValueError, match="loop.params must hold"):

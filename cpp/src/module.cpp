@@ -481,7 +481,7 @@ struct CurvatureArgs {
   gradstep::FitState st;
   bool lbfgs = true;  // loop.kind "lbfgs"; else "armijo", "bb" or "newton" (backtrack_loop.hpp)
   // lbfgs: the pairs (lbfgs_loop::Memory) and the first trial step of later iterations
-  carray<double> memory, rho, gamma;
+  carray<double> memory, rho, gamma, step;
   carray<std::int64_t> ints;
   gradstep::lbfgs_loop::Memory mem;
   double lr = 1.0;
@@ -491,7 +491,8 @@ struct CurvatureArgs {
   gradstep::backtrack_loop::Memory bt;
 };
 
-// loop.kind's lbfgs arrays: memory (2 (m + 1), D), rho (m + 1,), gamma (1,), ints (3,).
+// loop.kind's lbfgs arrays: memory (2 (m + 1), D), rho (m + 1,), gamma (1,), ints (3,),
+// step (1,).
 void lbfgs_loop_args(const py::object& loop_obj, CurvatureArgs& a, ssize_t D) {
   const std::string L = "loop";
   const auto m = scalar_attribute<ssize_t>(loop_obj, L, "m", "an int");
@@ -501,10 +502,12 @@ void lbfgs_loop_args(const py::object& loop_obj, CurvatureArgs& a, ssize_t D) {
   a.rho = array_attribute<double>(loop_obj, L, "rho", true);
   a.gamma = array_attribute<double>(loop_obj, L, "gamma", true);
   a.ints = array_attribute<std::int64_t>(loop_obj, L, "ints", true);
+  a.step = array_attribute<double>(loop_obj, L, "step", true);
   require_shape(a.memory, "loop.memory", {2 * (m + 1), D});
   require_shape(a.rho, "loop.rho", {m + 1});
   require_shape(a.gamma, "loop.gamma", {1});
   require_shape(a.ints, "loop.ints", {3});
+  require_shape(a.step, "loop.step", {1});
   const std::int64_t* ints = a.ints.data();
   require(ints[0] >= 0 && ints[0] <= m && ints[1] >= 0 && ints[1] <= m,
           "loop.ints must hold a slot in [0, m] and a count in [0, m]");
@@ -512,6 +515,7 @@ void lbfgs_loop_args(const py::object& loop_obj, CurvatureArgs& a, ssize_t D) {
   a.mem.rho = a.rho.mutable_data();
   a.mem.gamma = a.gamma.mutable_data();
   a.mem.ints = a.ints.mutable_data();
+  a.mem.step = a.step.mutable_data();
   a.mem.m = m;
 }
 

@@ -518,9 +518,9 @@ class CompiledCurvatureDriver:
     steps), full batch, on an in-memory oracle (dense or CSR) whose backend has the compiled
     loops (``module.curvature_run``: lbfgs_loop.hpp, backtrack_loop.hpp). The run's state between
     calls lives here, where the loop reads it (as ``loop``): its ``kind``, lbfgs's memory in
-    _Pairs' layout, or the other rules' constants (``params``) and state (``reals``, ``ints``)
-    in backtrack_loop.hpp's. ``run(n)`` does up to n iterations (the reference's ``run(n)``: n
-    rounds of one pass each)."""
+    _Pairs' layout and OWL-QN's next first trial (``step``), or the other rules' constants
+    (``params``) and state (``reals``, ``ints``) in backtrack_loop.hpp's. ``run(n)`` does up to
+    n iterations (the reference's ``run(n)``: n rounds of one pass each)."""
 
     def __init__(self, oracle: Any, spec: RunSpec, rule: StepRule, state: FitState):
         self.oracle, self.spec, self.state = oracle, spec, state
@@ -533,6 +533,7 @@ class CompiledCurvatureDriver:
             self.rho = np.zeros(slots)
             self.gamma = np.ones(1)
             self.ints = np.array([0, 0, 1], dtype=np.int64)  # free slot, pairs kept, first
+            self.step = np.array([self.lr])  # OWL-QN's next first trial (owlqn_next_trial)
             return
         window = rule.window if isinstance(rule, BB) else 1
         lr = math.nan if rule.lr is None else float(rule.lr)  # bb's NaN: its probe

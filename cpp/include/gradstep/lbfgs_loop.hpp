@@ -38,14 +38,23 @@ constexpr int kMaxEvals = 25;            // strong_wolfe's max_evals
 // The memory of the run between calls, in curvature._Pairs' layout (Python-owned arrays):
 // R = m + 1 slots, memory (2R, D) with s vectors in rows [0, R) and y vectors in [R, 2R),
 // rho (R,) = 1/s'y per slot, gamma = s'y / y'y of the newest pair; ints: the free slot (head),
-// the number of pairs kept (count) and whether the next iteration is the first (first).
+// the number of pairs kept (count) and whether the next iteration is the first (first); step:
+// OWL-QN's next first trial (curvature.owlqn_next_trial).
 struct Memory {
   double* memory = nullptr;
   double* rho = nullptr;
   double* gamma = nullptr;
   std::int64_t* ints = nullptr;  // head, count, first
+  double* step = nullptr;        // (1,)
   std::ptrdiff_t m = 0;          // pairs kept (R = m + 1 slots)
 };
+
+// curvature.owlqn_next_trial: the step t a search accepted, doubled (up to lr) when it was the
+// first trial t0; lr after a fresh start (the first iteration, or a restart from -pg).
+inline double owlqn_next_trial(double t, double t0, double lr, bool fresh) {
+  if (fresh) return lr;
+  return t == t0 ? std::min(lr, 2.0 * t) : t;
+}
 
 // curvature._cubic_min; false for its None.
 inline bool cubic_min(double a, double fa, double ga, double b, double fb, double gb, double* x) {
@@ -140,19 +149,22 @@ class Run {
     residual(p, g, pg.data());
     direction(pg.data(), d.data());
     for (std::size_t j = 0; j < size(); ++j) d[j] = d[j] * pg[j] > 0.0 ? -d[j] : 0.0;
-    if (!(dot(pg.data(), d.data(), D_) < 0.0)) {  // nothing left of it: restart from -pg
+    bool restarted = !(dot(pg.data(), d.data(), D_) < 0.0);
+    if (restarted) {  // nothing left of it: restart from -pg
       clear();
       for (std::size_t j = 0; j < size(); ++j) d[j] = -pg[j];
     }
     double sum_abs = 0.0;
     for (const double v : pg) sum_abs += std::fabs(v);
     const bool first = mem_.ints[2] != 0;
-    const double t0 = first ? std::min(1.0, 1.0 / std::max(sum_abs, 1e-300)) : lr_;
+    const double t0 = first ? std::min(1.0, 1.0 / std::max(sum_abs, 1e-300))
+                            : (restarted ? lr_ : mem_.step[0]);
     Trial found;
     double value = 0.0;
     bool ok = orthant_backtrack(p, objective, pg, d, t0, &found, &value);
     if (!ok && mem_.ints[1] > 0) {  // a stale memory: once more along -pg from 1/||pg||
       clear();
+      restarted = true;
       for (std::size_t j = 0; j < size(); ++j) d[j] = -pg[j];
       const double norm = std::sqrt(dot(pg.data(), pg.data(), D_));
       ok = orthant_backtrack(p, objective, pg, d, 1.0 / std::max(norm, 1e-300), &found, &value);
@@ -161,6 +173,7 @@ class Run {
       stall(pg.data());
       return;
     }
+    mem_.step[0] = owlqn_next_trial(found.t, t0, lr_, first || restarted);
     keep_pair(p, g, found);
     mem_.ints[2] = 0;
     std::vector<double> r(size());

@@ -379,14 +379,17 @@ class LBFGS(StepRule):
     sign with minus the pseudo-gradient, and a backtracking line search on the full objective
     whose trial points are projected onto the orthant of the current point (sign(w), or at a
     zero the sign of the step it takes): a coefficient that would cross 0 stops at an exact 0.
-    The (s, y) pairs are built from the smooth gradients.
+    The (s, y) pairs are built from the smooth gradients. Each backtracking starts from the step
+    the previous one accepted, doubled up to lr when that was its first trial
+    (``owlqn_next_trial``).
 
     Parameters
     ----------
     m : int, default 10
         The number of pairs kept.
     lr : float, default 1.0
-        The first trial step of each line search (the quasi-Newton step has length ~1).
+        The first trial step of each line search (the quasi-Newton step has length ~1); with
+        an L1 term the largest one.
 
     Examples
     --------
@@ -444,17 +447,23 @@ class LBFGS(StepRule):
         pairs = _Pairs(self.m, g.size)
         objective = loss + l1 * float(np.abs(p[penalized]).sum())
         first = True
+        t_next = self.lr  # the next search's first trial (owlqn_next_trial)
         while True:
             pg = l1_residual(p, g, l1, penalized)
             d = pairs.apply(pg)
             d = np.where(d * pg > 0.0, -d, 0.0)  # -H pg where it agrees in sign with -pg
-            if not float(pg @ d) < 0.0:  # nothing left of it: restart from -pg
+            restarted = not float(pg @ d) < 0.0
+            if restarted:  # nothing left of it: restart from -pg
                 pairs.clear()
                 d = -pg
-            t0 = min(1.0, 1.0 / max(float(np.abs(pg).sum()), 1e-300)) if first else self.lr
+            if first:
+                t0 = min(1.0, 1.0 / max(float(np.abs(pg).sum()), 1e-300))
+            else:
+                t0 = self.lr if restarted else t_next
             found = yield from _orthant_backtrack(p, objective, pg, d, t0, l1, penalized)
             if found is None and pairs:  # a stale memory: retry once along -pg
                 pairs.clear()
+                restarted = True
                 found = yield from _orthant_backtrack(
                     p, objective, pg, -pg, 1.0 / max(float(np.linalg.norm(pg)), 1e-300), l1,
                     penalized)
@@ -462,6 +471,7 @@ class LBFGS(StepRule):
                 yield Stall()
                 return
             t, q, fq, gq, objective = found
+            t_next = owlqn_next_trial(t, t0, self.lr, first or restarted)
             s, yv = pairs.free()  # the smooth gradients: the L1 term has no curvature
             np.subtract(q, p, out=s)
             np.subtract(gq, g, out=yv)
@@ -471,6 +481,25 @@ class LBFGS(StepRule):
             p, loss, g = q, fq, gq
             first = False
             yield Step(p, loss, g, t)
+
+
+def owlqn_next_trial(t: float, t0: float, lr: float, fresh: bool) -> float:
+    """The first trial step of OWL-QN's next line search, after this one accepted t having
+    started at t0: the step it accepted, doubled (up to lr) when that was its first trial, so
+    that a run whose unit steps keep failing starts where they succeed and one whose steps
+    succeed returns to lr in a few iterations (as Armijo's ``grow``). lr after the first
+    iteration and after a restart from -pg (``fresh``: their steps scale the pseudo-gradient,
+    not a quasi-Newton direction).
+
+    Why: the orthant projection often makes the unit quasi-Newton step fail its test for many
+    iterations in a row, each then paying a second pass for t = 1/2. Over eleven L1 and
+    elastic-net problems (breast cancer at C = 0.1-100, digits multinomial, 50,000 x 20,000
+    Zipf CSR), starting at 1 every time took 59,447 passes to tol 1e-6 and this rule 26,819
+    (5,630 and 4,038 without the C = 100 problem's 53,817 and 22,781), the same objectives to
+    2e-6; two problems took 9-13 % more."""
+    if fresh:
+        return lr
+    return min(lr, 2.0 * t) if t == t0 else t
 
 
 def _orthant_backtrack(p, objective, pg, d, t, l1, penalized, c1=1e-4, shrink=0.5):
