@@ -643,7 +643,7 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         (``gradstep.working_set``): each round fits the columns of the nonzero weights and of
         the features whose gradient most violates |g_j| <= alpha l1_ratio, warm-started, then
         checks the features left out in one pass over X; it stops with the plain fit's test on
-        the whole problem. Its speed against the plain fit varies with the problem (0.5-2.4 x
+        the whole problem. Its speed against the plain fit varies with the problem (0.8-2.5 x
         on nine sparse Zipf CSR problems, see the README's L1 section); the history joins the
         rounds', and its grad_norm is over each round's features; a callback sees each round's
         iterations (counted from 0 in each). Not with monitor, resume, reference, batch_size or

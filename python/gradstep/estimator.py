@@ -154,7 +154,7 @@ class GDClassifier(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
     working_set : bool, default False
         With an L1 term (l1_ratio > 0) and one problem (two classes, or the multinomial
         model): ``gradstep.fit``'s working_set, the L1 fit solved on growing sets of features;
-        faster on some problems and slower on others (0.5-2.4 x the plain fit's speed on
+        faster on some problems and slower on others (0.8-2.5 x the plain fit's speed on
         sparse Zipf CSR, see ``gradstep.working_set``). ``fit`` only (``partial_fit`` ignores
         it); not with early_stopping.
 

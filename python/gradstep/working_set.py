@@ -32,14 +32,15 @@ Any rule that takes an L1 term runs the rounds (the benchmark's is lbfgs, OWL-QN
 starts afresh (OWL-QN without curvature pairs), and a round's passes read X[:, W]: on Zipf data
 the common features carry most nonzeros and are in W, so a pass over X[:, W] reads 55-65 % of
 X's nonzeros, not the set's share of the columns. Whether the rounds win is then decided by
-OWL-QN's path lengths, which vary threefold between neighbouring problems (the plain fit of
-seed 7 below takes 234 passes, that of seed 8 77), more than by the sparsity of the solution.
+OWL-QN's path lengths, which vary severalfold between neighbouring problems (the plain fit of
+seed 8 below takes 95 passes, that of seed 7 215), more than by the sparsity of the solution.
 Measured (lbfgs, one thread, Zen 3) on nine 50,000 x 20,000 Zipf CSR problems
 (sparse_bench.make_csr seeds 7, 8, 9 x C = 1, 3, 10; 254-8,400 nonzero weights of 20,000),
 each fit at the loosest tol that reaches the optimum's objective to 1e-6: working_set=True
-against the plain fit 2.4, 1.9, 1.07 x faster on seed 7, 0.61, 0.46, 0.62 x (slower) on seed
-8, 0.69, 2.1, 1.5 x on seed 9. START and INNER were chosen among 256, 512 and 1024 and 0 to 0.5
-on five problems of seed 7's kind. Hence an option, not the default.
+against the plain fit 2.5, 2.2, 0.91 x as fast on seed 7, 0.83, 1.09, 1.03 x on seed 8, 1.77,
+1.02, 0.88 x on seed 9 (before OWL-QN's searches started from the last accepted step: 0.46-2.4
+x). START and INNER were chosen among 256, 512 and 1024 and 0 to 0.5 on five problems of seed
+7's kind. Hence an option, not the default.
 """
 
 from __future__ import annotations
