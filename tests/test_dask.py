@@ -156,6 +156,37 @@ def test_a_dask_dataframe(client, problem, monkeypatch):
             gs.fit(frame.to_dask_array(), y, "lbfgs")
 
 
+def test_working_set_rounds_stay_on_the_cluster(client, monkeypatch):
+    """fit(..., working_set=True) on a dask X: each round's X is a lazy column slice of it (a
+    dask array, not the whole array pulled to the client), and the fit is the in-memory one."""
+    from gradstep import working_set
+
+    rng = np.random.default_rng(11)
+    n, d = 600, 700  # d > working_set.START: the first round's X is a slice
+    X = rng.standard_normal((n, d))
+    w = np.zeros(d)
+    w[rng.choice(d, 8, replace=False)] = 2.0
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-X @ w))).astype(float)
+    slices = []
+    columns = working_set.columns
+
+    def recording(X_, features):
+        out = columns(X_, features)
+        slices.append(out)
+        return out
+
+    monkeypatch.setattr(working_set, "columns", recording)
+    kw = dict(alpha=0.05, l1_ratio=1.0, tol=1e-8, max_iter=2000, working_set=True,
+              backend=_backend("cpp"))
+    got = gs.fit(da.from_array(X, chunks=(200, d)), y, "lbfgs", **kw)
+    assert slices and all(hasattr(S, "__dask_graph__") for S in slices)
+    assert slices[0].shape == (n, working_set.START)
+    want = gs.fit(X, y, "lbfgs", **kw)
+    assert got.status == want.status == "converged" and got.backend == "cpp-dask"
+    np.testing.assert_array_equal(got.coef != 0, want.coef != 0)
+    np.testing.assert_allclose(got.coef, want.coef, atol=1e-6)
+
+
 def test_results_are_deterministic_and_need_no_client(client, problem, monkeypatch):
     X, y, sw = problem
     Xd = da.from_array(X, chunks=(500, 6))

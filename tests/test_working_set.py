@@ -73,6 +73,23 @@ def test_reaches_the_plain_fits_optimum_reading_fewer_columns(monkeypatch, dense
     np.testing.assert_array_equal(y, y_before)
 
 
+def test_rounds_slice_the_checked_csr_a_coo_x_is_converted_once(monkeypatch):
+    X, y = sparse_problem(seed=1)
+    seen = []
+    columns = working_set.columns
+
+    def recording(X_, features):
+        seen.append(X_)
+        return columns(X_, features)
+
+    monkeypatch.setattr(working_set, "columns", recording)
+    kw = dict(alpha=0.02, l1_ratio=1.0, tol=1e-8, working_set=True)
+    from_coo = gs.fit(X.tocoo(), y, "lbfgs", **kw)
+    assert seen and all(sp.issparse(M) and M.format == "csr" for M in seen)
+    assert len({id(M) for M in seen}) == 1  # one CSR, converted once, sliced every round
+    np.testing.assert_array_equal(from_coo.coef, gs.fit(X, y, "lbfgs", **kw).coef)
+
+
 def test_history_and_counts_join_the_rounds():
     X, y = sparse_problem(seed=2)
     res = gs.fit(X, y, "lbfgs", alpha=0.02, l1_ratio=1.0, tol=1e-8, working_set=True,

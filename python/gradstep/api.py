@@ -796,8 +796,8 @@ def fit(X, y=None, rule="sgd", *, lr=None, schedule="constant", alpha=0.0, l1_ra
         raise ValueError(f"resume must be a FitResult from an earlier fit, got {resume!r}")
     if working_set and l1 is not None:  # (_check_working_set made sure of an L1 term)
         with one_blas_thread(backend_name.startswith("cpp")):
-            return fit_working_set(
-                fit, X, y, oracle, P0, float(l1[0]), tol, max_iter, batched, dict(
+            return fit_working_set(  # the oracle's X: checked and converted once
+                fit, oracle.X, y, oracle, P0, float(l1[0]), tol, max_iter, batched, dict(
                     rule=rule, lr=lr, schedule=schedule, alpha=alpha, l1_ratio=l1_ratio,
                     penalty=penalty, fit_intercept=fit_intercept, sample_weight=sample_weight,
                     backend=backend, n_threads=n_threads, history=history, callback=callback,

@@ -28,6 +28,10 @@ round that recorded it; ``history.passes`` and ``FitResult.passes`` count the ro
 (over X[:, W], each round's first included) and the checks' (over X) alike, FitResult's the
 last check too; ``n_iter`` sums the rounds' iterations.
 
+A round's X is a column slice of the X the whole problem's oracle holds (checked once: a COO
+matrix is converted to CSR once, not per round); on a dask X it is a lazy slice, so the rounds
+run on the cluster as a plain dask fit does, each one reading X's chunks again.
+
 Any rule that takes an L1 term runs the rounds (the benchmark's is lbfgs, OWL-QN). Each round
 starts afresh (OWL-QN without curvature pairs), and a round's passes read X[:, W]: on Zipf data
 the common features carry most nonzeros and are in W, so a pass over X[:, W] reads 55-65 % of
@@ -80,17 +84,21 @@ def largest_violation(score: np.ndarray, l1: float, candidates: np.ndarray) -> f
 
 
 def columns(X: Any, features: np.ndarray) -> Any:
-    """X's columns `features` (sorted): a CSR matrix of them for sparse X, an array for dense."""
-    if sp.issparse(X):
-        return sp.csr_matrix(X)[:, features] if X.format == "coo" else X[:, features]
-    return np.ascontiguousarray(np.asarray(X)[:, features])
+    """The columns `features` (sorted) of the whole problem oracle's X, a round's X: a CSR
+    matrix of them from its canonical CSR, a lazy dask array from its dask array (the round
+    runs on the cluster as the whole fit does), an array from its array."""
+    if sp.issparse(X) or hasattr(X, "__dask_graph__"):
+        return X[:, features]
+    return np.ascontiguousarray(X[:, features])
 
 
 def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
                     start: np.ndarray, l1: float, tol: float, max_iter: int, batched: bool,
                     fit_kwargs: dict) -> FitResult:
     """fit(X, y, **fit_kwargs) with working_set=True (see the module docstring): `oracle` is
-    the whole problem's (its smooth loss and gradient), `start` its starting row (1, D), `l1`
+    the whole problem's (its smooth loss and gradient) and X its data as it holds them (checked
+    once: a COO matrix already CSR, a dask DataFrame already an array), `start` its starting
+    row (1, D), `l1`
     the L1 strength alpha l1_ratio; `batched`: the call's one run is returned with a leading
     axis. fit_kwargs hold the other arguments of the call."""
     from .api import _public_result  # api calls this module: loaded by then
