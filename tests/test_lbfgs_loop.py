@@ -397,7 +397,10 @@ def test_several_runs_follow_the_reference(monkeypatch, data, penalty):
     A, B = a.coef.reshape(n_runs, -1), b.coef.reshape(n_runs, -1)
     np.testing.assert_array_equal(B == 0.0, A == 0.0)
     np.testing.assert_allclose(B, A, rtol=0, atol=1e-6 * max(1.0, float(np.abs(A).max())))
-    assert np.all(np.abs(a.n_iter - b.n_iter) <= 2)
+    # the two drivers' directions differ in their last bits (the reference's dot products are
+    # NumPy's BLAS, whose summation order depends on the CPU's kernel), and a long OWL-QN path
+    # amplifies that: on Zen 4 (OpenBLAS "SkylakeX") one run took 308 iterations against 301
+    assert np.all(np.abs(a.n_iter - b.n_iter) <= np.maximum(2, 0.05 * a.n_iter))
     for k in range(n_runs):  # each run's own history, as the reference records it
         n = int(min(a.n_iter[k], b.n_iter[k])) // 2
         np.testing.assert_allclose(b.history.loss[k][:n], a.history.loss[k][:n], rtol=1e-10)
