@@ -1344,6 +1344,21 @@ PYBIND11_MODULE(_core, m) {
         py::arg("seconds"),
         "For tests: holds the thread pool's instance lock for `seconds` (GIL released), as a "
         "thread inside ThreadPool::instance() does for a moment.");
+  m.def("row_order", [] { return std::string(gradstep::row_order_name(gradstep::current_row_order())); },
+        "The order in which the dense gradient reads each group of four rows: 'auto', 'rowwise' "
+        "or 'interleaved' (block_kernel.hpp, RowOrder).");
+  m.def("set_row_order", [](const std::string& name) {
+          const std::string before = gradstep::row_order_name(gradstep::current_row_order());
+          try {
+            gradstep::select_row_order(name);
+          } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+          }
+          return before;
+        },
+        py::arg("name"),
+        "Selects the dense gradient's row order ('auto', 'rowwise' or 'interleaved') for tests and "
+        "benchmarks; returns the previous one. Either order gives the same bits.");
   m.def("set_kernel", [](const std::string& name) {
           const std::string before = gradstep::kernel_name(gradstep::current_kernel());
           try {

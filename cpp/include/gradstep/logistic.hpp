@@ -270,6 +270,8 @@ class GradientEngine {
     const double min_work = back_to_back_ ? kMinBackToBackWork : kMinParallelWork;
     const int participants = n_blocks * n_tiles > 1 && work >= min_work ? std::max(1, n_threads) : 1;
     ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
+    const bool rowwise =  // RowOrder
+        !hess && rowwise_rows(used * d * static_cast<std::ptrdiff_t>(sizeof(T)), sizeof(T));
 
     for (std::ptrdiff_t b0 = 0; b0 < n_blocks; b0 += wave) {
       const std::ptrdiff_t nw = std::min(wave, n_blocks - b0);
@@ -281,7 +283,7 @@ class GradientEngine {
         const std::int64_t* block_rows_at = rows ? rows + start : nullptr;
         const BlockJob<T> job{data_.X, data_.d, data_.Y, data_.ky, data_.SW, data_.ks,
                               P, V, runs_.data(), block_rows_at, start, count, c0, c1, S,
-                              partial + bi * slot};
+                              partial + bi * slot, rowwise};
         if (hess) {
           run_hessp_kernel(job);
         } else {
