@@ -166,9 +166,10 @@ def test_kernel_environment_variable_picks_the_kernel():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("K", [1, 2, 3, 16])
 def test_row_orders_give_the_same_bits(kernel, dtype, K):
-    """The dense gradient reads a group's four rows interleaved or one after another (RowOrder in
-    block_kernel.hpp, chosen by CPU and size): each row's sums are the same chains either way,
-    in full-batch and mini-batch calls, with d % 4 != 0 (the tail terms) and odd run counts."""
+    """The dense gradient and Hessian product read a group's four rows interleaved or one after
+    another (RowOrder in block_kernel.hpp, chosen by CPU and size): each row's sums are the same
+    chains either way, in full-batch and mini-batch calls, with d % 4 != 0 (the tail terms) and
+    odd run counts."""
     rng = np.random.default_rng(8)
     n, d = 1_030, 103
     X = rng.standard_normal((n, d)).astype(dtype)
@@ -181,10 +182,12 @@ def test_row_orders_give_the_same_bits(kernel, dtype, K):
         for order in ("interleaved", "rowwise"):
             core.set_row_order(order)
             grads = gs.loss_and_grad(X, Y, W, np.zeros(K), sample_weight=sw, backend="cpp")
+            hv = gs.hessp(X, Y, W, np.zeros(K), W[::-1], np.ones(K), sample_weight=sw,
+                          backend="cpp")
             fitted = gs.fit(X, Y[:, 0], rule=["adam", "sgd", "momentum"][:min(K, 3)], lr=0.05,
                             batch_size=64 if K < 3 else None, max_iter=3, tol=None,
                             random_state=0, backend="cpp")
-            out[order] = (*grads, fitted.coef, fitted.intercept)
+            out[order] = (*grads, *hv, fitted.coef, fitted.intercept)
     finally:
         core.set_row_order(before)
     for a, b in zip(out["interleaved"], out["rowwise"]):

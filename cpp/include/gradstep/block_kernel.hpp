@@ -77,9 +77,10 @@ struct BlockJob {
   const std::int64_t* rows;
   std::ptrdiff_t start, count, c0, c1, stride;
   double* out;
-  // The gradient's rows of a group of four read one after another (one row's dot products,
-  // then the next row's) with no software prefetch of contiguous rows, instead of interleaved
-  // four rows at a time (see RowOrder). The same operations per row: the same bits.
+  // The rows of a group of four read one after another (one row's dot products, then the next
+  // row's) with no software prefetch of contiguous rows, instead of interleaved four rows at a
+  // time (see RowOrder), by the gradient's and the Hessian product's pair paths (the run-chunk
+  // path keeps its tile). The same operations per row: the same bits.
   bool rowwise = false;
 };
 
@@ -399,7 +400,9 @@ GRADSTEP_INLINE void group_hessp(const BlockJob<T>& job, const RowGroup<T>* grp,
     g[q] = job.out + cq * job.stride;
   }
   for (std::size_t G = 0; G < NG; ++G) {
-    for (std::size_t q = 0; q < NW; ++q) dot_rows<4, 2>(grp[G].x, wv[q], d, zu[G][q]);
+    for (std::size_t q = 0; q < NW; ++q) {
+      dot_rows<4, 2>(grp[G].x, wv[q], d, zu[G][q], job.rowwise);
+    }
   }
   for (std::size_t q = 0; q < NW; ++q) {
     const double b = wv[q][0][d], vb = wv[q][1][d];
@@ -444,7 +447,7 @@ GRADSTEP_INLINE void group_hessp1(const BlockJob<T>& job, const T* const x[4],
     const double* wv[2] = {job.P + k * D, job.V + k * D};
     g[q] = job.out + cq * job.stride;
     double zu[2][4], sq[4];
-    dot_rows<4, 2>(x, wv, d, zu);
+    dot_rows<4, 2>(x, wv, d, zu, job.rowwise);
     run_weights<4, PerRun>(job, i, s, k, sq);
     const double b = wv[0][d], vb = wv[1][d];
 #if defined(GRADSTEP_VECTOR_EXT)
@@ -1027,7 +1030,8 @@ inline void select_kernel(const std::string& name) {
   throw std::invalid_argument("kernel must be 'baseline', 'avx2' or 'avx512', got '" + name + "'");
 }
 
-// The order in which the gradient reads a group's four rows (BlockJob::rowwise). "interleaved":
+// The order in which the gradient and the Hessian-vector product read a group's four rows
+// (BlockJob::rowwise). "interleaved":
 // each feature of the four rows in turn, the rows 8 ahead prefetched by software: four
 // independent chains of multiply-adds in flight, the faster order from L1 / L2 everywhere and,
 // measured on Zen 3, from memory too. "rowwise": one row after another, no software prefetch of
@@ -1036,8 +1040,9 @@ inline void select_kernel(const std::string& name) {
 // 120-130 and 76-125 ns per row, rowwise 45-56 and 42-48 (a plain loop of one row at a time,
 // as Numba's: 53); from 4 MB, 33-38 vs 38-44; in L2 (1,000 rows) 28-38 vs 37-50. Through
 // gradstep (1M x 100, best of 5, two alternations): float64 K = 1 99 -> 52 ms, K = 2 142 -> 56,
-// K = 3 148 -> 96; float32 (400-byte rows) K = 1 39 -> 36, K = 2 47 -> 52, K = 3 82 -> 88.
-// "auto" therefore takes rowwise for float64 gradient calls reading at least kRowwiseBytes of X
+// K = 3 148 -> 96; float32 (400-byte rows) K = 1 39 -> 36, K = 2 47 -> 52, K = 3 82 -> 88. The
+// Hessian-vector product (harness, 1M x 100): K = 1 122 -> 47-49 ns per row, K = 2 155-160 ->
+// 82-122. "auto" therefore takes rowwise for float64 calls reading at least kRowwiseBytes of X
 // on AMD CPUs with AVX-512 (Zen 4 and later; measured on Zen 4 only), interleaved elsewhere.
 // GRADSTEP_ROW_ORDER=auto|rowwise|interleaved in the environment, or
 // gradstep._core.set_row_order, asks for one. Either order gives the same bits.
@@ -1096,8 +1101,8 @@ inline bool cpu_prefers_rowwise() {
 #endif
 }
 
-// Whether a gradient call that reads `bytes` of an X of `element_bytes` per entry takes its
-// rows one after another.
+// Whether a call that reads `bytes` of an X of `element_bytes` per entry takes its rows one
+// after another.
 inline bool rowwise_rows(std::ptrdiff_t bytes, std::size_t element_bytes) {
   switch (current_row_order()) {
     case RowOrder::rowwise:

@@ -271,7 +271,7 @@ class GradientEngine {
     const int participants = n_blocks * n_tiles > 1 && work >= min_work ? std::max(1, n_threads) : 1;
     ThreadPool* pool = participants > 1 ? &ThreadPool::instance() : nullptr;
     const bool rowwise =  // RowOrder
-        !hess && rowwise_rows(used * d * static_cast<std::ptrdiff_t>(sizeof(T)), sizeof(T));
+        rowwise_rows(used * d * static_cast<std::ptrdiff_t>(sizeof(T)), sizeof(T));
 
     for (std::ptrdiff_t b0 = 0; b0 < n_blocks; b0 += wave) {
       const std::ptrdiff_t nw = std::min(wave, n_blocks - b0);
