@@ -125,6 +125,20 @@ def test_set_kernel_rejects_unknown_names():
     assert core.kernel() in KERNELS
 
 
+def _assert_same_bits_under(select, names, compute):
+    """compute() under each of two settings (select(name) returns the one it replaces; the
+    setting before is restored): the same arrays to the bit."""
+    before = select(names[0])
+    try:
+        first = compute()
+        select(names[1])
+        second = compute()
+    finally:
+        select(before)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.skipif("avx512" not in KERNELS, reason="this CPU has no AVX-512 F, VL and DQ")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("K", [1, 2, 8, 16, 27])
@@ -138,20 +152,15 @@ def test_avx512_kernel_gives_the_avx2_bits(dtype, K):
     W = rng.standard_normal((K, d)) * 0.3
     V = rng.standard_normal((K, d))
     sw = rng.random((n, K)) + 0.5
-    out = {}
-    before = core.set_kernel("avx2")
-    try:
-        for name in ("avx2", "avx512"):
-            core.set_kernel(name)
-            grads = gs.loss_and_grad(X, Y, W, np.zeros(K), sample_weight=sw, backend="cpp")
-            hv = gs.hessp(X, Y, W, np.zeros(K), V, np.ones(K), sample_weight=sw, backend="cpp")
-            fitted = gs.fit(X, Y[:, 0], rule=["adam"] * K, lr=0.05, batch_size=64, max_iter=2,
-                            tol=None, random_state=0, backend="cpp")
-            out[name] = (*grads, *hv, fitted.coef)
-    finally:
-        core.set_kernel(before)
-    for a, b in zip(out["avx2"], out["avx512"]):
-        np.testing.assert_array_equal(a, b)
+
+    def compute():
+        grads = gs.loss_and_grad(X, Y, W, np.zeros(K), sample_weight=sw, backend="cpp")
+        hv = gs.hessp(X, Y, W, np.zeros(K), V, np.ones(K), sample_weight=sw, backend="cpp")
+        fitted = gs.fit(X, Y[:, 0], rule=["adam"] * K, lr=0.05, batch_size=64, max_iter=2,
+                        tol=None, random_state=0, backend="cpp")
+        return (*grads, *hv, fitted.coef)
+
+    _assert_same_bits_under(core.set_kernel, ("avx2", "avx512"), compute)
 
 
 def test_kernel_environment_variable_picks_the_kernel():
@@ -176,22 +185,17 @@ def test_row_orders_give_the_same_bits(kernel, dtype, K):
     Y = (rng.random((n, K)) < 0.4).astype(np.float64)
     W = rng.standard_normal((K, d)) * 0.2
     sw = rng.random(n) + 0.5
-    out = {}
-    before = core.set_row_order("interleaved")
-    try:
-        for order in ("interleaved", "rowwise"):
-            core.set_row_order(order)
-            grads = gs.loss_and_grad(X, Y, W, np.zeros(K), sample_weight=sw, backend="cpp")
-            hv = gs.hessp(X, Y, W, np.zeros(K), W[::-1], np.ones(K), sample_weight=sw,
-                          backend="cpp")
-            fitted = gs.fit(X, Y[:, 0], rule=["adam", "sgd", "momentum"][:min(K, 3)], lr=0.05,
-                            batch_size=64 if K < 3 else None, max_iter=3, tol=None,
-                            random_state=0, backend="cpp")
-            out[order] = (*grads, *hv, fitted.coef, fitted.intercept)
-    finally:
-        core.set_row_order(before)
-    for a, b in zip(out["interleaved"], out["rowwise"]):
-        np.testing.assert_array_equal(a, b)
+
+    def compute():
+        grads = gs.loss_and_grad(X, Y, W, np.zeros(K), sample_weight=sw, backend="cpp")
+        hv = gs.hessp(X, Y, W, np.zeros(K), W[::-1], np.ones(K), sample_weight=sw,
+                      backend="cpp")
+        fitted = gs.fit(X, Y[:, 0], rule=["adam", "sgd", "momentum"][:min(K, 3)], lr=0.05,
+                        batch_size=64 if K < 3 else None, max_iter=3, tol=None,
+                        random_state=0, backend="cpp")
+        return (*grads, *hv, fitted.coef, fitted.intercept)
+
+    _assert_same_bits_under(core.set_row_order, ("interleaved", "rowwise"), compute)
 
 
 def test_row_order_is_chosen_by_name_or_environment():

@@ -1179,6 +1179,19 @@ void bind_csr(py::module_& m) {
         "to n_threads threads.");
 }
 
+// The set_kernel / set_row_order bindings: select(name) (a ValueError naming the choices for a
+// bad one), returning the name in use before.
+template <class Current, class Select>
+std::string select_by_name(const std::string& name, Current current, Select select) {
+  const std::string before = current();
+  try {
+    select(name);
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  return before;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -1345,28 +1358,18 @@ PYBIND11_MODULE(_core, m) {
         "For tests: holds the thread pool's instance lock for `seconds` (GIL released), as a "
         "thread inside ThreadPool::instance() does for a moment.");
   m.def("row_order", [] { return std::string(gradstep::row_order_name(gradstep::current_row_order())); },
-        "The order in which the dense gradient reads each group of four rows: 'auto', 'rowwise' "
-        "or 'interleaved' (block_kernel.hpp, RowOrder).");
+        "The order in which the dense gradient and Hessian product read each group of four rows: "
+        "'auto', 'rowwise' or 'interleaved' (block_kernel.hpp, RowOrder).");
   m.def("set_row_order", [](const std::string& name) {
-          const std::string before = gradstep::row_order_name(gradstep::current_row_order());
-          try {
-            gradstep::select_row_order(name);
-          } catch (const std::invalid_argument& e) {
-            throw py::value_error(e.what());
-          }
-          return before;
+          return select_by_name(name, [] { return gradstep::row_order_name(gradstep::current_row_order()); },
+                                gradstep::select_row_order);
         },
         py::arg("name"),
-        "Selects the dense gradient's row order ('auto', 'rowwise' or 'interleaved') for tests and "
+        "Selects the dense kernels' row order ('auto', 'rowwise' or 'interleaved') for tests and "
         "benchmarks; returns the previous one. Either order gives the same bits.");
   m.def("set_kernel", [](const std::string& name) {
-          const std::string before = gradstep::kernel_name(gradstep::current_kernel());
-          try {
-            gradstep::select_kernel(name);
-          } catch (const std::invalid_argument& e) {
-            throw py::value_error(e.what());
-          }
-          return before;
+          return select_by_name(name, [] { return gradstep::kernel_name(gradstep::current_kernel()); },
+                                gradstep::select_kernel);
         },
         py::arg("name"),
         "Selects the kernels ('baseline', 'avx2' or 'avx512') for tests and benchmarks; returns "

@@ -259,11 +259,11 @@ def set_kernel(name: Literal["baseline", "avx2", "avx512"]) -> str:
     a name this CPU or build cannot run. Not thread-safe: call it while no fit is running."""
 
 def row_order() -> Literal["auto", "rowwise", "interleaved"]:
-    """The order in which the dense gradient reads each group of four rows
+    """The order in which the dense gradient and Hessian product read each group of four rows
     (cpp/include/gradstep/block_kernel.hpp, RowOrder)."""
 
 def set_row_order(name: Literal["auto", "rowwise", "interleaved"]) -> str:
-    """Selects the dense gradient's row order for tests and benchmarks and returns the previous
+    """Selects the dense kernels' row order for tests and benchmarks and returns the previous
     one; ValueError for an unknown name. Either order gives the same bits. Not thread-safe: call
     it while no fit is running."""
 
