@@ -98,9 +98,8 @@ def fit_working_set(fit: Callable[..., FitResult], X: Any, y: Any, oracle: Any,
     """fit(X, y, **fit_kwargs) with working_set=True (see the module docstring): `oracle` is
     the whole problem's (its smooth loss and gradient) and X its data as it holds them (checked
     once: a COO matrix already CSR, a dask DataFrame already an array), `start` its starting
-    row (1, D), `l1`
-    the L1 strength alpha l1_ratio; `batched`: the call's one run is returned with a leading
-    axis. fit_kwargs hold the other arguments of the call."""
+    row (1, D), `l1` the L1 strength alpha l1_ratio; `batched`: the call's one run is returned
+    with a leading axis. fit_kwargs hold the other arguments of the call."""
     from .api import _public_result  # api calls this module: loaded by then
 
     d = oracle.n_features

@@ -1031,10 +1031,9 @@ inline void select_kernel(const std::string& name) {
 }
 
 // The order in which the gradient and the Hessian-vector product read a group's four rows
-// (BlockJob::rowwise). "interleaved":
-// each feature of the four rows in turn, the rows 8 ahead prefetched by software: four
-// independent chains of multiply-adds in flight, the faster order from L1 / L2 everywhere and,
-// measured on Zen 3, from memory too. "rowwise": one row after another, no software prefetch of
+// (BlockJob::rowwise). "interleaved": each feature of the four rows in turn, the rows 8 ahead
+// prefetched by software: four independent chains of multiply-adds in flight, the faster order
+// from L1 / L2 everywhere and, measured on Zen 3, from memory too. "rowwise": one row after another, no software prefetch of
 // contiguous rows. On AMD Zen 4 (2 cores, 1 MB L2, one thread, a harness of the engine), X of
 // 100 float64 features: from memory (1M rows) and from L3 (20,000 rows, 16 MB) interleaved
 // 120-130 and 76-125 ns per row, rowwise 45-56 and 42-48 (a plain loop of one row at a time,

@@ -522,7 +522,7 @@ GRADSTEP_INLINE void prefetch_features(const Matrix<T, I>& X, std::ptrdiff_t i, 
 // check_rows screens consecutive rows this many at a time (whole groups of four): one screen of
 // a group's ~400 indices cost more than its walks' gathers save (200,000 x 50,000 Zipf CSR, 20M
 // nonzeros, K = 1, 1 thread, Zen 4: the checked pass 7-9 ms above the unchecked 50 ms with a
-// group per screen, 1-3 ms with 64 rows and with 256; 64 rows' indices, ~25 KB, stay in L1).
+// group per screen, 1-3 ms with 64 rows and with 256; 64 rows' indices are about 25 KB).
 constexpr std::ptrdiff_t kCheckRows = 64;
 static_assert(kCheckRows % 4 == 0, "a chunk of checked rows is whole groups of four");
 
